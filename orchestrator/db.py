@@ -1,0 +1,101 @@
+"""Connections: who connects where (embedded or external), psycopg 3 pools with a health check."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .cluster import Cluster
+from .config import SERVICES, Settings, owner_role
+from .secrets import role_password
+
+log = logging.getLogger(__name__)
+
+
+def admin_conninfo(s: Settings, dbname: str = "postgres") -> str:
+    """A superuser (or DB_USER) connection: used only by migrate, cluster tools and tests."""
+    if s.external:
+        return make_conninfo(host=s.db_host or "localhost", port=s.db_port or 5432, user=s.db_user or "postgres",
+                             password=s.db_password or "", dbname=dbname)
+    return Cluster(s).superuser_conninfo(dbname)
+
+
+def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = None) -> str:
+    """ROLE's connection to DBNAME over TCP with its password (scram-sha-256)."""
+    override = s.database_url_override(dbname) if role in SERVICES.values() else None
+    if override:
+        return override
+    pw = password if password is not None else role_password(s, role)
+    if pw is None:
+        raise RuntimeError(f"no password known for role {role}; run `orchestrator migrate` to create it")
+    if s.external:
+        host, port = s.db_host or "localhost", s.db_port or 5432
+    else:
+        host, port = "127.0.0.1", Cluster(s).port
+    return make_conninfo(host=host, port=port, user=role, password=pw, dbname=dbname,
+                         application_name=f"orchestrator:{role}")
+
+
+def service_role(service: str, instance: str = "default") -> str:
+    """The LOGIN role of SERVICE (a Singularity instance other than `default` has its own)."""
+    base = SERVICES[service]
+    return base if instance in ("default", "") else f"{base}_{instance}"
+
+
+def owner_conninfo(s: Settings, dbname: str) -> str:
+    return role_conninfo(s, dbname, owner_role(dbname))
+
+
+def redact(conninfo: str) -> str:
+    d = conninfo_to_dict(conninfo)
+    if d.get("password"):
+        d["password"] = "***"
+    return make_conninfo(**d)
+
+
+def connect(conninfo: str, autocommit: bool = True, **kw) -> psycopg.Connection:
+    return psycopg.connect(conninfo, autocommit=autocommit, row_factory=dict_row, **kw)
+
+
+def connect_retry(conninfo: str, deadline_s: float = 30.0, **kw) -> psycopg.Connection:
+    """Connect, retrying with capped exponential backoff while the server is away."""
+    delay, end = 0.1, time.monotonic() + deadline_s
+    while True:
+        try:
+            return connect(conninfo, **kw)
+        except psycopg.OperationalError as e:
+            if time.monotonic() >= end:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", str(e).strip().splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "pool") -> ConnectionPool:
+    """A pool that checks each connection before handing it out, so a restart never yields a dead one."""
+    return ConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=3600,
+        name=name,
+        open=True,
+    )
+
+
+@lru_cache(maxsize=None)
+def _cached_pool(conninfo: str, max_size: int) -> ConnectionPool:
+    return make_pool(conninfo, max_size=max_size)
+
+
+def shared_pool(conninfo: str, max_size: int = 4) -> ConnectionPool:
+    """One pool per conninfo per process."""
+    return _cached_pool(conninfo, max_size)

@@ -1,0 +1,12 @@
+-- Superuser part of shared_queue: pgmq itself is installed by migrate (extension or SQL-only),
+-- then its owner role gets what it needs to create queues and to hand out per-queue privileges.
+CREATE SCHEMA IF NOT EXISTS partman;
+CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;
+GRANT USAGE, CREATE ON SCHEMA pgmq TO own_shared_queue;
+GRANT USAGE ON SCHEMA pgmq TO own_shared_queue WITH GRANT OPTION;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgmq.meta, pgmq.notify_insert_throttle, pgmq.topic_bindings
+    TO own_shared_queue;
+GRANT SELECT ON pgmq.meta, pgmq.notify_insert_throttle TO own_shared_queue WITH GRANT OPTION;
+GRANT UPDATE (last_notified_at) ON pgmq.notify_insert_throttle TO own_shared_queue WITH GRANT OPTION;
+-- No service role may create queues or touch pgmq's bookkeeping beyond the notify throttle stamp.
+REVOKE CREATE ON SCHEMA pgmq FROM PUBLIC;

@@ -1,0 +1,184 @@
+-- Queue lifecycle, owned by the shared_queue owner role: create idempotently (pgmq.create),
+-- attach validation, wake-ups and autovacuum tuning, and grant exactly the flow table.
+
+-- The LOGIN roles of SERVICE that act on queue Q (a reply queue: only its instance's role).
+CREATE OR REPLACE FUNCTION bus._service_roles(p_service text, q bus.queues)
+RETURNS SETOF name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT i.role
+      FROM bus.instances i
+     WHERE p_service = 'singularity' AND (q.instance_id IS NULL OR i.instance_id = q.instance_id)
+    UNION ALL
+    SELECT ('svc_' || p_service)::name WHERE p_service <> 'singularity';
+$$;
+
+-- Every service LOGIN role the bus knows about.
+CREATE OR REPLACE FUNCTION bus._all_service_roles()
+RETURNS SETOF name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT role FROM bus.instances
+    UNION SELECT unnest(ARRAY['svc_genesis', 'svc_nexus', 'svc_centralcloud']::name[]);
+$$;
+
+-- Re-grant queue P_QUEUE's tables from scratch according to bus.flows (one transaction: atomic).
+CREATE OR REPLACE FUNCTION bus.apply_grants(p_queue text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    q     bus.queues := bus._queue(p_queue);
+    qt    text := 'q_' || p_queue;
+    at    text := 'a_' || p_queue;
+    role_ name;
+    f     bus.flows;
+BEGIN
+    FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
+        EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM %I', qt, at, role_);
+    END LOOP;
+    EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM PUBLIC', qt, at);
+    FOR f IN SELECT * FROM bus.flows WHERE kind = q.kind LOOP
+        FOR role_ IN SELECT * FROM bus._service_roles(f.service, q) LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
+            IF f.action = 'send' THEN
+                -- pgmq.send is INSERT ... RETURNING msg_id: insert plus reading back the id only.
+                EXECUTE format('GRANT INSERT, SELECT (msg_id) ON pgmq.%I TO %I', qt, role_);
+            ELSE
+                EXECUTE format('GRANT SELECT, UPDATE, DELETE ON pgmq.%I TO %I', qt, role_);
+                EXECUTE format('GRANT SELECT, INSERT ON pgmq.%I TO %I', at, role_);
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- CentralCloud: read-only on every archive, for analytics.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'svc_centralcloud') THEN
+        EXECUTE format('GRANT SELECT ON pgmq.%I TO svc_centralcloud', at);
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION bus.apply_grants(text) IS 'Grants a queue''s tables to service roles exactly as bus.flows says.';
+
+-- Create queue P_QUEUE of kind P_KIND (idempotent): pgmq queue + validation + notify + grants.
+CREATE OR REPLACE FUNCTION bus.ensure_queue(p_queue text, p_kind text, p_instance text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    qt text := 'q_' || p_queue;
+    throttle int := coalesce(bus.setting('notify_throttle_ms'), '0')::int;
+BEGIN
+    IF p_queue !~ '^[a-z][a-z0-9_]{2,46}$' THEN
+        RAISE EXCEPTION 'invalid queue name "%"', left(p_queue, 60)
+            USING ERRCODE = 'invalid_name', HINT = 'Queue names are 3-47 characters: a-z, 0-9 and _, starting with a letter.';
+    END IF;
+    INSERT INTO bus.queues (queue_name, kind, instance_id) VALUES (p_queue, p_kind, p_instance)
+    ON CONFLICT (queue_name) DO UPDATE SET kind = EXCLUDED.kind, instance_id = EXCLUDED.instance_id;
+    PERFORM pgmq.create(p_queue);
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = format('pgmq.%I', qt)::regclass
+                                              AND tgname = 'bus_validate_message') THEN
+        EXECUTE format('CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.%I
+                        FOR EACH ROW EXECUTE FUNCTION bus._check_message()', qt);
+    END IF;
+    -- Wake consumers on insert. Throttle 0: every insert notifies (a wake-up inside a throttle
+    -- window is dropped, which costs a full poll interval; see README "wake-ups").
+    IF NOT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle t
+                    WHERE t.queue_name = p_queue AND t.throttle_interval_ms = throttle) THEN
+        PERFORM pgmq.enable_notify_insert(p_queue, throttle);
+    END IF;
+    -- Queue tables churn: vacuum them early so dead tuples stay bounded.
+    EXECUTE format('ALTER TABLE pgmq.%I SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 500,
+                    autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.05)', qt);
+    PERFORM bus.apply_grants(p_queue);
+    PERFORM bus._rebuild_archive_view();
+END;
+$$;
+COMMENT ON FUNCTION bus.ensure_queue(text, text, text) IS 'Creates or repairs a managed queue; safe to call again.';
+
+-- Register Singularity instance P_ID (LOGIN role P_ROLE) and create its reply queues.
+CREATE OR REPLACE FUNCTION bus.ensure_instance(p_id text, p_role name)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    k text;
+    qn text;
+BEGIN
+    INSERT INTO bus.instances (instance_id, role) VALUES (p_id, p_role)
+    ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
+    FOR k IN SELECT kind FROM bus.queue_kinds WHERE role = 'result' ORDER BY kind LOOP
+        qn := CASE WHEN p_id = 'default' THEN k ELSE k || '_' || p_id END;
+        PERFORM bus.ensure_queue(qn, k, p_id);
+        RETURN NEXT qn;
+    END LOOP;
+    -- The instance may send to every shared request/event queue: re-grant those.
+    PERFORM bus.apply_grants(queue_name) FROM bus.queues WHERE instance_id IS NULL;
+    PERFORM bus.grant_common(p_role);
+END;
+$$;
+COMMENT ON FUNCTION bus.ensure_instance(text, name) IS 'Registers a Singularity instance and creates its reply queues.';
+
+-- What every service role needs besides per-queue grants: schema usage, the rules, the notify stamp.
+CREATE OR REPLACE FUNCTION bus.grant_common(p_role name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p_role) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA pgmq, bus, ops TO %I', p_role);
+    EXECUTE format('GRANT SELECT ON bus.queues, bus.queue_kinds, bus.message_fields, bus.instances TO %I', p_role);
+    EXECUTE format('GRANT SELECT ON pgmq.meta, pgmq.notify_insert_throttle TO %I', p_role);
+    EXECUTE format('GRANT UPDATE (last_notified_at) ON pgmq.notify_insert_throttle TO %I', p_role);
+END;
+$$;
+COMMENT ON FUNCTION bus.grant_common(name) IS 'Schema usage and catalog read access every service role needs.';
+
+-- Operator setting KEY (from bus.settings), or NULL.
+CREATE OR REPLACE FUNCTION bus.setting(p_key text)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$ SELECT value FROM bus.settings WHERE key = p_key $$;
+
+-- Set operator setting KEY (migrate calls this with values from env).
+CREATE OR REPLACE FUNCTION bus.set_setting(p_key text, p_value text)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog
+AS $$
+    INSERT INTO bus.settings (key, value) VALUES (p_key, p_value)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+    WHERE bus.settings.value IS DISTINCT FROM EXCLUDED.value;
+$$;
+REVOKE EXECUTE ON FUNCTION bus.set_setting(text, text), bus.ensure_queue(text, text, text),
+    bus.ensure_instance(text, name), bus.apply_grants(text), bus.grant_common(name) FROM PUBLIC;
+
+-- Apply operator settings from env (migrate calls this): retention days and the notify throttle.
+CREATE OR REPLACE FUNCTION bus.configure(p_retention_days int, p_notify_throttle_ms int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF p_retention_days IS NULL OR p_retention_days < 1 THEN
+        RAISE EXCEPTION 'retention days must be >= 1, got %', p_retention_days
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Set SHARED_QUEUE_RETENTION_DAYS to a positive number of days.';
+    END IF;
+    IF p_notify_throttle_ms IS NULL OR p_notify_throttle_ms < 0 THEN
+        RAISE EXCEPTION 'notify throttle must be >= 0 ms, got %', p_notify_throttle_ms
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Set SHARED_QUEUE_NOTIFY_THROTTLE_MS to 0 or more.';
+    END IF;
+    PERFORM bus.set_setting('retention_days', p_retention_days::text);
+    PERFORM bus.set_setting('notify_throttle_ms', p_notify_throttle_ms::text);
+    PERFORM pgmq.update_notify_insert(t.queue_name, p_notify_throttle_ms)
+       FROM pgmq.notify_insert_throttle t
+      WHERE t.throttle_interval_ms <> p_notify_throttle_ms;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION bus.configure(int, int) FROM PUBLIC;
