@@ -149,6 +149,220 @@ def migrate_status() -> None:
             click.echo(f"    [ ] {m}")
 
 
+# -- the bus --------------------------------------------------------------------------
+def _operator():
+    """The shared_queue owner's connection: operator views and DLQ tools."""
+    from .db import connect, owner_conninfo
+
+    return connect(owner_conninfo(settings(), "shared_queue"))
+
+
+def _table(rows: list[dict], cols: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
+    click.echo("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        click.echo("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict | list):
+        return json.dumps(v)[:80]
+    if hasattr(v, "strftime"):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
+
+
+@main.command()
+def queues() -> None:
+    """A table of every queue: length, visible, oldest age, total, dead letters."""
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.queue_overview()").fetchall()
+    _table(rows, ["queue_name", "instance_id", "queue_length", "visible", "oldest_age_s", "total_messages",
+                  "dead_letters"])
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("message")
+@click.option("--role", default=None, help="Send as this service role (default: the shared_queue owner).")
+def send(queue: str, message: str, role: str | None) -> None:
+    """Send MESSAGE (a JSON object) to QUEUE; it is validated like any other."""
+    from .bus import Bus
+    from .db import owner_conninfo, role_conninfo
+    from .messages import ValidationError
+
+    try:
+        body = json.loads(message)
+    except json.JSONDecodeError as e:
+        _fail(f"MESSAGE is not valid JSON ({e.msg} at position {e.pos}); pass one JSON object, e.g. '{{\"k\": \"v\"}}'")
+    s = settings()
+    conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
+    with Bus(conninfo, pool_size=1, source=role or "operator") as bus:
+        try:
+            msg_id = bus.publish(queue, body)
+        except (ValidationError, PermissionError) as e:
+            _fail(str(e))
+    click.echo(f"sent msg_id {msg_id} to {queue}")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--archive", is_flag=True, help="Show the queue's archive instead of live messages.")
+@click.option("--limit", default=20, show_default=True)
+def read(queue: str, archive: bool, limit: int) -> None:
+    """Show messages of QUEUE (or its archive) without consuming them."""
+    import psycopg
+
+    with _operator() as conn:
+        try:
+            rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
+        except psycopg.Error as e:
+            _fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
+    for r in rows:
+        when = f" archived {_fmt(r['archived_at'])}" if archive else f" vt {_fmt(r['vt'])}"
+        click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {_fmt(r['enqueued_at'])}{when}")
+        click.echo("  " + json.dumps(r["message"]))
+        if r["headers"]:
+            click.echo("  headers " + json.dumps(r["headers"]))
+    if not rows:
+        click.echo("(empty)")
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: list, replay, purge."""
+
+
+@dlq.command("list")
+@click.option("--queue", default=None, help="Only dead letters from this queue.")
+@click.option("--limit", default=50, show_default=True)
+def dlq_list(queue: str | None, limit: int) -> None:
+    """Dead letters with their original queue, error and attempts."""
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.peek('dead_letters', false, %s)", (limit,)).fetchall()
+    rows = [{"dlq_id": r["msg_id"], "queue": r["message"].get("queue"), "attempts": r["message"].get("attempts"),
+             "failed_at": r["message"].get("failed_at"), "error": (r["message"].get("error") or "")[:70]}
+            for r in rows if queue is None or r["message"].get("queue") == queue]
+    _table(rows, ["dlq_id", "queue", "attempts", "failed_at", "error"])
+
+
+@dlq.command("replay")
+@click.argument("dlq_ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+def dlq_replay(dlq_ids: tuple[int, ...], all_: bool) -> None:
+    """Send dead letters back to their original queues (validated again)."""
+    import psycopg
+
+    with _operator() as conn:
+        ids = list(dlq_ids)
+        if all_:
+            ids = [r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_dead_letters ORDER BY msg_id")]
+        if not ids:
+            _fail("name the dead letters to replay (orchestrator dlq list shows their ids) or pass --all")
+        for i in ids:
+            try:
+                new = conn.execute("SELECT bus.dlq_replay(%s) AS id", (i,)).fetchone()["id"]
+                click.echo(f"dead letter {i} replayed as msg_id {new}")
+            except psycopg.Error as e:
+                click.echo(f"dead letter {i} not replayed: {e.diag.message_primary} ({e.diag.message_hint or ''})")
+
+
+@dlq.command("purge")
+@click.option("--queue", default=None, help="Only dead letters from this queue.")
+@click.confirmation_option(prompt="Move these dead letters to the DLQ archive?")
+def dlq_purge(queue: str | None) -> None:
+    """Move dead letters to the DLQ archive (kept until retention)."""
+    with _operator() as conn:
+        n = conn.execute("SELECT bus.dlq_purge(%s) AS n", (queue,)).fetchone()["n"]
+    click.echo(f"{n} dead letters archived")
+
+
+@main.command()
+def status() -> None:
+    """Is everything up: database, migrations, queues, dead letters, schedules, heartbeats."""
+    from .db import admin_conninfo, connect
+    from .migrate import status as mstatus
+
+    s = settings()
+    if not s.external:
+        from .cluster import Cluster
+
+        c = Cluster(s)
+        click.echo(f"postgres   {'running' if c.running() else 'STOPPED (make db)'} ({c.status()['data_dir']})")
+    pending = sum(len(r["pending"]) for r in mstatus(s))
+    click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
+    with _operator() as conn:
+        q = conn.execute("SELECT sum(queue_length) AS depth, sum(dead_letters) AS dl, max(oldest_age_s) AS oldest "
+                         "FROM bus.queue_overview()").fetchone()
+        hb = conn.execute("""SELECT message->>'service' AS service, message->>'instance_id' AS instance_id,
+                                    max(enqueued_at) AS last_seen
+                               FROM pgmq.q_instance_heartbeat GROUP BY 1, 2
+                             UNION ALL
+                             SELECT message->>'service', message->>'instance_id', max(enqueued_at)
+                               FROM pgmq.a_instance_heartbeat WHERE enqueued_at > now() - interval '1 day'
+                              GROUP BY 1, 2""").fetchall()
+    click.echo(f"queues     {q['depth'] or 0} waiting, oldest {q['oldest'] or 0}s; dead letters {q['dl'] or 0}")
+    seen: dict = {}
+    for r in hb:
+        k = (r["service"], r["instance_id"])
+        seen[k] = max(seen.get(k, r["last_seen"]), r["last_seen"])
+    for (svc, inst), at in sorted(seen.items()):
+        click.echo(f"heartbeat  {svc}:{inst} last seen {_fmt(at)}")
+    with connect(admin_conninfo(s, "postgres")) as conn:
+        jobs = conn.execute("""SELECT j.jobname, j.schedule, d.status, d.start_time
+                                 FROM cron.job j LEFT JOIN LATERAL (
+                                   SELECT status, start_time FROM cron.job_run_details r
+                                    WHERE r.jobid = j.jobid ORDER BY start_time DESC LIMIT 1) d ON true
+                                ORDER BY 1""").fetchall()
+    for j in jobs:
+        click.echo(f"schedule   {j['jobname']:<40} {j['schedule']:<14} last: {j['status'] or 'never run'} "
+                   f"{_fmt(j['start_time']) if j['start_time'] else ''}")
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configured server (embedded or DB_HOST / *_DB_URL) and print each missing piece with its fix."""
+    from .doctor import run
+
+    checks = run(settings())
+    bad = 0
+    for c in checks:
+        mark = "ok " if c.ok else "MISSING"
+        click.echo(f"[{mark:^7}] {c.name}: {c.detail}" + ("" if c.ok else f"\n          fix: {c.fix}"))
+        bad += 0 if c.ok else 1
+    click.echo(f"{len(checks) - bad} ok, {bad} to fix")
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.option("--only", default="", help="Comma-separated workers to run (default: all). Known: see --list.")
+@click.option("--list", "list_", is_flag=True, help="List the worker kinds and exit.")
+@click.option("--grace", default=20.0, show_default=True, help="Seconds to finish in-flight work on SIGTERM.")
+def daemon(only: str, list_: bool, grace: float) -> None:
+    """Run the workers under one supervisor until SIGTERM/SIGINT."""
+    from .daemon import Supervisor
+    from .workers import load_all
+
+    registry = load_all()
+    if list_:
+        for name in registry:
+            click.echo(name)
+        return
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
+    s = settings()
+    workers = [registry[n](s) for n in names]
+    sys.exit(Supervisor(workers, grace_s=grace).run_forever())
+
+
 def run() -> None:  # pragma: no cover
     main()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import lru_cache
+from functools import cache
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -91,7 +91,7 @@ def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_pool(conninfo: str, max_size: int) -> ConnectionPool:
     return make_pool(conninfo, max_size=max_size)
 

@@ -139,8 +139,9 @@ def run_bootstrap(conn: psycopg.Connection, s: Settings, t: Target) -> None:
 
 
 def _yoyo_url(s: Settings, t: Target) -> str:
-    from .db import role_conninfo
     from psycopg.conninfo import conninfo_to_dict
+
+    from .db import role_conninfo
 
     if t.kind == "postgres":
         d = conninfo_to_dict(admin_conninfo(s, "postgres"))

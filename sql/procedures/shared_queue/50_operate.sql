@@ -63,3 +63,25 @@ $$;
 COMMENT ON FUNCTION bus.dlq_purge(text) IS 'Moves dead letters to the DLQ archive (kept until retention prunes it).';
 
 REVOKE EXECUTE ON FUNCTION bus.queue_overview(), bus.dlq_replay(bigint), bus.dlq_purge(text) FROM PUBLIC;
+
+-- Look at messages without consuming them: the live queue or its archive (operator only).
+CREATE OR REPLACE FUNCTION bus.peek(p_queue text, p_archive boolean DEFAULT false, p_limit int DEFAULT 20)
+RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, vt timestamptz, archived_at timestamptz,
+               message jsonb, headers jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    q bus.queues := bus._queue(p_queue);
+BEGIN
+    IF p_archive THEN
+        RETURN QUERY EXECUTE format('SELECT msg_id, read_ct, enqueued_at, vt, archived_at, message, headers
+                                       FROM pgmq.%I ORDER BY msg_id DESC LIMIT $1', 'a_' || q.queue_name) USING p_limit;
+    ELSE
+        RETURN QUERY EXECUTE format('SELECT msg_id, read_ct, enqueued_at, vt, NULL::timestamptz, message, headers
+                                       FROM pgmq.%I ORDER BY msg_id LIMIT $1', 'q_' || q.queue_name) USING p_limit;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION bus.peek(text, boolean, int) IS 'Shows messages of a queue or its archive without changing them.';
+REVOKE EXECUTE ON FUNCTION bus.peek(text, boolean, int) FROM PUBLIC;

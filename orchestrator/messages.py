@@ -1,0 +1,123 @@
+"""Message rules, mirrored from SQL (bus.message_rules()) so clients refuse bad messages before sending.
+
+The rules live in one place, the bus.message_fields table; this module only reads and applies them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import UTC, datetime
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
+
+
+class ValidationError(ValueError):
+    """A message that the bus would refuse; the text names the queue, the field and the fix."""
+
+
+def ulid() -> str:
+    """A new ULID: 48-bit ms timestamp + 80 random bits, Crockford base32 (same as ops.ulid())."""
+    n = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _type_ok(v, want: str) -> bool:
+    if want == "any":
+        return True
+    if want == "string":
+        return isinstance(v, str)
+    if want == "boolean":
+        return isinstance(v, bool)
+    if want == "integer":
+        return isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer())
+    if want == "number":
+        return isinstance(v, int | float) and not isinstance(v, bool)
+    if want == "array":
+        return isinstance(v, list)
+    if want == "object":
+        return isinstance(v, dict)
+    return False
+
+
+def _json_type(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+class Rules:
+    """The validation rules of every queue, as loaded from bus.message_rules()."""
+
+    def __init__(self, doc: dict):
+        self.queues: dict[str, str] = doc.get("queues") or {}
+        self.kinds: dict[str, dict] = doc.get("kinds") or {}
+
+    def kind_of(self, queue: str) -> str:
+        if queue not in self.queues:
+            raise ValidationError(f'unknown queue "{queue[:60]}"; use one of: {", ".join(sorted(self.queues))}')
+        return self.queues[queue]
+
+    def validate(self, queue: str, message: object) -> dict:
+        """Return MESSAGE with its envelope stamped, or raise ValidationError exactly as SQL would."""
+        kind = self.kinds[self.kind_of(queue)]
+        if not isinstance(message, dict):
+            raise ValidationError(f"{queue}: a message must be a JSON object, got {_json_type(message)}")
+        m = dict(message)
+        size = len(json.dumps(m, separators=(", ", ": "), ensure_ascii=False).encode())
+        if size > kind["max_bytes"]:
+            raise ValidationError(f"{queue}: message is {size} bytes, over the limit of {kind['max_bytes']} bytes; "
+                                  "store large payloads elsewhere and send a reference")
+        if m.get("id") is None:
+            m["id"] = ulid()
+        elif not isinstance(m["id"], str) or not _ULID_RE.match(m["id"]):
+            raise ValidationError(f'{queue}: field "id" must be a ULID string (26 Crockford base32 characters)')
+        if m.get("created_at") is None:
+            m["created_at"] = now_iso()
+        elif not isinstance(m["created_at"], str):
+            raise ValidationError(f'{queue}: field "created_at" must be an ISO-8601 timestamp string')
+        if m.get("source") is not None and not isinstance(m["source"], str):
+            raise ValidationError(f'{queue}: field "source" must be a string, got {_json_type(m["source"])}')
+        if m.get("type") is None:
+            for f in kind["fields"]:
+                if f["field"] == "type" and f["msg_type"] == "*" and f["allowed"]:
+                    m["type"] = f["allowed"][0]
+        mtype = m.get("type")
+        for f in kind["fields"]:
+            if f["msg_type"] not in ("*", mtype):
+                continue
+            name = f["field"]
+            if name not in m or (m[name] is None and not f["nullable"]):
+                if f["required"]:
+                    raise ValidationError(f'{queue}: required field "{name}" is missing; add "{name}" (a JSON {f["json_type"]})')
+                if name in m:
+                    raise ValidationError(f'{queue}: field "{name}" must not be null')
+                continue
+            v = m[name]
+            if v is None:
+                continue
+            if not _type_ok(v, f["json_type"]):
+                raise ValidationError(f'{queue}: field "{name}" must be a JSON {f["json_type"]}, got {_json_type(v)}')
+            if f["nonempty"] and v in ("", [], {}):
+                raise ValidationError(f'{queue}: field "{name}" must not be empty')
+            if f["allowed"] is not None and v not in f["allowed"]:
+                raise ValidationError(f'{queue}: field "{name}" is {json.dumps(v)[:60]}, which is not one of {json.dumps(f["allowed"])}')
+        rk = kind.get("result_kind")
+        if rk and "reply_to" in m and self.queues.get(m["reply_to"]) != rk:
+            raise ValidationError(f'{queue}: reply_to "{str(m["reply_to"])[:60]}" is not a {rk} queue')
+        return m

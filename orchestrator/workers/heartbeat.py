@@ -1,0 +1,44 @@
+"""Heartbeat worker: publishes instance_heartbeat so CentralCloud can tell healthy, late and gone."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+
+from ..bus import Bus
+from ..config import Settings
+from ..daemon import Worker
+from ..db import role_conninfo, service_role
+from ..messages import now_iso
+from . import register
+
+STARTED = time.time()
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MB (from /proc; ru_maxrss is the peak)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1048576, 1)
+    except OSError:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def beat(bus: Bus, instance_id: str, service: str, stats: dict | None = None) -> int:
+    return bus.publish("instance_heartbeat", {
+        "instance_id": instance_id, "service": service, "at": now_iso(),
+        "stats": {"host": socket.gethostname(), "pid": os.getpid(), "uptime_s": round(time.time() - STARTED, 1),
+                  "rss_mb": rss_mb(), **(stats or {})},
+    })
+
+
+@register("heartbeat")
+def make(s: Settings, service: str = "singularity") -> Worker:
+    role = service_role(service, s.instance_id)
+    bus = Bus(role_conninfo(s, "shared_queue", role), source=f"{service}:{s.instance_id}", poll_ms=s.poll_ms,
+              pool_size=1)
+    return Worker(name="heartbeat", bus=bus, every_s=s.heartbeat_s,
+                  tick=lambda: beat(bus, s.instance_id, service), on_stop=bus.close)
