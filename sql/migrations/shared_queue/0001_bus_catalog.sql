@@ -13,7 +13,7 @@ COMMENT ON TABLE bus.settings IS 'Operator settings set by migrate from env (e.g
 
 CREATE TABLE bus.queue_kinds (
     kind        text PRIMARY KEY CHECK (kind ~ '^[a-z][a-z_]{2,30}$'),
-    role        text NOT NULL CHECK (role IN ('request', 'result', 'event', 'dead_letter')),
+    role        text NOT NULL CHECK (role IN ('request', 'result', 'inbox', 'event', 'dead_letter')),
     result_kind text REFERENCES bus.queue_kinds (kind),
     max_bytes   integer NOT NULL DEFAULT 1048576 CHECK (max_bytes > 0),
     max_attempts integer NOT NULL DEFAULT 5 CHECK (max_attempts > 0),

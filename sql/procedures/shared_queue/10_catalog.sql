@@ -10,8 +10,9 @@ INSERT INTO bus.queue_kinds (kind, role, result_kind, max_bytes, max_attempts, d
     ('question_requests',  'request',     'question_responses', 1048576, 5, 'questions for a human'),
     ('job_requests',       'request',     'job_results',        1048576, 3, 'code to run, validate or lint (Singularity -> Genesis)'),
     ('pattern_messages',   'event',       NULL,                 1048576, 5, 'patterns detected by instances (-> CentralCloud)'),
-    ('learned_patterns',   'event',       NULL,                 1048576, 5, 'learned / aggregated patterns, both directions'),
-    ('template_updates',   'event',       NULL,                 1048576, 5, 'template changes distributed to instances'),
+    ('learned_patterns',   'event',       NULL,                 1048576, 5, 'learned patterns and knowledge summaries (instances -> CentralCloud)'),
+    ('template_updates',   'inbox',       NULL,                 1048576, 5, 'template changes, one inbox per instance'),
+    ('knowledge_updates',  'inbox',       NULL,                 1048576, 5, 'aggregated patterns and exports, one inbox per instance'),
     ('instance_heartbeat', 'event',       NULL,                   65536, 3, 'liveness of every service'),
     ('dead_letters',       'dead_letter', NULL,                 2200000, 1, 'messages that failed too often or were malformed')
 ON CONFLICT (kind) DO UPDATE SET role = EXCLUDED.role, result_kind = EXCLUDED.result_kind,
@@ -72,14 +73,14 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('pattern_messages', '*', 'instance_id', 'string', true, false, true, NULL),
     ('pattern_messages', '*', 'patterns', 'array', true, false, false, NULL),
     ('pattern_messages', '*', 'timestamp', 'string', false, false, true, NULL),
-    ('learned_patterns', '*', 'type', 'string', true, false, true,
-        '["learned_patterns", "aggregated_patterns", "learning_exported", "knowledge_summary"]'),
-    ('learned_patterns', 'learned_patterns', 'instance_id', 'string', true, false, true, NULL),
+    ('learned_patterns', '*', 'type', 'string', true, false, true, '["learned_patterns", "knowledge_summary"]'),
+    ('learned_patterns', '*', 'instance_id', 'string', true, false, true, NULL),
     ('learned_patterns', 'learned_patterns', 'artifacts', 'array', true, false, false, NULL),
-    ('learned_patterns', 'aggregated_patterns', 'patterns', 'array', true, false, false, NULL),
-    ('learned_patterns', 'learning_exported', 'branch', 'string', true, false, true, NULL),
-    ('learned_patterns', 'learning_exported', 'artifacts_count', 'integer', true, false, false, NULL),
-    ('learned_patterns', 'knowledge_summary', 'instance_id', 'string', true, false, true, NULL),
+    ('learned_patterns', 'knowledge_summary', 'patterns', 'array', true, false, false, NULL),
+    ('knowledge_updates', '*', 'type', 'string', true, false, true, '["aggregated_patterns", "learning_exported"]'),
+    ('knowledge_updates', 'aggregated_patterns', 'patterns', 'array', true, false, false, NULL),
+    ('knowledge_updates', 'learning_exported', 'branch', 'string', true, false, true, NULL),
+    ('knowledge_updates', 'learning_exported', 'artifacts_count', 'integer', true, false, false, NULL),
     ('template_updates', '*', 'type', 'string', true, false, true, '["templates_updated"]'),
     ('template_updates', '*', 'git_url', 'string', true, false, true, NULL),
     ('template_updates', '*', 'updated_files', 'array', true, false, false, NULL),
@@ -95,7 +96,9 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('dead_letters', '*', 'error', 'string', true, false, true, NULL),
     ('dead_letters', '*', 'attempts', 'integer', true, false, false, NULL);
 
--- The flow table (DESIGN.md section 5). CentralCloud reads archives only (granted separately).
+-- The flow table (DESIGN.md section 5). CentralCloud also reads every archive (granted in
+-- bus.apply_grants). Broadcasts to instances (templates, aggregated patterns) go to one inbox
+-- queue per instance, because a pgmq message is delivered to one consumer only.
 DELETE FROM bus.flows;
 INSERT INTO bus.flows (kind, service, action) VALUES
     ('llm_requests', 'singularity', 'send'),       ('llm_requests', 'nexus', 'consume'),
@@ -106,10 +109,12 @@ INSERT INTO bus.flows (kind, service, action) VALUES
     ('question_responses', 'nexus', 'send'),       ('question_responses', 'singularity', 'consume'),
     ('job_requests', 'singularity', 'send'),       ('job_requests', 'genesis', 'consume'),
     ('job_results', 'genesis', 'send'),            ('job_results', 'singularity', 'consume'),
-    ('pattern_messages', 'singularity', 'send'),
-    ('learned_patterns', 'singularity', 'send'),
-    ('template_updates', 'singularity', 'consume'),
+    ('pattern_messages', 'singularity', 'send'),   ('pattern_messages', 'centralcloud', 'consume'),
+    ('learned_patterns', 'singularity', 'send'),   ('learned_patterns', 'centralcloud', 'consume'),
+    ('knowledge_updates', 'centralcloud', 'send'), ('knowledge_updates', 'singularity', 'consume'),
+    ('template_updates', 'centralcloud', 'send'),  ('template_updates', 'singularity', 'consume'),
     ('instance_heartbeat', 'singularity', 'send'), ('instance_heartbeat', 'genesis', 'send'),
-    ('instance_heartbeat', 'nexus', 'send'),
+    ('instance_heartbeat', 'nexus', 'send'),       ('instance_heartbeat', 'centralcloud', 'send'),
+    ('instance_heartbeat', 'centralcloud', 'consume'),
     ('dead_letters', 'singularity', 'send'),       ('dead_letters', 'genesis', 'send'),
-    ('dead_letters', 'nexus', 'send');
+    ('dead_letters', 'nexus', 'send'),             ('dead_letters', 'centralcloud', 'send');

@@ -99,7 +99,7 @@ END;
 $$;
 COMMENT ON FUNCTION bus.ensure_queue(text, text, text) IS 'Creates or repairs a managed queue; safe to call again.';
 
--- Register Singularity instance P_ID (LOGIN role P_ROLE) and create its reply queues.
+-- Register Singularity instance P_ID (LOGIN role P_ROLE) and create its reply and inbox queues.
 CREATE OR REPLACE FUNCTION bus.ensure_instance(p_id text, p_role name)
 RETURNS SETOF text
 LANGUAGE plpgsql
@@ -111,7 +111,7 @@ DECLARE
 BEGIN
     INSERT INTO bus.instances (instance_id, role) VALUES (p_id, p_role)
     ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
-    FOR k IN SELECT kind FROM bus.queue_kinds WHERE role = 'result' ORDER BY kind LOOP
+    FOR k IN SELECT kind FROM bus.queue_kinds WHERE role IN ('result', 'inbox') ORDER BY kind LOOP
         qn := CASE WHEN p_id = 'default' THEN k ELSE k || '_' || p_id END;
         PERFORM bus.ensure_queue(qn, k, p_id);
         RETURN NEXT qn;

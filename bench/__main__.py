@@ -1,0 +1,35 @@
+"""Run every benchmark module and print one table of figures.
+
+Each module in MODULES has `run() -> list[tuple[str, str, str]]` returning (figure, value, target) rows.
+`python -m bench NAME...` runs only the named modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+MODULES = ["bench.bus"]
+
+
+def main(argv: list[str]) -> int:
+    chosen = [m for m in MODULES if not argv or m.split(".")[-1] in argv]
+    rows: list[tuple[str, str, str]] = []
+    for name in chosen:
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        mod = importlib.import_module(name)
+        got = mod.run()
+        for r in got:
+            print(f"   {r[0]:<58} {r[1]:>22}   target {r[2]}", flush=True)
+        rows += got
+        print(f"   ({time.monotonic() - t0:.0f}s)", flush=True)
+    print("\n| figure | value | target |\n| --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
