@@ -192,11 +192,13 @@ def queues() -> None:
 @click.argument("message")
 @click.option("--role", default=None, help="Send as this service role (default: the shared_queue owner).")
 def send(queue: str, message: str, role: str | None) -> None:
-    """Send MESSAGE (a JSON object) to QUEUE; it is validated like any other."""
+    """Send MESSAGE (a JSON object, or - to read it from stdin) to QUEUE; it is validated like any other."""
     from .bus import Bus
     from .db import owner_conninfo, role_conninfo
     from .messages import ValidationError
 
+    if message == "-":
+        message = sys.stdin.read()
     try:
         body = json.loads(message)
     except json.JSONDecodeError as e:

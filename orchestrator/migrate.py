@@ -36,7 +36,8 @@ class Target:
 
     @property
     def owner(self) -> str:
-        return "postgres" if self.kind == "postgres" else owner_role(self.dbname)
+        """Every database of a kind (instances, fresh copies) is owned by that kind's owner role."""
+        return "postgres" if self.kind == "postgres" else owner_role(self.kind)
 
     @property
     def service_role(self) -> str:
@@ -45,7 +46,9 @@ class Target:
         if self.kind == "postgres":
             return "postgres"
         base = SERVICES[self.kind]
-        return base if self.dbname == self.kind else base + self.dbname[len(self.kind):]
+        if self.kind == "singularity" and self.dbname.startswith("singularity_"):
+            return base + self.dbname[len("singularity"):]  # singularity_x -> svc_singularity_x
+        return base
 
 
 Progress = Callable[[str], None]

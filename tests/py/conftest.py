@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from helpers import ROOT, run_cli  # noqa: F401  (tests/py is on sys.path)
 from orchestrator.bus import Bus
 from orchestrator.config import Settings, settings
 from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo
-
-ROOT = Path(__file__).resolve().parents[2]
-ORCH = [sys.executable, "-m", "orchestrator.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +70,7 @@ def bus_for(s) -> Iterator:
         b.close()
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120, check: bool = False,
-            input: str | None = None) -> subprocess.CompletedProcess:
-    """Run `orchestrator ARGS...` in a subprocess (as a user would)."""
-    r = subprocess.run([*ORCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                       env={**os.environ, **(env or {})}, input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"orchestrator {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+@pytest.fixture(name="run_cli")
+def run_cli_fixture():
+    """`run_cli('queues')` runs the CLI in a subprocess (also importable: from helpers import run_cli)."""
+    return run_cli

@@ -1,13 +1,13 @@
 -- Retention: archives keep SHARED_QUEUE_RETENTION_DAYS days (bus.settings 'retention_days').
 -- A procedure so that each batch commits on its own (short locks, bounded WAL per transaction).
 -- Only archive tables (pgmq.a_*) are touched: unconsumed messages are never pruned.
+-- No SET search_path clause: a procedure with one may not COMMIT; every name is schema-qualified.
 CREATE OR REPLACE PROCEDURE bus.prune_archives(p_batch int DEFAULT 5000, p_max_batches int DEFAULT 1000)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
 AS $$
 DECLARE
     days    int := coalesce(bus.setting('retention_days'), '90')::int;
-    cutoff  timestamptz := now() - make_interval(days => days);
+    cutoff  timestamptz := pg_catalog.now() - pg_catalog.make_interval(days => days);
     qn      text;
     n       bigint;
     total   bigint;

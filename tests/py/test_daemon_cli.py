@@ -1,0 +1,181 @@
+"""The daemon (supervisor, heartbeat, SIGTERM), retention, and the CLI's answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from helpers import ROOT, run_cli
+from orchestrator.bus import Bus
+from orchestrator.daemon import Supervisor, Worker
+from orchestrator.db import owner_conninfo, role_conninfo
+
+LLM = {"agent_id": "agent-1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_daemon_heartbeats_and_stops_cleanly_on_sigterm(s, clean_queues, sq_owner):
+    env = {**os.environ, "ORCHESTRATOR_HEARTBEAT_S": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--log-json", "daemon", "--only", "heartbeat"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        n = 0
+        while time.monotonic() < deadline and n < 2:
+            n = sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_instance_heartbeat").fetchone()["n"]
+            time.sleep(0.2)
+        assert n >= 2, "no heartbeats published"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any("shutdown requested" in r["msg"] for r in logs) and any("daemon stopped" in r["msg"] for r in logs)
+    [hb] = sq_owner.execute("SELECT message FROM pgmq.q_instance_heartbeat LIMIT 1").fetchall()
+    assert hb["message"]["service"] == "singularity" and hb["message"]["instance_id"] == "default"
+
+
+def test_daemon_survives_failing_handler_and_keeps_draining(s, clean_queues, sq_owner):
+    """One poison message is retried and dead-lettered; the others are processed; nobody crashes."""
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), poll_ms=100)
+    seen: list[str] = []
+
+    def handle(m):
+        if m.body["agent_id"] == "poison":
+            raise ValueError("cannot route this")
+        seen.append(m.body["agent_id"])
+
+    w = Worker(name="test", bus=nexus, concurrency=2, queue="llm_requests", handle=handle)
+    sup = Supervisor([w], grace_s=5)
+    sup.start()
+    try:
+        sender.publish("llm_requests", {**LLM, "agent_id": "poison"})
+        for i in range(10):
+            sender.publish("llm_requests", {**LLM, "agent_id": f"a{i}"})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            # speed the poison message's backoff up so the test sees it dead-lettered
+            sq_owner.execute("UPDATE pgmq.q_llm_requests SET vt = now() WHERE vt > now() AND read_ct > 0 "
+                             "AND headers ? 'last_error'")
+            dl = sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_dead_letters").fetchone()["n"]
+            if dl and len(seen) == 10:
+                break
+            time.sleep(0.2)
+        assert sorted(seen) == sorted(f"a{i}" for i in range(10))
+        [d] = sq_owner.execute("SELECT message FROM pgmq.q_dead_letters").fetchall()
+        assert "cannot route this" in d["message"]["error"] and d["message"]["attempts"] == 5
+        assert all(t.is_alive() for t in sup.threads)
+    finally:
+        sup.request_stop()
+        assert sup.shutdown() == 0
+        sender.close()
+        nexus.close()
+
+
+def test_shutdown_releases_in_flight_work(s, clean_queues, sq_owner):
+    """Work that cannot finish within the grace period is released for immediate redelivery."""
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), poll_ms=100, vt_s=300)
+    started = threading.Event()
+
+    def slow(m):
+        started.set()
+        time.sleep(3)
+        raise RuntimeError("interrupted")
+
+    sup = Supervisor([Worker(name="slow", bus=nexus, queue="llm_requests", handle=slow)], grace_s=0.5)
+    sup.start()
+    try:
+        sender.publish("llm_requests", LLM)
+        assert started.wait(10)
+        sup.request_stop()
+        sup.shutdown()
+        row = sq_owner.execute("SELECT vt <= now() AS visible FROM pgmq.q_llm_requests").fetchone()
+        assert row["visible"], "in-flight message was not released"
+    finally:
+        sender.close()
+        time.sleep(3)
+        nexus.close()
+
+
+def test_retention_prunes_only_old_archive_rows(s, sq_owner, admin):
+    a = admin("shared_queue")
+    old = datetime.now(UTC) - timedelta(days=200)
+    a.execute("INSERT INTO pgmq.a_question_requests (msg_id, vt, read_ct, enqueued_at, archived_at, message) "
+              "VALUES (-1, %s, 1, %s, %s, %s), (-2, now(), 1, now(), now(), %s)",
+              (old, old, old, Jsonb({"old": True}), Jsonb({"old": False})))
+    a.execute("INSERT INTO pgmq.q_question_requests (vt, read_ct, enqueued_at, message) "
+              "VALUES (now(), 0, %s, %s)", (old, Jsonb({"agent_id": "a", "question": "still waiting?"})))
+    try:
+        with psycopg.connect(owner_conninfo(s, "shared_queue"), autocommit=True) as c:
+            c.execute("CALL bus.prune_archives()")
+        ids = {r["msg_id"] for r in a.execute("SELECT msg_id FROM pgmq.a_question_requests WHERE msg_id < 0")}
+        assert ids == {-2}
+        assert a.execute("SELECT count(*) AS n FROM pgmq.q_question_requests WHERE enqueued_at < now() - "
+                         "interval '100 days'").fetchone()["n"] == 1, "a live message was pruned"
+        log = a.execute("SELECT deleted FROM bus.prune_log WHERE queue_name = 'question_requests' "
+                        "ORDER BY id DESC LIMIT 1").fetchone()
+        assert log["deleted"] >= 1
+        # the retention job runs as the shared_queue owner; service roles may not call it
+        with psycopg.connect(role_conninfo(s, "shared_queue", "svc_centralcloud"), autocommit=True) as c:
+            try:
+                c.execute("CALL bus.prune_archives()")
+                raise AssertionError("svc_centralcloud could prune archives")
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+    finally:
+        a.execute("DELETE FROM pgmq.a_question_requests WHERE msg_id < 0")
+        a.execute("SELECT pgmq.purge_queue('question_requests')")
+
+
+def test_cli_send_read_queues_and_dlq(s, clean_queues, sq_owner):
+    r = run_cli("send", "llm_requests", json.dumps(LLM), check=True)
+    assert "sent msg_id" in r.stdout
+    assert '"agent_id": "agent-1"' in run_cli("read", "llm_requests", check=True).stdout
+    q = run_cli("queues", check=True).stdout
+    assert "llm_requests" in q and "dead_letters" in q and "oldest_age_s" in q
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"))
+    [m] = nexus.read("llm_requests")
+    nexus.dead_letter(m, "bad model")
+    nexus.close()
+    listing = run_cli("dlq", "list", check=True).stdout
+    assert "llm_requests" in listing and "bad model" in listing
+    dlq_id = sq_owner.execute("SELECT msg_id FROM pgmq.q_dead_letters").fetchone()["msg_id"]
+    assert "replayed as msg_id" in run_cli("dlq", "replay", str(dlq_id), check=True).stdout
+    assert sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests").fetchone()["n"] == 1
+    assert "0 dead letters archived" in run_cli("dlq", "purge", "--yes", check=True).stdout  # replay emptied it
+    st = run_cli("status", check=True).stdout
+    assert "migrations up to date" in st and "shared_queue:prune_archives" in st
+
+
+def test_cli_bad_input_gets_clear_errors(s, clean_queues, sq_owner):
+    cases = [
+        (["send", "llm_requests", "{not json"], "is not valid JSON"),
+        (["send", "no_such_queue", "{}"], 'unknown queue "no_such_queue"'),
+        (["send", "llm_requests; DROP TABLE x", "{}"], "unknown queue"),
+        (["send", "llm_requests", "{}"], 'required field "agent_id" is missing'),
+        (["send", "llm_requests", "-"], "over the limit"),
+        (["send", "llm_requests", json.dumps(LLM), "--role", "svc_genesis"], "permission denied"),
+        (["daemon", "--only", "nope"], "unknown worker"),
+        (["dlq", "replay"], "name the dead letters"),
+    ]
+    for args, words in cases:
+        r = run_cli(*args, input=json.dumps({**LLM, "x": "y" * 1_100_000}) if "-" in args else None)
+        assert r.returncode != 0, args
+        assert words in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests").fetchone()["n"] == 0
+
+
+def test_every_option_is_an_env_var(s):
+    r = run_cli("read", "llm_requests", env={"ORCHESTRATOR_READ_LIMIT": "notanumber"})
+    assert r.returncode != 0 and "LIMIT" in r.stderr.upper()
