@@ -109,6 +109,18 @@ class Bus:
                 self._notifier = Notifier(self.conninfo)
             return self._notifier
 
+    def _run(self, fn):
+        """Run FN(conn) with a pooled connection; retry once on a connection that died under us."""
+        for attempt in (1, 2):
+            try:
+                with self.pool.connection() as c:
+                    return fn(c)
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                log.info("connection lost; probing the pool and retrying once")
+                self.pool.check()  # drop every other dead idle connection too (e.g. after a restart)
+
     def _stamp(self, queue: str, message: dict) -> dict:
         if self.source and isinstance(message, dict) and "source" not in message:
             message = {**message, "source": self.source}
@@ -126,9 +138,12 @@ class Bus:
         m = self._stamp(queue, message)
         try:
             if conn is not None:
-                return conn.execute("SELECT pgmq.send(%s, %s, %s) AS id", (queue, Jsonb(m), delay_s)).fetchone()["id"]
-            with self.pool.connection() as c:
-                return c.execute("SELECT pgmq.send(%s, %s, %s) AS id", (queue, Jsonb(m), delay_s)).fetchone()["id"]
+                return conn.execute("SELECT pgmq.send(%s, %s, %s) AS id",
+                                    (queue, Jsonb(m), delay_s)).fetchone()["id"]
+            if delay_s:
+                return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s, %s) AS id",
+                                                     (queue, Jsonb(m), delay_s)).fetchone()["id"])
+            return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s) AS id", (queue, Jsonb(m))).fetchone()["id"])
         except psycopg.errors.Error as e:
             if isinstance(e, TRANSIENT):
                 raise
@@ -138,8 +153,8 @@ class Bus:
         """Validate all, then send all in one statement (all or nothing)."""
         ms = [Jsonb(self._stamp(queue, m)) for m in messages]
         try:
-            with self.pool.connection() as c:
-                return [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id", (queue, ms))]
+            return self._run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",
+                                                                   (queue, ms))])
         except psycopg.errors.Error as e:
             if isinstance(e, TRANSIENT):
                 raise
@@ -150,9 +165,12 @@ class Bus:
              where: dict | None = None) -> list[Message]:
         """Read up to QTY visible messages, hiding them for VT_S seconds (pgmq.read)."""
         qty = qty or self.batch_size
-        with self.pool.connection() as c:
-            rows = c.execute("SELECT * FROM pgmq.read(%s, %s, %s, %s)",
-                             (queue, vt_s if vt_s is not None else self.vt_s, qty, Jsonb(where or {}))).fetchall()
+        vt = vt_s if vt_s is not None else self.vt_s
+        if where:
+            rows = self._run(lambda c: c.execute("SELECT * FROM pgmq.read(%s, %s, %s, %s)",
+                                                 (queue, vt, qty, Jsonb(where))).fetchall())
+        else:
+            rows = self._run(lambda c: c.execute("SELECT * FROM pgmq.read(%s, %s, %s)", (queue, vt, qty)).fetchall())
         return [Message(queue, r["msg_id"], r["read_ct"], r["enqueued_at"], r["vt"], r["message"], r["headers"])
                 for r in rows]
 
@@ -162,8 +180,7 @@ class Bus:
         if conn is not None:
             status = conn.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"]
         else:
-            with self.pool.connection() as c:
-                status = c.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"]
+            status = self._run(lambda c: c.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"])
         if status != "acked":
             log.warning("late ack ignored: %s msg %s read_ct %s is %s (redelivered after its visibility timeout)",
                         msg.queue, msg.msg_id, msg.read_ct, status)
@@ -173,9 +190,9 @@ class Bus:
         """Fenced archive of a batch from one queue; returns the ids archived."""
         if not msgs:
             return []
-        with self.pool.connection() as c:
-            return [r["id"] for r in c.execute("SELECT bus.ack(%s, %s::bigint[], %s::int[]) AS id",
-                                               (msgs[0].queue, [m.msg_id for m in msgs], [m.read_ct for m in msgs]))]
+        return self._run(lambda c: [r["id"] for r in c.execute(
+            "SELECT bus.ack(%s, %s::bigint[], %s::int[]) AS id",
+            (msgs[0].queue, [m.msg_id for m in msgs], [m.read_ct for m in msgs]))])
 
     def reply_and_ack(self, msg: Message, result_queue: str, result: dict) -> str:
         """Send RESULT and archive the request in one transaction; a stale delivery sends nothing."""

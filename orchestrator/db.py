@@ -77,14 +77,33 @@ def connect_retry(conninfo: str, deadline_s: float = 30.0, **kw) -> psycopg.Conn
             delay = min(delay * 2, 2.0)
 
 
+# A connection that went back to the pool less than this long ago is handed out without a probe.
+CHECK_AFTER_IDLE_S = 1.0
+
+
+def _check(conn: psycopg.Connection) -> None:
+    """Health check on checkout: probe connections that sat idle (a restart may have killed them)."""
+    if time.monotonic() - getattr(conn, "_orch_returned", 0.0) > CHECK_AFTER_IDLE_S:
+        ConnectionPool.check_connection(conn)
+
+
+def _stamp_return(conn: psycopg.Connection) -> None:
+    conn._orch_returned = time.monotonic()
+
+
 def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "pool") -> ConnectionPool:
-    """A pool that checks each connection before handing it out, so a restart never yields a dead one."""
+    """A pool that probes idle connections before handing them out, so a restart never yields a dead one.
+
+    Connections used within the last second skip the probe (it would double every round trip); if one
+    of those died with the server, the caller's single retry (Bus._run) gets a fresh one.
+    """
     return ConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
-        check=ConnectionPool.check_connection,
+        check=_check,
+        reset=_stamp_return,
         reconnect_timeout=3600,
         name=name,
         open=True,

@@ -182,3 +182,18 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION bus.configure(int, int) FROM PUBLIC;
+
+-- Drop managed queue P_QUEUE and its archive (operator only); the archive view is rebuilt first.
+CREATE OR REPLACE FUNCTION bus.drop_queue(p_queue text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM bus._queue(p_queue);
+    DELETE FROM bus.queues WHERE queue_name = p_queue;
+    PERFORM bus._rebuild_archive_view();
+    RETURN pgmq.drop_queue(p_queue);
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION bus.drop_queue(text) FROM PUBLIC;
