@@ -57,7 +57,7 @@ def _translate(e: psycopg.Error, queue: str) -> Exception:
     text = (diag.message_primary if diag and diag.message_primary else str(e)).strip()
     hint = diag.message_hint if diag and diag.message_hint else None
     full = f"{text} ({hint})" if hint else text
-    if e.sqlstate in ("22023", "54000", "42P01", "22P02", "P0001"):
+    if e.sqlstate in ("22023", "54000", "42P01", "22P02", "22P05", "P0001"):
         return ValidationError(full)
     if e.sqlstate == "42501":
         return PermissionError(f"{full}: this role may not do that on queue {queue} (see the flow table, DESIGN.md section 5)")

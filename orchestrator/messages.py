@@ -79,7 +79,16 @@ class Rules:
         if not isinstance(message, dict):
             raise ValidationError(f"{queue}: a message must be a JSON object, got {_json_type(message)}")
         m = dict(message)
-        size = len(json.dumps(m, separators=(", ", ": "), ensure_ascii=False).encode())
+        try:
+            text = json.dumps(m, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
+        except ValueError as e:
+            raise ValidationError(f"{queue}: message is not valid JSON ({e}); send finite numbers only") from None
+        except TypeError as e:
+            raise ValidationError(f"{queue}: message is not JSON-serialisable ({e})") from None
+        if "\x00" in text or "\\u0000" in text:
+            raise ValidationError(f"{queue}: message contains a NUL character (\\u0000), which PostgreSQL cannot "
+                                  "store; remove it or encode the data (e.g. base64)")
+        size = len(text.encode())
         if size > kind["max_bytes"]:
             raise ValidationError(f"{queue}: message is {size} bytes, over the limit of {kind['max_bytes']} bytes; "
                                   "store large payloads elsewhere and send a reference")

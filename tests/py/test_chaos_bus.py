@@ -1,0 +1,138 @@
+"""Chaos for the bus: PostgreSQL crashes under load, connections cut longer than the visibility
+timeout, hostile input. Zero lost requests, zero duplicate results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from chaos_tools import CuttableProxy, EchoResponder, collect_results
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from orchestrator.bus import Bus
+from orchestrator.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.db import connect, owner_conninfo, role_conninfo
+from orchestrator.messages import ValidationError
+
+pytestmark = pytest.mark.chaos
+
+LLM = {"task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _pg_ctl(c: Cluster, *args: str) -> None:
+    subprocess.run(_as_user(_os_user(), [str(_bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
+                   check=True, capture_output=True, timeout=60)
+
+
+def test_postgres_immediate_stop_under_load(s, clean_queues):
+    """1,000 requests, PostgreSQL killed (-m immediate) mid-way and restarted: all answered exactly once."""
+    c = Cluster(s)
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=2)
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), poll_ms=200, vt_s=5, pool_size=4)
+    ids = [m["id"] for m in (sender._stamp("llm_requests", {**LLM, "agent_id": f"a{i}"}) for i in range(1000))]
+    with EchoResponder(nexus, concurrency=3) as echo:
+        for chunk in range(0, 1000, 100):
+            sender.publish_batch("llm_requests", [{**LLM, "agent_id": "x", "id": i} for i in ids[chunk:chunk + 100]])
+        while echo.count < 200:
+            time.sleep(0.05)
+        _pg_ctl(c, "stop", "-m", "immediate")
+        time.sleep(2)
+        down_at = time.monotonic()
+        _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+        c.wait_ready()
+        answered_before = echo.count
+        # workers reconnect on their own, within 10 s
+        while echo.count == answered_before and time.monotonic() - down_at < 30:
+            time.sleep(0.1)
+        assert echo.count > answered_before, "workers did not resume after the restart"
+        assert time.monotonic() - down_at < 10, f"resumed only after {time.monotonic() - down_at:.1f}s"
+        with connect(owner_conninfo(s, "shared_queue")) as owner:
+            counts = collect_results(owner, "llm_results", set(ids), timeout=90)
+        assert echo.alive(), "a worker thread died"
+    sender.close()
+    nexus.close()
+    missing = set(ids) - set(counts)
+    assert not missing, f"{len(missing)} requests never answered"
+    dups = {k: v for k, v in counts.items() if v > 1}
+    assert not dups, f"duplicate results: {list(dups.items())[:5]}"
+
+
+def test_connection_cut_longer_than_visibility_timeout(s, clean_queues):
+    """Workers behind a proxy lose PostgreSQL for longer than the vt; after it heals nothing is lost."""
+    c = Cluster(s)
+    proxy = CuttableProxy(c.port)
+    d = conninfo_to_dict(role_conninfo(s, "shared_queue", "svc_nexus"))
+    d["port"] = proxy.port
+    nexus = Bus(make_conninfo(**d), poll_ms=200, vt_s=2, pool_size=3)
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
+    ids = []
+    try:
+        with EchoResponder(nexus, concurrency=2) as echo:
+            for i in range(100):
+                ids.append(sender.publish("llm_requests", {**LLM, "agent_id": f"a{i}"}))
+            while echo.count < 20:
+                time.sleep(0.05)
+            proxy.cut()
+            for i in range(100, 200):  # producers keep going while consumers are cut off
+                ids.append(sender.publish("llm_requests", {**LLM, "agent_id": f"a{i}"}))
+            time.sleep(4)  # longer than the visibility timeout
+            proxy.heal()
+            with connect(owner_conninfo(s, "shared_queue")) as owner:
+                rids = {r["message"]["id"] for r in owner.execute(
+                    "SELECT message FROM pgmq.q_llm_requests UNION ALL "
+                    "SELECT message FROM pgmq.a_llm_requests WHERE msg_id = ANY(%s)", (ids,))}
+                counts = collect_results(owner, "llm_results", rids, timeout=60)
+            assert echo.alive()
+    finally:
+        proxy.close()
+        sender.close()
+        nexus.close()
+    assert set(counts) >= rids and len(rids) == 200
+    assert all(v == 1 for v in counts.values()), "duplicate results after the cut"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                     lambda ch: st.lists(ch, max_size=4) | st.dictionaries(st.text(max_size=8), ch, max_size=4),
+                     max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.dictionaries(st.sampled_from(["agent_id", "task_type", "messages", "reply_to", "id", "type",
+                                             "created_at", "model", "max_tokens", "junk"]), _json, max_size=6))
+def test_fuzzed_messages_are_refused_or_valid(s, body):
+    """Whatever arrives, the client and SQL agree: refused with a clear error, or a valid message."""
+    with Bus(owner_conninfo(s, "shared_queue"), pool_size=1) as bus:
+        try:
+            py = bus.rules.validate("llm_requests", body)
+        except ValidationError as e:
+            assert "llm_requests:" in str(e)
+            py = None
+        with connect(owner_conninfo(s, "shared_queue"), autocommit=False) as c:
+            try:
+                c.execute("SELECT bus.validate_message('llm_requests', %s::jsonb)", (json.dumps(body),))
+                sql_ok = True
+            except Exception as e:  # noqa: BLE001
+                assert getattr(e, "sqlstate", None) in ("22023", "54000", "22P05"), e
+                sql_ok = False
+            c.rollback()
+        assert (py is not None) == sql_ok, (body, py)
+
+
+def test_hostile_bodies_refused_at_send(s, clean_queues, sq_owner):
+    deep: object = "x"
+    for _ in range(5000):
+        deep = [deep]
+    with Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=1) as bus:
+        for body in ({**LLM, "agent_id": "a", "blob": "x" * 10_000_000}, {**LLM, "agent_id": "a", "deep": deep},
+                     {**LLM, "agent_id": "a" * 2_000_000}):
+            with pytest.raises((ValidationError, RecursionError, ValueError)):
+                bus.publish("llm_requests", body)
+        # and straight to SQL, bypassing the client: PostgreSQL refuses too
+        with pytest.raises(Exception, match="over the limit|stack depth|nested"):
+            sq_owner.execute("SELECT pgmq.send('llm_requests', jsonb_build_object('agent_id','a','task_type','t',"
+                             "'messages', jsonb_build_array(1), 'blob', repeat('x', 10000000)))")
+    assert sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests").fetchone()["n"] == 0
