@@ -136,3 +136,42 @@ def test_hostile_bodies_refused_at_send(s, clean_queues, sq_owner):
             sq_owner.execute("SELECT pgmq.send('llm_requests', jsonb_build_object('agent_id','a','task_type','t',"
                              "'messages', jsonb_build_array(1), 'blob', repeat('x', 10000000)))")
     assert sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests").fetchone()["n"] == 0
+
+
+def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_owner):
+    """Queue tables churn; autovacuum (tuned per queue) keeps dead tuples bounded and reads fast."""
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=1)
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), pool_size=1)
+    body = {**LLM, "agent_id": "churn"}
+    total, batch = 100_000, 10
+    lat: list[float] = []
+    dead: list[int] = []
+    done = 0
+    vac0 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
+                            "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
+    try:
+        sender.publish_batch("llm_requests", [body] * 500)  # a standing backlog, as in production
+        while done < total:
+            sender.publish_batch("llm_requests", [body] * batch)
+            t0 = time.perf_counter()
+            msgs = nexus.read("llm_requests", batch)
+            lat.append(time.perf_counter() - t0)
+            nexus.ack_many(msgs)
+            done += len(msgs)
+            if len(lat) % 500 == 0:
+                dead.append(sq_owner.execute("SELECT n_dead_tup FROM pg_stat_user_tables "
+                                             "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["n_dead_tup"])
+    finally:
+        sender.close()
+        nexus.close()
+    n = len(lat)
+    first = sorted(lat[: n // 10])
+    last = sorted(lat[-n // 10:])
+    p99_first, p99_last = first[int(len(first) * 0.99)], last[int(len(last) * 0.99)]
+    vac1 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
+                            "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
+    assert vac1 - vac0 >= 2, "autovacuum never ran on the queue table"
+    # a sawtooth (autovacuum every naptime), not a ramp: the last third peaks no higher than the first
+    third = max(1, len(dead) // 3)
+    assert max(dead[-third:]) <= 1.5 * max(dead[:third]) + 5_000, f"dead tuples keep growing: {dead}"
+    assert p99_last <= 2 * max(p99_first, 0.002), f"read p99 went from {p99_first * 1000:.2f} to {p99_last * 1000:.2f} ms"
