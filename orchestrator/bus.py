@@ -144,6 +144,9 @@ class Bus:
                 return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s, %s) AS id",
                                                      (queue, Jsonb(m), delay_s)).fetchone()["id"])
             return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s) AS id", (queue, Jsonb(m))).fetchone()["id"])
+        except psycopg.errors.DiskFull as e:
+            raise BusError(f"{queue}: the database server is out of disk space ({e.diag.message_primary}); "
+                           "free space there and send again. Nothing was enqueued.") from e
         except psycopg.errors.Error as e:
             if isinstance(e, TRANSIENT):
                 raise
