@@ -71,7 +71,7 @@ def test_disk_full_gives_clear_errors_and_keeps_committed_messages(small_cluster
             time.sleep(0.5)
     bus.close()
     assert errors, "the disk never filled"
-    assert any("out of disk space" in e and "nothing was enqueued" in e for e in errors), errors
+    assert any("out of disk space" in e and "Nothing was enqueued" in e for e in errors), errors
     assert len(committed) > 50
     # space returns: grow the tmpfs, then the server must be up (restarted once if it stopped) with every
     # message whose publish returned an id
