@@ -328,6 +328,27 @@ def status() -> None:
 
 
 @main.command()
+def alerts() -> None:
+    """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
+    from .db import admin_conninfo, connect
+
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
+    with connect(admin_conninfo(settings(), "postgres")) as conn:
+        rows += conn.execute("""
+            SELECT 'warning' AS severity, j.jobname AS subject,
+                   'last run ' || d.status || ': ' || left(coalesce(d.return_message, ''), 120) AS message,
+                   'orchestrator status; fix the job''s SQL or its database, it runs again on schedule' AS fix
+              FROM cron.job j
+              JOIN LATERAL (SELECT status, return_message FROM cron.job_run_details r WHERE r.jobid = j.jobid
+                             ORDER BY start_time DESC LIMIT 1) d ON d.status = 'failed'""").fetchall()
+    for r in rows:
+        click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {r['fix']}")
+    click.echo(f"{len(rows)} alert(s)")
+    sys.exit(1 if rows else 0)
+
+
+@main.command()
 def doctor() -> None:
     """Check the configured server (embedded or DB_HOST / *_DB_URL) and print each missing piece with its fix."""
     from .doctor import run

@@ -179,3 +179,32 @@ def test_cli_bad_input_gets_clear_errors(s, clean_queues, sq_owner):
 def test_every_option_is_an_env_var(s):
     r = run_cli("read", "llm_requests", env={"ORCHESTRATOR_READ_LIMIT": "notanumber"})
     assert r.returncode != 0 and "LIMIT" in r.stderr.upper()
+
+
+def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
+    assert run_cli("alerts").returncode == 0
+    a = admin("shared_queue")
+    old_settings = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings")}
+    try:
+        a.execute("SELECT bus.set_setting('alert_oldest_s', '1'), bus.set_setting('alert_heartbeat_late_s', '1')")
+        sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
+        sender.publish("llm_requests", LLM)
+        from orchestrator.workers.heartbeat import beat
+
+        with Bus(role_conninfo(s, "shared_queue", "svc_genesis")) as g:
+            beat(g, "default", "genesis")
+        nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"))
+        sender.publish("llm_requests", LLM)
+        nexus.dead_letter(nexus.read("llm_requests", 1)[0], "poison")
+        time.sleep(2.2)
+        r = run_cli("alerts")
+        assert r.returncode == 1
+        assert "llm_requests: oldest message has waited" in r.stdout
+        assert "dead_letters: 1 dead letters from llm_requests" in r.stdout and "dlq replay" in r.stdout
+        assert "genesis:default: no heartbeat for" in r.stdout
+        sender.close()
+        nexus.close()
+    finally:
+        a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
+        for k, v in old_settings.items():
+            a.execute("SELECT bus.set_setting(%s, %s)", (k, v))
