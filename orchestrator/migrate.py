@@ -102,13 +102,20 @@ superuser = true
 """
 
 
-def install_pgmq(conn: psycopg.Connection, progress: Progress) -> str:
-    """CREATE EXTENSION pgmq from files we write into the server's extension dir; else SQL-only install."""
+def install_pgmq(conn: psycopg.Connection, progress: Progress, as_extension: bool = True) -> str:
+    """CREATE EXTENSION pgmq from files we write into the server's extension dir; else SQL-only install.
+
+    AS_EXTENSION=False forces pgmq's SQL-only install (what happens when the directory is not writable).
+    """
     row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pgmq'").fetchone()
     if row:
         return f"extension {row['extversion']}"
     if conn.execute("SELECT to_regclass('pgmq.meta') IS NOT NULL AS x").fetchone()["x"]:
         return "sql-only (already installed)"
+    if not as_extension:
+        with conn.transaction():
+            conn.execute(pgmq_sql())
+        return f"sql-only {PGMQ_VERSION}"
     sharedir = conn.execute("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'").fetchone()["setting"]
     ext = Path(sharedir) / "extension"
     script = ext / f"pgmq--{PGMQ_VERSION}.sql"

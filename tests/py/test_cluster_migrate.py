@@ -155,3 +155,26 @@ def test_doctor_passes_on_the_embedded_cluster(s):
     r = run_cli("doctor")
     assert r.returncode == 0, r.stdout
     assert "0 to fix" in r.stdout
+
+
+def test_pgmq_sql_only_fallback_is_the_real_api(s, admin):
+    """When the extension directory is not writable, pgmq's own SQL-only install gives the same API."""
+    from orchestrator.migrate import install_pgmq
+
+    a = admin("postgres")
+    a.execute('DROP DATABASE IF EXISTS "pgmq_sqlonly" WITH (FORCE)')
+    a.execute('CREATE DATABASE "pgmq_sqlonly"')
+    try:
+        with connect(admin_conninfo(s, "pgmq_sqlonly")) as c:
+            assert install_pgmq(c, lambda _m: None, as_extension=False) == "sql-only 1.13.0"
+            assert install_pgmq(c, lambda _m: None) == "sql-only (already installed)"
+            assert c.execute("SELECT count(*) AS n FROM pg_extension WHERE extname = 'pgmq'").fetchone()["n"] == 0
+            c.execute("SELECT pgmq.create('t')")
+            mid = c.execute("SELECT pgmq.send('t', '{\"a\": 1}') AS id").fetchone()["id"]
+            [m] = c.execute("SELECT * FROM pgmq.read('t', 30, 1)").fetchall()
+            assert m["msg_id"] == mid and m["message"] == {"a": 1}
+            assert c.execute("SELECT pgmq.archive('t', %s) AS ok", (mid,)).fetchone()["ok"]
+            assert c.execute("SELECT queue_name FROM pgmq.list_queues()").fetchone()["queue_name"] == "t"
+            assert c.execute("SELECT total_messages FROM pgmq.metrics('t')").fetchone()["total_messages"] == 1
+    finally:
+        a.execute('DROP DATABASE IF EXISTS "pgmq_sqlonly" WITH (FORCE)')
