@@ -3,7 +3,8 @@
 -- Only archive tables (pgmq.a_*) are touched: unconsumed messages are never pruned.
 CREATE OR REPLACE PROCEDURE bus.prune_archives(p_batch int DEFAULT 5000, p_max_batches int DEFAULT 1000)
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+-- No SET clause here: a procedure with one cannot COMMIT ("invalid transaction termination").
+-- Every name below is schema-qualified instead.
 AS $$
 DECLARE
     days    int := coalesce(bus.setting('retention_days'), '90')::int;
