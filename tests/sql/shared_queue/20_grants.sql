@@ -35,7 +35,7 @@ SELECT set_eq($$SELECT q, s, 'send' FROM t_expect, unnest(senders) s
                 UNION ALL SELECT q, c, 'consume' FROM t_expect, unnest(consumers) c$$,
               $$SELECT b.queue_name, r, f.action FROM bus.queues b JOIN bus.flows f ON f.kind = b.kind,
                        bus._service_roles(f.service, b) r
-                 WHERE b.instance_id IS NULL OR b.instance_id = 'default'$$,
+                 WHERE (b.instance_id IS NULL OR b.instance_id = 'default') AND r IN (SELECT r FROM t_roles)$$,
               'the expectation table matches bus.flows for the shared and default-instance queues');
 SELECT set_eq($$SELECT q, s FROM t_expect, unnest(senders) s$$,
               $$SELECT q, r FROM t_expect, t_roles WHERE has_table_privilege(r, format('pgmq.%I', 'q_' || q), 'INSERT')$$,
@@ -62,7 +62,11 @@ UPDATE t_expect SET msg_id = (SELECT pgmq.send(q, msg));
 SELECT CASE WHEN allowed
             THEN lives_ok(format('SET LOCAL ROLE %I; %s; RESET ROLE', r, stmt),
                           format('%s may %s %s', r, op, q))
-            ELSE throws_ok(format('SET LOCAL ROLE %I; %s; RESET ROLE', r, stmt), '42501', NULL,
+            ELSE throws_ok(format('SET LOCAL ROLE %I; %s; RESET ROLE', r, stmt), '42501',
+                           CASE op WHEN 'archive' THEN 'permission denied for table a_' || q
+                                   WHEN 'drop'    THEN 'permission denied for function drop_queue'
+                                   WHEN 'create'  THEN 'permission denied for schema pgmq'
+                                   ELSE 'permission denied for table q_' || q END,
                            format('%s may not %s %s (42501)', r, op, q))
        END
   FROM (SELECT t_roles.r, e.q, o.op, o.n,
