@@ -4,7 +4,7 @@
 -- Then CentralCloud's read-only archive access, and the operator functions no service may call.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(433);
+SELECT plan(469);
 
 -- Expectations, written out (not computed from bus.flows): who may send, who may consume (read+archive).
 CREATE TEMP TABLE t_expect (q text PRIMARY KEY, senders name[], consumers name[], msg jsonb) ON COMMIT DROP;
@@ -98,6 +98,24 @@ SELECT throws_ok(format('SET LOCAL ROLE %I; SELECT pgmq.create(%L); RESET ROLE',
   FROM t_roles ORDER BY r;
 SELECT throws_ok(format('SET LOCAL ROLE %I; SELECT pgmq.create_unlogged(%L); RESET ROLE', r, 'zz_unlogged'),
                  '42501', NULL, format('%s may not create an unlogged queue (42501)', r))
+  FROM t_roles ORDER BY r;
+
+-- Nor any other pgmq administration: notify settings, topics, indexes, partitioning.
+SELECT throws_ok(format('SET LOCAL ROLE %I; %s; RESET ROLE', r, stmt), '42501', NULL,
+                 format('%s may not %s (42501)', r, what))
+  FROM t_roles, (VALUES
+      ('disable insert notifications', 'SELECT pgmq.disable_notify_insert(''llm_requests'')'),
+      ('re-enable insert notifications', 'SELECT pgmq.enable_notify_insert(''llm_requests'', 5000)'),
+      ('change the notify throttle', 'SELECT pgmq.update_notify_insert(''llm_requests'', 5000)'),
+      ('set throttle_interval_ms directly', 'UPDATE pgmq.notify_insert_throttle SET throttle_interval_ms = 5000'),
+      ('bind a topic to a queue', 'SELECT pgmq.bind_topic(''x.*'', ''llm_requests'')'),
+      ('create a FIFO index', 'SELECT pgmq.create_fifo_index(''llm_requests'')'),
+      ('convert an archive to partitions', 'SELECT pgmq.convert_archive_partitioned(''llm_requests'')'),
+      ('create a partitioned queue', 'SELECT pgmq.create_partitioned(''zz_partitioned'')')
+  ) AS a(what, stmt)
+ ORDER BY r, what;
+SELECT lives_ok(format('SET LOCAL ROLE %I; UPDATE pgmq.notify_insert_throttle SET last_notified_at = last_notified_at WHERE false; RESET ROLE', r),
+                format('%s may stamp last_notified_at (the notify trigger needs it)', r))
   FROM t_roles ORDER BY r;
 
 -- CentralCloud reads every archive and the analytics views, and only reads them.
