@@ -10,3 +10,12 @@ GRANT SELECT ON pgmq.meta, pgmq.notify_insert_throttle TO own_shared_queue WITH 
 GRANT UPDATE (last_notified_at) ON pgmq.notify_insert_throttle TO own_shared_queue WITH GRANT OPTION;
 -- No service role may create queues or touch pgmq's bookkeeping beyond the notify throttle stamp.
 REVOKE CREATE ON SCHEMA pgmq FROM PUBLIC;
+-- pgmq.drop_queue and pgmq.enable_notify_insert look the table up in information_schema, which
+-- hides tables a role has no privilege on: a service role got `false` (drop) or "queue does not
+-- exist" (P0001) instead of a permission error. These are the owner's: 42501 for everyone else.
+REVOKE EXECUTE ON FUNCTION pgmq.drop_queue(text), pgmq.drop_queue(text, boolean),
+    pgmq.enable_notify_insert(text, integer), pgmq.disable_notify_insert(text),
+    pgmq.update_notify_insert(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgmq.drop_queue(text), pgmq.drop_queue(text, boolean),
+    pgmq.enable_notify_insert(text, integer), pgmq.disable_notify_insert(text),
+    pgmq.update_notify_insert(text, integer) TO own_shared_queue;

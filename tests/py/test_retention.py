@@ -1,0 +1,117 @@
+"""Retention: bus.prune_archives() deletes archive rows older than retention_days, in committed batches,
+never touches live queues, and records what it removed in bus.prune_log.
+
+Not a pgTAP test: the procedure COMMITs per batch, which cannot happen inside pgTAP's transaction.
+It runs here exactly as pg_cron runs it: the command of the cron job, as the job's role, in its database.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from orchestrator.db import connect, role_conninfo
+
+JOB = "shared_queue:prune_archives"
+IDS = range(-900_020, -900_000)  # archive msg_ids no real message has (real ids come from a sequence)
+
+
+@pytest.fixture
+def sq(admin):
+    """Superuser connection to shared_queue; removes this test's rows afterwards."""
+    c = admin("shared_queue")
+    yield c
+    for q in ("job_results", "llm_requests"):
+        c.execute(f"DELETE FROM pgmq.a_{q} WHERE msg_id = ANY(%s)", (list(IDS),))
+    c.execute("DELETE FROM pgmq.q_job_results WHERE message->>'request_id' = 'retention-test-live'")
+
+
+@pytest.fixture
+def cron_job(admin) -> dict:
+    row = admin("postgres").execute("SELECT command, database, username FROM cron.job WHERE jobname = %s", (JOB,)).fetchone()
+    assert row, f"pg_cron job {JOB} missing: run `orchestrator migrate`"
+    return row
+
+
+def _archive(c, queue: str, msg_id: int, age: str) -> None:
+    c.execute(f"""INSERT INTO pgmq.a_{queue} (msg_id, read_ct, enqueued_at, archived_at, vt, message)
+                  VALUES (%s, 1, now() - %s::interval, now() - %s::interval, now(), %s::jsonb)""",
+              (msg_id, age, age, '{"type": "retention-test"}'))
+
+
+def _run_as_cron(s, job: dict, command: str | None = None) -> None:
+    with connect(role_conninfo(s, job["database"], job["username"])) as c:  # autocommit, like pg_cron
+        c.execute(command or job["command"])
+
+
+def _exists(c, queue: str, msg_id: int) -> bool:
+    return c.execute(f"SELECT EXISTS (SELECT 1 FROM pgmq.a_{queue} WHERE msg_id = %s) AS x", (msg_id,)).fetchone()["x"]
+
+
+def test_prune_deletes_only_old_archive_rows(s, sq, cron_job):
+    days = int(sq.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
+    ids = iter(IDS)
+    old_jr = [next(ids) for _ in range(5)]
+    old_llm = [next(ids) for _ in range(2)]
+    new_jr, edge_jr, new_llm = next(ids), next(ids), next(ids)
+    for i in old_jr:
+        _archive(sq, "job_results", i, f"{days + 1} days")
+    for i in old_llm:
+        _archive(sq, "llm_requests", i, f"{days + 30} days")
+    _archive(sq, "job_results", new_jr, "1 day")
+    _archive(sq, "job_results", edge_jr, f"{days} days -1 hour")  # just inside the window: kept
+    _archive(sq, "llm_requests", new_llm, "2 hours")
+    # A live, never consumed message far older than the retention window.
+    live = sq.execute("SELECT pgmq.send('job_results', %s::jsonb) AS id",
+                      ('{"request_id": "retention-test-live"}',)).fetchone()["id"]
+    sq.execute("UPDATE pgmq.q_job_results SET enqueued_at = now() - interval '400 days' WHERE msg_id = %s", (live,))
+    expect = {q: sq.execute(f"SELECT count(*) AS n FROM pgmq.a_{q} WHERE archived_at < now() - make_interval(days => %s)",
+                            (days,)).fetchone()["n"] for q in ("job_results", "llm_requests")}
+    assert expect["job_results"] >= 5 and expect["llm_requests"] >= 2
+    started = sq.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+
+    _run_as_cron(s, cron_job)
+
+    assert not any(_exists(sq, "job_results", i) for i in old_jr), "old job_results archive rows must be pruned"
+    assert not any(_exists(sq, "llm_requests", i) for i in old_llm), "old llm_requests archive rows must be pruned"
+    assert _exists(sq, "job_results", new_jr) and _exists(sq, "job_results", edge_jr), "rows inside the window are kept"
+    assert _exists(sq, "llm_requests", new_llm), "rows inside the window are kept"
+    assert sq.execute("SELECT count(*) AS n FROM pgmq.q_job_results WHERE msg_id = %s", (live,)).fetchone()["n"] == 1, \
+        "a live message is never pruned, however old"
+    log = {r["queue_name"]: r for r in sq.execute(
+        "SELECT queue_name, deleted, cutoff FROM bus.prune_log WHERE ran_at >= %s", (started,)).fetchall()}
+    assert log["job_results"]["deleted"] == expect["job_results"]
+    assert log["llm_requests"]["deleted"] == expect["llm_requests"]
+    cutoff_age = sq.execute("SELECT now() - %s::timestamptz AS a", (log["job_results"]["cutoff"],)).fetchone()["a"]
+    assert abs(cutoff_age.total_seconds() - days * 86400) < 600, "cutoff is now() - retention_days"
+    assert all(r["deleted"] > 0 for r in log.values()), "queues with nothing to prune get no log row"
+
+
+def test_prune_works_in_batches_and_respects_the_batch_budget(s, sq, cron_job):
+    days = int(sq.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
+    _run_as_cron(s, cron_job)  # start with no old rows anywhere
+    ids = list(IDS)[:5]
+    for i in ids:
+        _archive(sq, "job_results", i, f"{days + 2} days")
+    # One probe batch per queue before job_results, then 2 batches of 2 rows for job_results: 4 of 5 go.
+    before = sq.execute("SELECT count(*) AS n FROM bus.queues WHERE queue_name < 'job_results'").fetchone()["n"]
+    _run_as_cron(s, cron_job, f"CALL bus.prune_archives(2, {before + 2})")
+    left = [i for i in ids if _exists(sq, "job_results", i)]
+    assert len(left) == 1, f"the batch budget stops after 2 batches of 2 (left: {left})"
+    _run_as_cron(s, cron_job, "CALL bus.prune_archives(2)")
+    assert not any(_exists(sq, "job_results", i) for i in ids), "the next run finishes the job"
+
+
+def test_prune_cannot_run_inside_a_transaction_block_but_runs_standalone(s, cron_job):
+    """The procedure commits per batch: fine as a top-level CALL (how pg_cron runs it), refused inside BEGIN."""
+    with connect(role_conninfo(s, cron_job["database"], cron_job["username"]), autocommit=False) as c:
+        c.execute("SELECT 1")  # psycopg opens a transaction block
+        with pytest.raises(psycopg.errors.InvalidTransactionTermination):
+            c.execute(cron_job["command"])
+        c.rollback()
+
+
+def test_service_roles_cannot_prune(s):
+    for role in ("svc_singularity", "svc_genesis", "svc_nexus", "svc_centralcloud"):
+        with connect(role_conninfo(s, "shared_queue", role)) as c, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("CALL bus.prune_archives()")
