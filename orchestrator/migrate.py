@@ -18,6 +18,7 @@ from psycopg import sql
 
 from .config import DATABASES, SERVICES, Settings, owner_role
 from .db import admin_conninfo, connect
+from .links import LINKED_KINDS, ensure_bus_link
 from .scram import scram_verifier
 from .secrets import role_password
 
@@ -291,6 +292,8 @@ def migrate(s: Settings, progress: Progress = print, only: list[Target] | None =
                     if t.kind == "shared_queue":
                         extra = f" pgmq {install_pgmq(su, progress)};"
                     run_bootstrap(su, s, t)
+                    if t.kind in LINKED_KINDS:
+                        ensure_bus_link(su, s, t.dbname, t.service_role, t.owner)
                 applied, total = apply_migrations(s, t)
                 nproc = apply_procedures(s, t)
                 progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"

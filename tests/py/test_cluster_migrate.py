@@ -178,3 +178,23 @@ def test_pgmq_sql_only_fallback_is_the_real_api(s, admin):
             assert c.execute("SELECT total_messages FROM pgmq.metrics('t')").fetchone()["total_messages"] == 1
     finally:
         a.execute('DROP DATABASE IF EXISTS "pgmq_sqlonly" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("dbname,role", [("singularity", "svc_singularity"), ("centralcloud", "svc_centralcloud")])
+def test_bus_link_lets_sql_reach_shared_queue_as_the_service_role(s, dbname, role):
+    """dblink server `bus` maps the service role to its own credentials: it may read the catalog, and
+    pgmq refuses what the flow table does not allow (CentralCloud may not send LLM requests)."""
+    with connect(role_conninfo(s, dbname, role)) as c:
+        who = c.execute("SELECT u FROM dblink('bus', 'SELECT current_user::text') AS t(u text)").fetchone()["u"]
+        assert who == role
+        if role == "svc_centralcloud":
+            with pytest.raises(psycopg.Error, match="permission denied"):
+                c.execute("SELECT * FROM dblink('bus', $$SELECT pgmq.send('llm_requests', '{}'::jsonb)$$)"
+                          " AS t(id bigint)")
+
+
+def test_bus_link_is_not_usable_by_other_roles(s, admin):
+    """PUBLIC has no USAGE on the foreign server: only the mapped roles can use it."""
+    a = admin("singularity")
+    assert not a.execute("SELECT has_server_privilege('svc_genesis', 'bus', 'USAGE') AS x").fetchone()["x"]
+    assert a.execute("SELECT has_server_privilege('svc_singularity', 'bus', 'USAGE') AS x").fetchone()["x"]
