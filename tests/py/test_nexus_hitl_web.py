@@ -234,3 +234,36 @@ def test_redelivery_after_a_crash_never_decides_twice(s, system, sing):
         a = sq.execute("SELECT count(*) AS n FROM pgmq.a_approval_responses WHERE message->>'request_id' = %s",
                        (rid,)).fetchone()["n"]
     assert n + a == 1
+
+
+def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, sing):
+    hitl, url = system
+    qid = ulid()
+    question = {"id": qid, "type": "question_request", "agent_id": "agent-9", "question": "replayed?"}
+    sing.publish("dead_letters", {"queue": "question_requests", "msg_id": 1, "message": question,
+                                  "error": "boom <script>", "attempts": 5})
+    ctx, page = signed_in(browser, url)
+    page.goto(url + "/dashboard")
+    assert "approval_requests" in page.locator("#queues").inner_text()
+    assert int(page.locator("#dlq-count").inner_text()) >= 1
+    assert page.locator("svg").count() >= 1
+    row = page.locator("#dead-letters tr", has_text="boom <script>")
+    row.locator("button").click()
+    assert "replayed as msg" in page.locator("#msg").inner_text()
+    wait_pending(hitl, "question", qid)
+    metrics = page.request.get(url + "/metrics")
+    assert metrics.status == 200
+    body = metrics.text()
+    assert 'bus_queue_depth{queue="approval_requests"}' in body and "# TYPE nexus_llm_calls_total counter" in body
+    assert 'nexus_hitl_items{kind="approval",status="published"}' in body
+    ctx.close()
+
+
+def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
+    _hitl, url = system
+    monkeypatch.setenv("NEXUS_METRICS_TOKEN", "t0ken")
+    ctx = browser.new_context()
+    assert ctx.request.get(url + "/metrics", headers={"authorization": "Bearer nope"}).status == 401
+    r = ctx.request.get(url + "/metrics", headers={"authorization": "Bearer t0ken"})
+    assert r.status == 200 and "bus_queue_visible" in r.text()
+    ctx.close()
