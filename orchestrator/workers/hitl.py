@@ -27,33 +27,45 @@ class WebServer:
     """uvicorn serving APP on HOST:PORT in a background thread (port 0 picks a free one)."""
 
     def __init__(self, app, host: str, port: int):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as e:
-            raise SystemExit(f"hitl: cannot listen on {host}:{port} ({e.strerror}); set NEXUS_WEB_PORT to a free "
-                             "port or stop what uses it") from None
-        self.host, self.port = host, self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="hitl-web",
-                                       daemon=True)
+        self.app, self.host, self.port = app, host, port
+        self.sock: socket.socket | None = None
+        self.server = None
+        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> WebServer:
+    def start(self, required: bool = True) -> WebServer:
+        """Listen and serve. A busy port raises SystemExit, or (REQUIRED false) logs an error and serves nothing."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}); set NEXUS_WEB_PORT to a free port "
+                   "or stop what uses it")
+            if required:
+                raise SystemExit(msg) from None
+            log.error("%s; the page is off, approvals still time out and decisions already made are published", msg)
+            return self
+        self.sock, self.port = sock, sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="hitl-web",
+                                       daemon=True)
         self.thread.start()
         log.info("hitl page on %s", self.url)
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-        self.sock.close()
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=5)
+        if self.sock is not None:
+            self.sock.close()
 
 
 def build(s: Settings, *, host: str | None = None, port: int | None = None):
@@ -83,5 +95,5 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None):
 @register("hitl")
 def make(s: Settings) -> Worker:
     _hitl, web, worker = build(s)
-    web.start()
+    web.start(required=os.environ.get("NEXUS_WEB_REQUIRED", "1") != "0")
     return worker

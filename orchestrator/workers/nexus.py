@@ -8,7 +8,7 @@ from ..bus import Bus, Message, Reject
 from ..config import Settings
 from ..daemon import Worker
 from ..db import make_pool, role_conninfo
-from ..llm.router import Router
+from ..llm.router import Router, fast_commit
 from ..messages import ValidationError
 from . import register
 
@@ -45,7 +45,7 @@ def make_handler(bus: Bus, router: Router):
 def make(s: Settings) -> Worker:
     bus = _SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
                            vt_s=s.visibility_timeout_s, pool_size=4)
-    pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:router")
+    pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
     router = Router(pool)
 
     def stop() -> None:

