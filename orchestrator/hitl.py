@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from .bus import Bus, Message
+from .messages import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,13 @@ class Hitl:
         """Publish decided items on their reply queue and archive their request, in one transaction."""
         n = 0
         for r in self._q("SELECT * FROM nexus.hitl_to_publish(%s)", (request_id,)):
-            st = self.bus.reply_and_ack(_delivery(r["queue"], r["msg_id"], r["read_ct"]), r["reply_to"], r["decision"])
-            if st in ("acked", "gone"):  # gone: archived by an earlier publish that died before recording it
+            held = _delivery(r["queue"], r["msg_id"], r["read_ct"])
+            try:
+                st = self.bus.reply_and_ack(held, r["reply_to"], r["decision"])
+            except ValidationError as e:  # e.g. a reply_to queue that does not exist: never publishable
+                st = self.bus.dead_letter(held, f"cannot publish the decision on {r['reply_to']}: {e}")
+                log.error("hitl: %s %s dead-lettered (%s): %s", r["kind"], r["request_id"], st, e)
+            if st in ("acked", "gone", "dead_lettered"):  # gone: archived by an earlier publish that died after it
                 self._q("SELECT nexus.hitl_published(%s)", (r["request_id"],))
                 n += 1
         return n

@@ -1,7 +1,6 @@
 """The HITL page in a real headless Chromium (Debian's, via playwright's executable_path).
 
-Chromium runs with --no-sandbox here because the tests run as root (its sandbox refuses root);
-only the test browser gets that flag.
+Run as root, Chromium gets --no-sandbox (its sandbox refuses root); only the test browser gets that flag.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
         yield b
         b.close()
 
@@ -267,3 +266,4 @@ def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
     r = ctx.request.get(url + "/metrics", headers={"authorization": "Bearer t0ken"})
     assert r.status == 200 and "bus_queue_visible" in r.text()
     ctx.close()
+
