@@ -68,7 +68,7 @@ def providers(ctx: click.Context) -> None:
 @click.option("--disabled", is_flag=True, help="Keep it configured but skip it in routes.")
 def providers_set(name, kind, base_url, key_env, timeout, retries, backoff_ms, disabled) -> None:
     """Add or change provider NAME."""
-    _run("SELECT nexus.set_provider(%s, %s, %s, %s, %s, %s, %s, %s)",
+    _run("SELECT nexus.set_provider(%s, %s, %s, %s, %s::float8, %s::int, %s::int, %s)",
          (name, kind, base_url, key_env, timeout, retries, backoff_ms, not disabled))
     click.echo(f"provider {name} set")
 
@@ -77,8 +77,8 @@ def providers_set(name, kind, base_url, key_env, timeout, retries, backoff_ms, d
 @click.argument("name")
 def providers_remove(name) -> None:
     """Remove provider NAME (and its models and their route entries)."""
-    _run("DELETE FROM nexus.providers WHERE name = %s", (name,))
-    click.echo(f"provider {name} removed")
+    gone = _run("SELECT nexus.remove_provider(%s) AS r", (name,))
+    click.echo(f"provider {name} removed" if gone and gone[0]["r"] else f"no provider {name}")
 
 
 # -- models ------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def models(ctx: click.Context) -> None:
 @click.option("--max-tokens", default=1024, show_default=True, help="Default max_tokens for requests without one.")
 def models_set(name, provider, remote, cost_in, cost_out, max_tokens) -> None:
     """Add or change model NAME served by PROVIDER."""
-    _run("SELECT nexus.set_model(%s, %s, %s, %s, %s, %s)", (name, provider, remote or name, cost_in, cost_out, max_tokens))
+    _run("SELECT nexus.set_model(%s, %s, %s, %s::numeric, %s::numeric, %s::int)", (name, provider, remote or name, cost_in, cost_out, max_tokens))
     click.echo(f"model {name} set")
 
 
@@ -110,8 +110,7 @@ def models_set(name, provider, remote, cost_in, cost_out, max_tokens) -> None:
 def routes(ctx: click.Context) -> None:
     """List routes (subcommand: set)."""
     if ctx.invoked_subcommand is None:
-        _show("SELECT task_type, string_agg(model, ' -> ' ORDER BY position) AS models FROM nexus.routes "
-              "GROUP BY 1 ORDER BY 1", ["task_type", "models"])
+        _show("SELECT * FROM nexus.route_list ORDER BY task_type", ["task_type", "models"])
 
 
 @routes.command("set")
@@ -142,7 +141,7 @@ def budget(ctx: click.Context) -> None:
 @click.option("--cost", type=float, default=None, help="Daily cost limit (none: unlimited).")
 def budget_set(agent_id, tokens, cost) -> None:
     """Set AGENT_ID's daily limits ('*' for every agent without its own)."""
-    _run("SELECT nexus.set_budget(%s, %s, %s)", (agent_id, tokens, cost))
+    _run("SELECT nexus.set_budget(%s, %s::bigint, %s::numeric)", (agent_id, tokens, cost))
     click.echo(f"budget {agent_id}: tokens {tokens or 'unlimited'}, cost {cost or 'unlimited'} per day")
 
 

@@ -104,13 +104,22 @@ def test_slow_provider_times_out_and_the_next_model_answers(nx, router, server):
     assert "timeout" in nx.execute("SELECT error FROM nexus.llm_calls WHERE model = 'm_a'").fetchone()["error"]
 
 
+@pytest.mark.parametrize("first", ["m_a", "m_an", "m_ge"])
 @pytest.mark.parametrize("bad", ["malformed", "notjson", "400"])
-def test_malformed_bodies_and_4xx_are_not_retried_but_fall_back(nx, router, server, bad):
-    nx.execute("SELECT nexus.set_route('chat', ARRAY['m_a', 'm_ge'])")
-    server.script["m_a"] = [bad]
+def test_malformed_bodies_and_4xx_are_not_retried_but_fall_back(nx, router, server, first, bad):
+    nx.execute("SELECT nexus.set_route('chat', ARRAY[%s, 'm_b'])", (first,))
+    server.script[first] = [bad]
     out = router.route(req())
-    assert out["model"] == "m_ge"
-    assert [c["model"] for c in server.calls] == ["m_a", "m_ge"]
+    assert out["model"] == "m_b"
+    assert [c["model"] for c in server.calls] == [first, "m_b"]
+
+
+@pytest.mark.parametrize("model", ["m_oa", "m_an", "m_ge"])
+def test_each_format_retries_429_and_500_then_answers(nx, router, server, model):
+    nx.execute("SELECT nexus.set_route('chat', ARRAY[%s])", (model,))
+    server.script[model] = ["429", "500", "ok"]
+    out = router.route(req())
+    assert out["model"] == model and out["usage"]["attempts"] == 3 and len(server.calls) == 3
 
 
 def test_every_option_failing_gives_an_error_result_that_says_why(nx, router, server):
@@ -205,3 +214,25 @@ def test_daemon_worker_answers_on_reply_to_and_the_offline_default(s, nx, bus_fo
     with connect(owner_conninfo(s, "shared_queue")) as c:
         left = c.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests").fetchone()["n"]
     assert left == 0
+
+
+def test_cli_shows_and_edits_providers_models_routes_budgets_and_users(nx, run_cli):
+    run_cli("nexus", "providers", "set", "cli-p", "--kind", "openai", "--base-url", "http://127.0.0.1:9/v1",
+            "--key-env", "CLI_KEY", check=True)
+    run_cli("nexus", "models", "set", "cli-m", "--provider", "cli-p", "--cost-in", "0.5", check=True)
+    run_cli("nexus", "routes", "set", "cli-task", "cli-m", "m_b", check=True)
+    run_cli("nexus", "budget", "set", "cli-agent", "--tokens", "500", check=True)
+    out = run_cli("nexus", "providers", check=True).stdout
+    assert "cli-p" in out and "CLI_KEY" in out
+    assert "cli-m -> m_b" in run_cli("nexus", "routes", check=True).stdout
+    assert "cli-agent" in run_cli("nexus", "budget", check=True).stdout
+    bad = run_cli("nexus", "routes", "set", "cli-task", "no-such-model")
+    assert bad.returncode == 1 and "unknown model(s): no-such-model" in bad.stderr and "models set" in bad.stderr
+    short = run_cli("nexus", "user", "add", "cli-user", env={"NEXUS_USER_PASSWORD": "short"})
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    run_cli("nexus", "user", "add", "cli-user", env={"NEXUS_USER_PASSWORD": "long-enough-pw"}, check=True)
+    assert nx.execute("SELECT nexus.user_hash('cli-user') AS h").fetchone()["h"].startswith("scrypt$")
+    assert "cli-user removed" in run_cli("nexus", "user", "remove", "cli-user", check=True).stdout
+    assert "provider cli-p removed" in run_cli("nexus", "providers", "remove", "cli-p", check=True).stdout
+    assert "cli-m" not in run_cli("nexus", "models", check=True).stdout
+    nx.execute("DELETE FROM nexus.budgets WHERE agent_id = 'cli-agent'")

@@ -249,3 +249,16 @@ SELECT provider, model, status, count(*) AS calls, sum(tokens_in) AS tokens_in, 
        sum(cost) AS cost, sum(latency_ms) / 1000 AS latency_s
   FROM nexus.llm_calls GROUP BY 1, 2, 3;
 COMMENT ON VIEW nexus.call_totals IS 'Totals per provider, model and status since the start (Prometheus counters).';
+
+CREATE OR REPLACE FUNCTION nexus.remove_provider(p_name text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, nexus
+AS $$
+    WITH d AS (DELETE FROM nexus.providers WHERE name = p_name RETURNING 1) SELECT EXISTS (SELECT 1 FROM d);
+$$;
+COMMENT ON FUNCTION nexus.remove_provider(text) IS 'Removes a provider with its models and their route entries (operator only).';
+
+CREATE OR REPLACE VIEW nexus.route_list AS
+SELECT task_type, string_agg(model, ' -> ' ORDER BY position) AS models FROM nexus.routes GROUP BY 1;
+COMMENT ON VIEW nexus.route_list IS 'Each task type with its models in order (fallbacks after the first).';
