@@ -14,8 +14,10 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -57,6 +59,11 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
     def _hash(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
+    def sql(query: str, params: tuple = ()) -> list[dict]:
+        with pool.connection() as c:
+            cur = c.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
     def session(request: Request) -> dict | None:
         token = request.cookies.get(COOKIE)
         if not token:
@@ -68,7 +75,7 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     async def checked_form(request: Request, sess: dict) -> dict | None:
-        form = await request.form()
+        form = await request.form()  # the form is read on the event loop; database work goes to the threadpool
         token = form.get("csrf_token") or ""
         if not hmac.compare_digest(str(token), sess["csrf"]):
             return None
@@ -83,7 +90,7 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
                                  status_code=403)
 
     # -- sign in / out -------------------------------------------------------------------------
-    async def login_form(request: Request) -> Response:
+    def login_form(request: Request) -> Response:
         token = secrets.token_urlsafe(24)
         resp = TEMPLATES.TemplateResponse(request, "login.html", {"csrf": token, "user": None,
                                                                   "next": request.query_params.get("next", "/"),
@@ -97,52 +104,49 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
         if not expected or not hmac.compare_digest(str(form.get("csrf_token") or ""), expected):
             return refuse_csrf()
         username, password = str(form.get("username") or ""), str(form.get("password") or "")
-        with pool.connection() as c:
-            stored = c.execute("SELECT nexus.user_hash(%s) AS h", (username,)).fetchone()["h"]
+        stored = (await run_in_threadpool(sql, "SELECT nexus.user_hash(%s) AS h", (username,)))[0]["h"]
         nxt = str(form.get("next") or "/")
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
-        if not verify_password(password, stored):
+        if not await run_in_threadpool(verify_password, password, stored):
             return RedirectResponse(f"/login?error=1&next={quote(nxt)}", status_code=303)
         token = secrets.token_urlsafe(32)
-        with pool.connection() as c:
-            c.execute("SELECT nexus.session_create(%s, %s, %s, %s)",
-                      (_hash(token), username, secrets.token_urlsafe(32), session_ttl_s))
+        await run_in_threadpool(sql, "SELECT nexus.session_create(%s, %s, %s, %s)",
+                                (_hash(token), username, secrets.token_urlsafe(32), session_ttl_s))
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE, token, max_age=session_ttl_s, httponly=True, samesite="lax", secure=secure_cookies)
         resp.delete_cookie(LOGIN_COOKIE)
         return resp
 
     async def logout(request: Request) -> Response:
-        sess = session(request)
+        sess = await run_in_threadpool(session, request)
         if not sess:
             return to_login(request)
         if await checked_form(request, sess) is None:
             return refuse_csrf()
-        with pool.connection() as c:
-            c.execute("SELECT nexus.session_delete(%s)", (_hash(request.cookies[COOKIE]),))
+        await run_in_threadpool(sql, "SELECT nexus.session_delete(%s)", (_hash(request.cookies[COOKIE]),))
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
 
     # -- approvals and questions -------------------------------------------------------------------
-    async def home(request: Request) -> Response:
+    def home(request: Request) -> Response:
         return RedirectResponse("/approvals", status_code=303) if session(request) else to_login(request)
 
-    async def approvals(request: Request) -> Response:
+    def approvals(request: Request) -> Response:
         sess = session(request)
         if not sess:
             return to_login(request)
         return page(request, "approvals.html", sess, items=hitl.pending("approval"))
 
-    async def questions(request: Request) -> Response:
+    def questions(request: Request) -> Response:
         sess = session(request)
         if not sess:
             return to_login(request)
         return page(request, "questions.html", sess, items=hitl.pending("question"))
 
     async def decide(request: Request) -> Response:
-        sess = session(request)
+        sess = await run_in_threadpool(session, request)
         if not sess:
             return to_login(request)
         form = await checked_form(request, sess)
@@ -150,16 +154,15 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
             return refuse_csrf()
         kind = request.url.path.split("/")[1]
         rid = request.path_params["rid"]
-        import psycopg
-
         try:
             if kind == "approvals":
                 if form.get("decision") not in ("approve", "reject"):
                     return PlainTextResponse("decision must be approve or reject", status_code=400)
-                out = hitl.decide(rid, sess["username"], approved=form["decision"] == "approve",
-                                  comment=str(form.get("comment") or "") or None)
+                out = await run_in_threadpool(hitl.decide, rid, sess["username"], approved=form["decision"] == "approve",
+                                              comment=str(form.get("comment") or "") or None)
             else:
-                out = hitl.decide(rid, sess["username"], response=str(form.get("response") or ""))
+                out = await run_in_threadpool(hitl.decide, rid, sess["username"],
+                                              response=str(form.get("response") or ""))
         except psycopg.errors.InvalidParameterValue as e:
             return RedirectResponse(f"/{kind}?msg={quote(e.diag.message_primary or str(e))}", status_code=303)
         words = {"decided": "decided", "recorded": f"vote recorded ({out.get('approvals')} of {out.get('quorum')} "
@@ -168,23 +171,23 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
         return RedirectResponse(f"/{kind}?msg={quote(f'{rid}: ' + words[out['status']])}", status_code=303)
 
     # -- dashboard and metrics ---------------------------------------------------------------------
-    async def dash(request: Request) -> Response:
+    def dash(request: Request) -> Response:
         sess = session(request)
         if not sess:
             return to_login(request)
         return page(request, "dashboard.html", sess, d=dashboard.snapshot() if dashboard else {})
 
     async def replay(request: Request) -> Response:
-        sess = session(request)
+        sess = await run_in_threadpool(session, request)
         if not sess:
             return to_login(request)
         if await checked_form(request, sess) is None:
             return refuse_csrf()
-        new_id = dashboard.replay(int(request.path_params["dlq_id"]))
+        new_id = await run_in_threadpool(dashboard.replay, int(request.path_params["dlq_id"]))
         log.info("dead letter %s replayed by %s as msg %s", request.path_params["dlq_id"], sess["username"], new_id)
         return RedirectResponse(f"/dashboard?msg={quote(f'dead letter replayed as msg {new_id}')}", status_code=303)
 
-    async def metrics(request: Request) -> Response:
+    def metrics(request: Request) -> Response:
         token = os.environ.get("NEXUS_METRICS_TOKEN")
         bearer = request.headers.get("authorization", "")
         if not (token and hmac.compare_digest(bearer, f"Bearer {token}")) and not session(request):

@@ -254,7 +254,7 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, s
     assert metrics.status == 200
     body = metrics.text()
     assert 'bus_queue_depth{queue="approval_requests"}' in body and "# TYPE nexus_llm_calls_total counter" in body
-    assert 'nexus_hitl_items{kind="approval",status="published"}' in body
+    assert 'nexus_hitl_items{kind="question",status="pending"}' in body
     ctx.close()
 
 
