@@ -176,6 +176,8 @@ def test_diff_with_script_is_shown_as_text(system, browser, sing):
     assert "<script>window.__pwned = 1</script>" in item.locator("pre.diff").inner_text()
     assert "<script>window.__pwned = 3</script>" in item.locator(".reason").inner_text()
     assert page.evaluate("window.__pwned") is None
+    csp = page.request.get(url + "/approvals").headers["content-security-policy"]
+    assert "script-src 'none'" in csp
     assert item.locator("script").count() == 0 and item.locator("img").count() == 0
     ctx.close()
 
