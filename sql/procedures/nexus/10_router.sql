@@ -262,3 +262,26 @@ COMMENT ON FUNCTION nexus.remove_provider(text) IS 'Removes a provider with its 
 CREATE OR REPLACE VIEW nexus.route_list AS
 SELECT task_type, string_agg(model, ' -> ' ORDER BY position) AS models FROM nexus.routes GROUP BY 1;
 COMMENT ON VIEW nexus.route_list IS 'Each task type with its models in order (fallbacks after the first).';
+
+-- A worker that died mid-call leaves its reservation behind; a redelivery reuses it, but a request
+-- that is never retried (dead-lettered) would hold it all day. Release reservations older than P_AGE.
+CREATE OR REPLACE FUNCTION nexus.release_stale_reservations(p_age interval DEFAULT '1 hour')
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, nexus
+AS $$
+DECLARE
+    n int;
+BEGIN
+    WITH gone AS (DELETE FROM nexus.reservations WHERE created_at < now() - p_age RETURNING *),
+         per AS (SELECT agent_id, day, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS k FROM gone GROUP BY 1, 2),
+         upd AS (UPDATE nexus.budget_usage u SET tokens = greatest(0, u.tokens - per.tokens),
+                        cost = greatest(0, u.cost - per.cost)
+                   FROM per WHERE u.agent_id = per.agent_id AND u.day = per.day RETURNING per.k)
+    SELECT coalesce(sum(k), 0) INTO n FROM upd;
+    DELETE FROM nexus.sessions WHERE expires_at < now();
+    RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION nexus.release_stale_reservations(interval) IS
+    'Gives back reservations of requests never settled (older than P_AGE) and drops expired sessions.';

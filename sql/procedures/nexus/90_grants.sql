@@ -18,7 +18,8 @@ GRANT EXECUTE ON FUNCTION
     nexus.user_hash(text),
     nexus.session_create(bytea, text, text, int),
     nexus.session_get(bytea),
-    nexus.session_delete(bytea)
+    nexus.session_delete(bytea),
+    nexus.release_stale_reservations(interval)
 TO svc_nexus;
 GRANT SELECT ON nexus.recent_calls, nexus.budget_today, nexus.calls_hourly, nexus.call_totals,
     nexus.hitl_recent, nexus.hitl_counts TO svc_nexus;

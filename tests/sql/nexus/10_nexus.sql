@@ -2,7 +2,7 @@
 -- and what svc_nexus may NOT do (tables, configuration, password hashes).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(42);
+SELECT plan(45);
 
 SELECT has_schema('nexus', 'schema nexus exists');
 SELECT has_table('nexus', t, format('table nexus.%s exists', t))
@@ -48,6 +48,13 @@ SELECT is((SELECT count(*)::int FROM nexus.reservations), 0, 'no reservation is 
 SELECT is((SELECT array_agg(status ORDER BY id) FROM nexus.llm_calls WHERE request_id = 'r1'), ARRAY['error', 'ok'],
           'every attempt is logged in order');
 SELECT is((nexus.admit('r3', 'ag', 'chat', NULL, 40, NULL))->>'admitted', 'true', 'room freed by settling is usable again');
+
+-- a reservation never settled (its worker died, the request was dead-lettered) is given back later
+UPDATE nexus.reservations SET created_at = now() - interval '2 hours' WHERE request_id = 'r3';
+SELECT is(nexus.release_stale_reservations(), 1, 'a stale reservation is released');
+SELECT is((SELECT tokens FROM nexus.budget_usage WHERE agent_id = 'ag'), 15::bigint, '... and its tokens given back');
+SELECT is((SELECT command FROM ops.cron_jobs WHERE jobname = 'release_reservations'),
+          'SELECT nexus.release_stale_reservations()', 'a schedule releases stale reservations');
 
 -- what svc_nexus may not do
 SELECT throws_ok($$SET LOCAL ROLE svc_nexus; SELECT * FROM nexus.providers; RESET ROLE$$, '42501', NULL,
