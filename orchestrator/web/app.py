@@ -11,6 +11,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,8 +83,35 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
+class LoginThrottle:
+    """At most MAX failed sign-ins per user name and per client address in WINDOW_S (this process)."""
+
+    MAX, WINDOW_S = 5, 300.0
+
+    def __init__(self):
+        self.failures: dict[str, list[float]] = {}
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        return [t for t in self.failures.get(key, []) if now - t < self.WINDOW_S]
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        return any(len(self._recent(k, now)) >= self.MAX for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        for k in keys:
+            self.failures[k] = [*self._recent(k, now), now]
+
+    def succeeded(self, *keys: str) -> None:
+        for k in keys:
+            self.failures.pop(k, None)
+
+
 def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_s: int = 8 * 3600,
                secure_cookies: bool = False) -> Starlette:
+    throttle = LoginThrottle()
+
     def _hash(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
@@ -132,12 +160,17 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, session_ttl_
         if not expected or not hmac.compare_digest(str(form.get("csrf_token") or ""), expected):
             return refuse_csrf()
         username, password = str(form.get("username") or ""), str(form.get("password") or "")
+        keys = (f"user:{username}", f"addr:{request.client.host if request.client else '?'}")
+        if throttle.blocked(*keys):
+            return PlainTextResponse("too many failed sign-ins; wait 5 minutes and try again", status_code=429)
         stored = (await run_in_threadpool(sql, "SELECT nexus.user_hash(%s) AS h", (username,)))[0]["h"]
         nxt = str(form.get("next") or "/")
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
         if not await run_in_threadpool(verify_password, password, stored):
+            throttle.failed(*keys)
             return RedirectResponse(f"/login?error=1&next={quote(nxt)}", status_code=303)
+        throttle.succeeded(keys[0])  # the address keeps its count: one good account must not unlock guessing others
         token = secrets.token_urlsafe(32)
         await run_in_threadpool(sql, "SELECT nexus.session_create(%s, %s, %s, %s)",
                                 (_hash(token), username, secrets.token_urlsafe(32), session_ttl_s))

@@ -269,3 +269,25 @@ def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
     assert r.status == 200 and "bus_queue_visible" in r.text()
     ctx.close()
 
+
+
+def test_repeated_failed_sign_ins_are_throttled(system):
+    """On a page of its own (its own throttle), so the other tests' address is never blocked."""
+    import httpx
+
+    from orchestrator.web.app import create_app
+    from orchestrator.workers.hitl import WebServer
+
+    hitl, _url = system
+    web = WebServer(create_app(hitl, hitl.pool), "127.0.0.1", 0).start()
+    try:
+        with httpx.Client(base_url=web.url) as client:
+            client.get("/login")
+            token = client.cookies["nexus_login_csrf"]
+            codes = [client.post("/login", data={"username": "alice", "password": f"wrong-{i}",
+                                                 "csrf_token": token}).status_code for i in range(6)]
+            assert codes == [303] * 5 + [429]
+            r = client.post("/login", data={"username": "alice", "password": PW, "csrf_token": token})
+            assert r.status_code == 429 and "too many failed sign-ins" in r.text
+    finally:
+        web.stop()
