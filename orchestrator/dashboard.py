@@ -7,6 +7,7 @@ budgets and HITL counts from nexus views. Charts are inline SVG made here (no Ja
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from html import escape
 
 from markupsafe import Markup
@@ -20,7 +21,7 @@ def _rows(pool: ConnectionPool, sql: str, params: tuple = ()) -> list[dict]:
 
 def bar_chart(points: list[tuple[str, float]], title: str, unit: str = "", width: int = 520, height: int = 120) -> Markup:
     """An SVG bar chart of (label, value) points; labels are escaped."""
-    if not points:
+    if not points or not any(v for _, v in points):
         return Markup(f'<p class="meta">{escape(title)}: no data yet</p>')
     top = max(v for _, v in points) or 1.0
     bw = width / len(points)
@@ -28,12 +29,23 @@ def bar_chart(points: list[tuple[str, float]], title: str, unit: str = "", width
     for i, (label, v) in enumerate(points):
         h = (height - 20) * v / top
         bars.append(f'<rect x="{i * bw + 1:.1f}" y="{height - 15 - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                    f'height="{h:.1f}" fill="#57a"><title>{escape(label)}: {v:.1f}{escape(unit)}</title></rect>')
+                    f'height="{h:.1f}" fill="#57a"><title>{escape(label)}: {_num(v)}{escape(unit)}</title></rect>')
     first, last = escape(points[0][0]), escape(points[-1][0])
-    return Markup(f'<figure><figcaption>{escape(title)} (max {top:.1f}{escape(unit)})</figcaption>'
+    return Markup(f'<figure><figcaption>{escape(title)} (max {_num(top)}{escape(unit)})</figcaption>'
                   f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">{"".join(bars)}'
                   f'<text x="0" y="{height - 2}" font-size="10">{first}</text>'
                   f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{last}</text></svg></figure>')
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
+
+
+def hours_back(n: int, values: dict) -> list[tuple[str, float]]:
+    """One point per hour for the last N hours (missing hours are 0), labelled HH:00."""
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [now - timedelta(hours=i) for i in range(n - 1, -1, -1)]
+    return [(h.strftime("%H:00"), float(values.get(h, 0) or 0)) for h in hours]
 
 
 def _label(v) -> str:
@@ -53,22 +65,21 @@ class Dashboard:
             h = per_hour.setdefault(r["hour"], {"messages": 0, "p95": 0.0})
             h["messages"] += r["messages"]
             h["p95"] = max(h["p95"], r["p95_latency_ms"] or 0.0)
-        hours = sorted(per_hour)
-        llm_hourly = _rows(self.nexus_pool, "SELECT * FROM nexus.calls_hourly ORDER BY hour")
+        llm_hourly = {r["hour"]: r for r in _rows(self.nexus_pool, "SELECT * FROM nexus.calls_hourly")}
         return {
             "queues": queues,
             "depth": sum(q["queue_length"] for q in queues),
             "dead_letter_count": next((q["queue_length"] for q in queues if q["queue_name"] == "dead_letters"), 0),
-            "throughput_chart": bar_chart([(h.strftime("%H:00"), per_hour[h]["messages"]) for h in hours],
+            "throughput_chart": bar_chart(hours_back(24, {h: v["messages"] for h, v in per_hour.items()}),
                                           "messages processed per hour (24 h)"),
-            "latency_chart": bar_chart([(h.strftime("%H:00"), per_hour[h]["p95"]) for h in hours],
-                                       "p95 enqueue-to-archive latency per hour", " ms"),
+            "latency_chart": bar_chart(hours_back(24, {h: v["p95"] for h, v in per_hour.items()}),
+                                       "p95 enqueue-to-archive latency per hour (24 h)", " ms"),
             "daily": _rows(self.bus_pool, "SELECT * FROM bus.dashboard_daily(14)"),
             "dead_letters": _rows(self.bus_pool, "SELECT * FROM bus.dashboard_dead_letters(20)"),
-            "llm_chart": bar_chart([(r["hour"].strftime("%H:00"), float(r["calls"])) for r in llm_hourly],
+            "llm_chart": bar_chart(hours_back(48, {h: r["calls"] for h, r in llm_hourly.items()}),
                                    "LLM calls per hour (48 h)"),
-            "llm_latency_chart": bar_chart([(r["hour"].strftime("%H:00"), float(r["p50_latency_ms"] or 0))
-                                            for r in llm_hourly], "LLM call p50 latency per hour", " ms"),
+            "llm_latency_chart": bar_chart(hours_back(48, {h: r["p50_latency_ms"] for h, r in llm_hourly.items()}),
+                                           "LLM call p50 latency per hour (48 h)", " ms"),
             "calls": _rows(self.nexus_pool, "SELECT * FROM nexus.recent_calls LIMIT 20"),
             "budgets": _rows(self.nexus_pool, "SELECT * FROM nexus.budget_today ORDER BY cost DESC, agent_id"),
             "hitl": _rows(self.nexus_pool, "SELECT * FROM nexus.hitl_counts ORDER BY kind, status"),
