@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-MODULES = ["bench.bus"]
+MODULES = ["bench.bus", "bench.nexus"]
 
 
 def main(argv: list[str]) -> int:

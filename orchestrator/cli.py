@@ -386,6 +386,9 @@ def daemon(only: str, list_: bool, grace: float) -> None:
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
+from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+
+
 def run() -> None:  # pragma: no cover
     main()
 

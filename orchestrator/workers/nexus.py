@@ -1,0 +1,58 @@
+"""The `nexus` worker: routes every llm_requests message and answers on its reply_to (or llm_results)."""
+
+from __future__ import annotations
+
+import os
+
+from ..bus import Bus, Message, Reject
+from ..config import Settings
+from ..daemon import Worker
+from ..db import make_pool, role_conninfo
+from ..llm.router import Router, fast_commit
+from ..messages import ValidationError
+from . import register
+
+
+class _SelfSettlingBus(Bus):
+    """The handler settles the request itself (reply_and_ack), so no second ack follows it."""
+
+    def handle(self, m: Message, handler) -> None:
+        try:
+            handler(m)
+        except Reject as e:
+            self._safe(self.dead_letter, m, f"rejected: {e}")
+        except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
+            import logging
+
+            logging.getLogger(__name__).exception("nexus: handler failed on msg %s", m.msg_id)
+            self._safe(self.fail, m, f"{type(e).__name__}: {e}")
+
+
+def make_handler(bus: Bus, router: Router):
+    def handle(m: Message) -> None:
+        lease = lambda cand: bus.extend(m, float(cand["timeout_s"]) + 15)  # noqa: E731 - long calls keep the lease
+        result = router.route(m.body, on_attempt=lease)
+        queue = m.body.get("reply_to") or "llm_results"
+        try:
+            bus.reply_and_ack(m, queue, result)
+        except ValidationError as e:
+            raise Reject(f"cannot answer on {queue}: {e}") from e
+
+    return handle
+
+
+@register("nexus")
+def make(s: Settings) -> Worker:
+    bus = _SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
+                           vt_s=s.visibility_timeout_s, pool_size=4)
+    pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
+    router = Router(pool)
+
+    def stop() -> None:
+        router.close()
+        pool.close()
+        bus.close()
+
+    return Worker(name="nexus", bus=bus, queue="llm_requests",
+                  concurrency=int(os.environ.get("NEXUS_CONCURRENCY", "4")),
+                  handle=make_handler(bus, router), on_stop=stop)

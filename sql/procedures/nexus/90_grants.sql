@@ -1,0 +1,25 @@
+-- svc_nexus (the router and the page) works only through the functions and views below; the
+-- configuration functions (set_*, user_*) are for the owner (`orchestrator nexus ...`).
+REVOKE ALL ON ALL TABLES IN SCHEMA nexus FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA nexus FROM PUBLIC;
+GRANT USAGE ON SCHEMA nexus TO svc_nexus;
+GRANT EXECUTE ON FUNCTION
+    nexus.plan(text, text),
+    nexus.admit(text, text, text, text, int, int),
+    nexus.settle(text, text, text, jsonb),
+    nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision),
+    nexus.hitl_leases_due(double precision),
+    nexus.hitl_leased(text, int, double precision),
+    nexus.hitl_decide(text, text, boolean, text, text),
+    nexus.hitl_expire(),
+    nexus.hitl_to_publish(text),
+    nexus.hitl_published(text),
+    nexus.hitl_pending(text, int),
+    nexus.user_hash(text),
+    nexus.session_create(bytea, text, text, int),
+    nexus.session_get(bytea),
+    nexus.session_delete(bytea),
+    nexus.release_stale_reservations(interval)
+TO svc_nexus;
+GRANT SELECT ON nexus.recent_calls, nexus.budget_today, nexus.calls_hourly, nexus.call_totals,
+    nexus.hitl_recent, nexus.hitl_counts TO svc_nexus;

@@ -1,0 +1,294 @@
+"""The HITL page in a real headless Chromium (Debian's, via playwright's executable_path).
+
+Run as root, Chromium gets --no-sandbox (its sandbox refuses root); only the test browser gets that flag.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from orchestrator.daemon import Supervisor
+from orchestrator.db import connect, owner_conninfo
+from orchestrator.messages import ulid
+from orchestrator.passwords import hash_password
+
+PW = "correct-horse-1"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+DIFF = "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n-print('old')\n+print('new')\n context\n"
+
+
+@pytest.fixture(scope="module")
+def system(s):
+    """The hitl worker (claims, leases, timeouts, publishing) and its page on a free port, plus three users."""
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    saved = {k: os.environ.get(k) for k in ("NEXUS_HITL_TICK_S", "NEXUS_HITL_LEASE_S")}
+    os.environ.update(NEXUS_HITL_TICK_S="0.2", NEXUS_HITL_LEASE_S="30")
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        for q in ("approval_requests", "question_requests", "approval_responses", "question_responses"):
+            c.execute("SELECT pgmq.purge_queue(%s)", (q,))
+    with connect(owner_conninfo(s, "nexus")) as c:
+        c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items, nexus.sessions")
+        for u in ("alice", "bob", "carol"):
+            c.execute("SELECT nexus.user_set(%s, %s)", (u, hash_password(PW)))
+    from orchestrator.workers.hitl import build
+
+    hitl, web, worker = build(s, host="127.0.0.1", port=0)
+    web.start()
+    sup = Supervisor([worker], grace_s=5)
+    sup.start()
+    yield hitl, web.url
+    sup.request_stop()
+    sup.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def sing(bus_for):
+    return bus_for("svc_singularity")
+
+
+def signed_in(browser, url, user="alice"):
+    ctx = browser.new_context()
+    ctx.set_default_timeout(10_000)
+    page = ctx.new_page()
+    page.goto(url + "/login")
+    page.fill("#username", user)
+    page.fill("#password", PW)
+    page.click("#signin")
+    page.wait_for_url(url + "/approvals")
+    return ctx, page
+
+
+def ask_approval(sing, hitl, **kw) -> str:
+    rid = ulid()
+    sing.publish("approval_requests", {"id": rid, "agent_id": "agent-7", "file_path": "app.py", "diff": DIFF,
+                                       "reason": "refactor", **kw})
+    wait_pending(hitl, "approval", rid)
+    return rid
+
+
+def wait_pending(hitl, kind, rid, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(i["request_id"] == rid for i in hitl.pending(kind)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{kind} {rid} never became pending")
+
+
+def test_unsigned_visitor_is_sent_to_sign_in(system, browser):
+    _hitl, url = system
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    for path in ("/approvals", "/questions", "/dashboard", "/"):
+        page.goto(url + path)
+        assert "/login" in page.url and page.locator("#signin").is_visible()
+    r = page.request.post(url + "/approvals/whatever", form={"decision": "approve"}, max_redirects=0)
+    assert r.status == 303 and "/login" in r.headers["location"]
+    assert page.request.get(url + "/metrics").status == 401
+    page.goto(url + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", "wrong-password")
+    page.click("#signin")
+    assert page.locator("#error").is_visible()
+    ctx.close()
+
+
+def test_sign_in_and_approve_publishes_the_decision(system, browser, sing):
+    hitl, url = system
+    rid = ask_approval(sing, hitl)
+    ctx, page = signed_in(browser, url)
+    item = page.locator(f"#approval-{rid}")
+    assert item.locator("span.add").inner_text() == "+print('new')"
+    assert item.locator("span.del").inner_text() == "-print('old')"
+    item.locator("input[name=comment]").fill("looks good")
+    item.locator("button[value=approve]").click()
+    assert "decided" in page.locator("#msg").inner_text()
+    resp = sing.await_reply("approval_responses", rid, timeout=10)
+    assert resp["approved"] is True and resp["decided_by"] == "alice" and resp["comment"] == "alice: looks good"
+    assert page.locator(f"#approval-{rid}").count() == 0
+    ctx.close()
+
+
+def test_answer_questions_with_options_and_free_text(system, browser, sing):
+    hitl, url = system
+    q1, q2 = ulid(), ulid()
+    sing.publish("question_requests", {"id": q1, "agent_id": "agent-7", "question": "Which DB?",
+                                       "options": ["postgres", "sqlite"]})
+    sing.publish("question_requests", {"id": q2, "agent_id": "agent-7", "question": "Why?"})
+    wait_pending(hitl, "question", q1)
+    wait_pending(hitl, "question", q2)
+    ctx, page = signed_in(browser, url, "bob")
+    page.goto(url + "/questions")
+    page.locator(f"#question-{q1} input[value=postgres]").check()
+    page.locator(f"#question-{q1} button").click()
+    page.locator(f"#question-{q2} textarea").fill("because <b>it</b> is faster")
+    page.locator(f"#question-{q2} button").click()
+    a1 = sing.await_reply("question_responses", q1, timeout=10)
+    a2 = sing.await_reply("question_responses", q2, timeout=10)
+    assert a1["response"] == "postgres" and a1["answered_by"] == "bob"
+    assert a2["response"] == "because <b>it</b> is faster"
+    ctx.close()
+
+
+def test_post_without_csrf_token_is_refused(system, browser, sing):
+    hitl, url = system
+    rid = ask_approval(sing, hitl)
+    ctx, page = signed_in(browser, url)
+    r = page.request.post(f"{url}/approvals/{rid}", form={"decision": "approve"}, max_redirects=0)
+    assert r.status == 403 and "CSRF" in r.text()
+    r = page.request.post(f"{url}/approvals/{rid}", form={"decision": "approve", "csrf_token": "forged"},
+                          max_redirects=0)
+    assert r.status == 403
+    r = page.request.post(f"{url}/login", form={"username": "alice", "password": PW}, max_redirects=0)
+    assert r.status == 403
+    assert any(i["request_id"] == rid for i in hitl.pending("approval")), "the request must still be pending"
+    ctx.close()
+
+
+def test_diff_with_script_is_shown_as_text(system, browser, sing):
+    hitl, url = system
+    evil = "+<script>window.__pwned = 1</script>\n+<img src=x onerror=\"window.__pwned = 2\">\n"
+    rid = ulid()
+    sing.publish("approval_requests", {"id": rid, "agent_id": "<b>agent</b>", "file_path": "x.html", "diff": evil,
+                                       "reason": "<script>window.__pwned = 3</script>"})
+    wait_pending(hitl, "approval", rid)
+    ctx, page = signed_in(browser, url)
+    item = page.locator(f"#approval-{rid}")
+    assert "<script>window.__pwned = 1</script>" in item.locator("pre.diff").inner_text()
+    assert "<script>window.__pwned = 3</script>" in item.locator(".reason").inner_text()
+    assert page.evaluate("window.__pwned") is None
+    csp = page.request.get(url + "/approvals").headers["content-security-policy"]
+    assert "script-src 'none'" in csp
+    assert item.locator("script").count() == 0 and item.locator("img").count() == 0
+    ctx.close()
+
+
+def test_expired_approval_gets_its_automatic_deny(system, sing):
+    hitl, _url = system
+    rid = ulid()
+    sing.publish("approval_requests", {"id": rid, "agent_id": "agent-7", "file_path": "a.py", "diff": DIFF,
+                                       "timeout_s": 1})
+    resp = sing.await_reply("approval_responses", rid, timeout=15)
+    assert resp["approved"] is False and resp["decided_by"] == "nexus:timeout"
+    assert "no decision within 1 s" in resp["comment"]
+
+
+def test_two_of_three_quorum_decides_only_at_the_second_approval(system, browser, sing):
+    hitl, url = system
+    rid = ask_approval(sing, hitl, quorum=2)
+    ctx_a, page_a = signed_in(browser, url, "alice")
+    page_a.locator(f"#approval-{rid} button[value=approve]").click()
+    assert "1 of 2" in page_a.locator("#msg").inner_text()
+    time.sleep(0.5)  # a pass of the worker: still nothing published
+    with pytest.raises(TimeoutError):
+        sing.await_reply("approval_responses", rid, timeout=0.5)
+    page_a.goto(url + "/approvals")
+    page_a.locator(f"#approval-{rid} button[value=approve]").click()
+    assert "already voted" in page_a.locator("#msg").inner_text()
+    ctx_b, page_b = signed_in(browser, url, "bob")
+    assert "alice approved" in page_b.locator(f"#approval-{rid} .votes").inner_text()
+    page_b.locator(f"#approval-{rid} button[value=approve]").click()
+    resp = sing.await_reply("approval_responses", rid, timeout=10)
+    assert resp["approved"] is True and resp["decided_by"] == "alice,bob"
+    ctx_a.close()
+    ctx_b.close()
+
+
+def test_redelivery_after_a_crash_never_decides_twice(s, system, sing):
+    """Decided in nexus but the process died before publishing: the message comes back, exactly one response."""
+    hitl, _url = system
+    rid = ask_approval(sing, hitl)
+    with connect(owner_conninfo(s, "nexus")) as nx:
+        # the decision is committed, but publishing never happened (the process 'died' here)
+        nx.execute("UPDATE nexus.hitl_items SET status = 'decided', decision = nexus._hitl_response(i, true, NULL, 'carol') "
+                   "FROM nexus.hitl_items i WHERE i.request_id = %s AND nexus.hitl_items.request_id = i.request_id",
+                   (rid,))
+        held = nx.execute("SELECT msg_id, read_ct FROM nexus.hitl_items WHERE request_id = %s", (rid,)).fetchone()
+    # its lease runs out: the message is visible again and is read with a new read_ct
+    with connect(owner_conninfo(s, "shared_queue")) as sq:
+        sq.execute("SELECT bus.set_lease('approval_requests', %s, %s, 0)", (held["msg_id"], held["read_ct"]))
+    resp = sing.await_reply("approval_responses", rid, timeout=10)
+    assert resp["decided_by"] == "carol"
+    time.sleep(0.6)
+    with connect(owner_conninfo(s, "shared_queue")) as sq:
+        n = sq.execute("SELECT count(*) AS n FROM pgmq.q_approval_responses WHERE message->>'request_id' = %s",
+                       (rid,)).fetchone()["n"]
+        a = sq.execute("SELECT count(*) AS n FROM pgmq.a_approval_responses WHERE message->>'request_id' = %s",
+                       (rid,)).fetchone()["n"]
+    assert n + a == 1
+
+
+def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, sing):
+    hitl, url = system
+    qid = ulid()
+    question = {"id": qid, "type": "question_request", "agent_id": "agent-9", "question": "replayed?"}
+    sing.publish("dead_letters", {"queue": "question_requests", "msg_id": 1, "message": question,
+                                  "error": "boom <script>", "attempts": 5})
+    ctx, page = signed_in(browser, url)
+    page.goto(url + "/dashboard")
+    assert "approval_requests" in page.locator("#queues").inner_text()
+    assert int(page.locator("#dlq-count").inner_text()) >= 1
+    assert page.locator("svg").count() >= 1
+    row = page.locator("#dead-letters tr", has_text="boom <script>")
+    row.locator("button").click()
+    assert "replayed as msg" in page.locator("#msg").inner_text()
+    wait_pending(hitl, "question", qid)
+    metrics = page.request.get(url + "/metrics")
+    assert metrics.status == 200
+    body = metrics.text()
+    assert 'bus_queue_depth{queue="approval_requests"}' in body and "# TYPE nexus_llm_calls_total counter" in body
+    assert 'nexus_hitl_items{kind="question",status="pending"}' in body
+    ctx.close()
+
+
+def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
+    _hitl, url = system
+    monkeypatch.setenv("NEXUS_METRICS_TOKEN", "t0ken")
+    ctx = browser.new_context()
+    assert ctx.request.get(url + "/metrics", headers={"authorization": "Bearer nope"}).status == 401
+    r = ctx.request.get(url + "/metrics", headers={"authorization": "Bearer t0ken"})
+    assert r.status == 200 and "bus_queue_visible" in r.text()
+    ctx.close()
+
+
+
+def test_repeated_failed_sign_ins_are_throttled(system):
+    """On a page of its own (its own throttle), so the other tests' address is never blocked."""
+    import httpx
+
+    from orchestrator.web.app import create_app
+    from orchestrator.workers.hitl import WebServer
+
+    hitl, _url = system
+    web = WebServer(create_app(hitl, hitl.pool), "127.0.0.1", 0).start()
+    try:
+        with httpx.Client(base_url=web.url) as client:
+            client.get("/login")
+            token = client.cookies["nexus_login_csrf"]
+            codes = [client.post("/login", data={"username": "alice", "password": f"wrong-{i}",
+                                                 "csrf_token": token}).status_code for i in range(6)]
+            assert codes == [303] * 5 + [429]
+            r = client.post("/login", data={"username": "alice", "password": PW, "csrf_token": token})
+            assert r.status_code == 429 and "too many failed sign-ins" in r.text
+    finally:
+        web.stop()
