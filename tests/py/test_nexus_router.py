@@ -31,7 +31,7 @@ def nx(s, server):
         c.execute("DELETE FROM nexus.providers WHERE name <> 'offline'")
         for name, kind, base in (("oa", "openai", server.url + "/v1"), ("an", "anthropic", server.url),
                                  ("ge", "gemini", server.url)):
-            c.execute("SELECT nexus.set_provider(%s, %s, %s, %s, 0.5, 2, 1)", (name, kind, base, f"TEST_{name.upper()}_KEY"))
+            c.execute("SELECT nexus.set_provider(%s, %s, %s, %s, 5, 2, 1)", (name, kind, base, f"TEST_{name.upper()}_KEY"))
         for name, prov in (("m_oa", "oa"), ("m_an", "an"), ("m_ge", "ge"), ("m_a", "oa"), ("m_b", "oa")):
             c.execute("SELECT nexus.set_model(%s, %s, %s, 1.0, 2.0, 100)", (name, prov, name))
         server.script.clear()
