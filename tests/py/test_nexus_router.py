@@ -134,6 +134,13 @@ def test_every_option_failing_gives_an_error_result_that_says_why(nx, router, se
     assert nx.execute("SELECT count(*) AS n FROM nexus.reservations").fetchone()["n"] == 0
 
 
+def test_bare_string_messages_are_user_messages(nx, router, server):
+    nx.execute("SELECT nexus.set_route('chat', ARRAY['m_an'])")
+    out = router.route({**req(), "messages": ["just a string"]})
+    assert out["model"] == "m_an"
+    assert server.calls[0]["body"]["messages"] == [{"role": "user", "content": "just a string"}]
+
+
 def test_requested_model_goes_first_and_unknown_task_uses_the_default_route(nx, router, server):
     nx.execute("SELECT nexus.set_route('*', ARRAY['m_ge'])")
     assert router.route(req("never-configured"))["model"] == "m_ge"
