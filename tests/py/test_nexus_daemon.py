@@ -39,3 +39,25 @@ def test_daemon_runs_router_and_page_and_stops_cleanly(s, bus_for, tmp_path):
         rc = p.wait(timeout=30)
     assert rc == 0, log.read_text()
     assert "daemon stopped" in log.read_text()
+
+
+def test_a_busy_port_is_reported_and_only_fatal_when_required(caplog):
+    import socket
+
+    import pytest
+
+    from orchestrator.workers.hitl import WebServer
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        web = WebServer(object(), "127.0.0.1", port).start(required=False)
+        assert web.server is None and f"cannot listen on 127.0.0.1:{port}" in caplog.text
+        assert "NEXUS_WEB_PORT" in caplog.text
+        web.stop()
+        with pytest.raises(SystemExit, match="set NEXUS_WEB_PORT to a free port"):
+            WebServer(object(), "127.0.0.1", port).start(required=True)
+    finally:
+        taken.close()
