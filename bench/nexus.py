@@ -129,9 +129,38 @@ def _approvals_page(s) -> list[tuple[str, str, str]]:
             (f"approvals page with {PAGE_ITEMS} pending requests, max of 10 (ms)", f"{max(times):.0f}", "-")]
 
 
+def _round_trip(s) -> list[tuple[str, str, str]]:
+    """llm_requests -> nexus worker (offline provider) -> llm_results, as an agent sees it."""
+    from orchestrator.bus import Bus
+    from orchestrator.daemon import Supervisor
+    from orchestrator.workers import load_all
+
+    sup = Supervisor([load_all()["nexus"](s)], grace_s=5)
+    sup.start()
+    agent = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="bench", pool_size=2)
+    times = []
+    try:
+        for i in range(N // 2 + 20):
+            t0 = time.perf_counter()
+            agent.request("llm_requests", {"agent_id": "bench", "task_type": "bench-offline",
+                                           "messages": [{"role": "user", "content": "ping"}]},
+                          reply_to="llm_results", timeout=30)
+            if i >= 20:
+                times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        sup.request_stop()
+        sup.shutdown()
+        agent.close()
+        with connect(owner_conninfo(s, "nexus")) as c:
+            c.execute("DELETE FROM nexus.llm_calls WHERE agent_id = 'bench'")
+            c.execute("DELETE FROM nexus.budget_usage WHERE agent_id = 'bench'")
+    return [("LLM request -> nexus worker (offline) -> llm_results, p50 / p99 (ms)",
+             f"{statistics.median(times):.2f} / {pct(times, 99):.2f}", "-")]
+
+
 def run() -> list[tuple[str, str, str]]:
     s = ready()
-    return _router_overhead(s) + _approvals_page(s)
+    return _router_overhead(s) + _round_trip(s) + _approvals_page(s)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ class Router:
         """Answer one llm_requests message: {request_id, result, model, usage} or {request_id, error}."""
         rid = req.get("id") or "?"
         agent, task = req.get("agent_id"), req.get("task_type")
-        messages = req.get("messages") or []
+        # messages are {role, content} objects; a bare string is taken as a user message
+        messages = [m if isinstance(m, dict) else {"role": "user", "content": m if isinstance(m, str) else str(m)}
+                    for m in (req.get("messages") or [])]
         with self.pool.connection() as c:
             adm = c.execute("SELECT nexus.admit(%s, %s, %s, %s, %s, %s) AS a",
                             (rid, agent, task, req.get("model"), prompt_chars(messages),

@@ -3,7 +3,8 @@
 A periodic pass claims new requests (long lease), keeps leases alive, denies expired approvals and
 publishes decided items; the page (uvicorn in a thread of the daemon) lists pending items from
 nexus and records decisions. Env: NEXUS_WEB_HOST (127.0.0.1), NEXUS_WEB_PORT (8780),
-NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1).
+NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1),
+NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit).
 """
 
 from __future__ import annotations
@@ -95,5 +96,5 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None):
 @register("hitl")
 def make(s: Settings) -> Worker:
     _hitl, web, worker = build(s)
-    web.start(required=os.environ.get("NEXUS_WEB_REQUIRED", "1") != "0")
+    web.start(required=os.environ.get("NEXUS_WEB_REQUIRED", "0") == "1")
     return worker

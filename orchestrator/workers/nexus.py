@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 
 from ..bus import Bus, Message, Reject
 from ..config import Settings
@@ -30,7 +31,17 @@ class _SelfSettlingBus(Bus):
 
 def make_handler(bus: Bus, router: Router):
     def handle(m: Message) -> None:
-        lease = lambda cand: bus.extend(m, float(cand["timeout_s"]) + 15)  # noqa: E731 - long calls keep the lease
+        held = {"until": m.vt}
+
+        def lease(cand: dict) -> None:
+            """Before each attempt: make sure the lease outlives the provider's timeout (extend only if not)."""
+            if cand["kind"] == "offline":
+                return
+            need = float(cand["timeout_s"]) + 15
+            if held["until"] < datetime.now(UTC) + timedelta(seconds=need):
+                if bus.extend(m, need) == "ok":
+                    held["until"] = datetime.now(UTC) + timedelta(seconds=need)
+
         result = router.route(m.body, on_attempt=lease)
         queue = m.body.get("reply_to") or "llm_results"
         try:

@@ -31,7 +31,7 @@ def nx(s, server):
         c.execute("DELETE FROM nexus.providers WHERE name <> 'offline'")
         for name, kind, base in (("oa", "openai", server.url + "/v1"), ("an", "anthropic", server.url),
                                  ("ge", "gemini", server.url)):
-            c.execute("SELECT nexus.set_provider(%s, %s, %s, %s, 0.5, 2, 1)", (name, kind, base, f"TEST_{name.upper()}_KEY"))
+            c.execute("SELECT nexus.set_provider(%s, %s, %s, %s, 5, 2, 1)", (name, kind, base, f"TEST_{name.upper()}_KEY"))
         for name, prov in (("m_oa", "oa"), ("m_an", "an"), ("m_ge", "ge"), ("m_a", "oa"), ("m_b", "oa")):
             c.execute("SELECT nexus.set_model(%s, %s, %s, 1.0, 2.0, 100)", (name, prov, name))
         server.script.clear()
@@ -132,6 +132,13 @@ def test_every_option_failing_gives_an_error_result_that_says_why(nx, router, se
     assert "every model failed" in out["error"] and "m_a attempt 2: HTTP 500" in out["error"]
     assert "m_b attempt 1: malformed response" in out["error"]
     assert nx.execute("SELECT count(*) AS n FROM nexus.reservations").fetchone()["n"] == 0
+
+
+def test_bare_string_messages_are_user_messages(nx, router, server):
+    nx.execute("SELECT nexus.set_route('chat', ARRAY['m_an'])")
+    out = router.route({**req(), "messages": ["just a string"]})
+    assert out["model"] == "m_an"
+    assert server.calls[0]["body"]["messages"] == [{"role": "user", "content": "just a string"}]
 
 
 def test_requested_model_goes_first_and_unknown_task_uses_the_default_route(nx, router, server):
