@@ -56,7 +56,7 @@ class Supervisor:
             except TRANSIENT as e:
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", w.name, type(e).__name__, delay)
                 self.stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
                 continue
             except Exception:  # noqa: BLE001 - a worker never dies on one bad read
                 log.exception("%s: read failed", w.name)

@@ -91,6 +91,11 @@ def _stamp_return(conn: psycopg.Connection) -> None:
     conn._orch_returned = time.monotonic()
 
 
+def _reconnect_again(pool: ConnectionPool) -> None:
+    if not pool.closed:
+        pool.check()
+
+
 def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "pool") -> ConnectionPool:
     """A pool that probes idle connections before handing them out, so a restart never yields a dead one.
 
@@ -104,7 +109,11 @@ def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "
         kwargs={"autocommit": True, "row_factory": dict_row},
         check=_check,
         reset=_stamp_return,
-        reconnect_timeout=3600,
+        # psycopg_pool's reconnect backoff doubles without a cap (1, 2, 4, 8 s ...) and clients already
+        # waiting are not woken by a new attempt: give an attempt up after 5 s and start a fresh one
+        # at once, so a restarted server is picked up within ~2 s, not after a long sleep.
+        reconnect_timeout=5,
+        reconnect_failed=_reconnect_again,
         name=name,
         open=True,
     )
