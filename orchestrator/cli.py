@@ -387,6 +387,8 @@ def daemon(only: str, list_: bool, grace: float) -> None:
 
 
 from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+from .cli_centralcloud import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
+from .cli_centralcloud import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001
 
 
 def run() -> None:  # pragma: no cover

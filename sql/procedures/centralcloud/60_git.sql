@@ -67,8 +67,8 @@ BEGIN
         cur := cur || jsonb_build_array(f);
         size_ := size_ + octet_length(f::text);
     END LOOP;
-    IF jsonb_array_length(cur) > 0 OR cardinality(chunks) = 0 THEN
-        chunks := chunks || cur;
+    IF jsonb_array_length(cur) > 0 OR (cardinality(chunks) = 0 AND cardinality(p_deleted) > 0) THEN
+        chunks := chunks || cur;   -- nothing at all changed under the templates dir: no message
     END IF;
     FOR q IN SELECT * FROM centralcloud._queues_of('template_updates') LOOP
         FOREACH m IN ARRAY chunks LOOP
