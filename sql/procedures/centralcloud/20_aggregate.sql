@@ -5,15 +5,19 @@
 -- enqueued after that total add to it); knowledge_summary records presence (kind, confidence,
 -- packages) without changing counts. A re-delivered message is dropped by the ledger.
 
--- A timestamp from a pattern's first_seen/last_seen text, NULL when it does not look like one.
+-- A timestamp from a pattern's first_seen/last_seen text, NULL when it is not a valid ISO timestamp
+-- (checked without raising: an exception block per object would cost a subtransaction each).
 CREATE OR REPLACE FUNCTION centralcloud._ts(p text)
-RETURNS timestamptz LANGUAGE sql IMMUTABLE
+RETURNS timestamptz LANGUAGE sql STABLE
 SET search_path = pg_catalog
 AS $$
-    SELECT CASE WHEN p ~ '^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?)?(Z|[+-]\d\d(:?\d\d)?)?$'
-                THEN p::timestamptz END
+    SELECT CASE WHEN p ~ '^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?)?(Z|[+-]\d\d(:?\d\d)?)?$'
+                THEN CASE WHEN substr(p, 9, 2)::int <= extract(day FROM make_date(substr(p, 1, 4)::int, substr(p, 6, 2)::int, 1)
+                                                                      + interval '1 month - 1 day')
+                          THEN p::timestamptz END
+           END
 $$;
-COMMENT ON FUNCTION centralcloud._ts(text) IS 'Lenient ISO timestamp: NULL instead of an error (days 29-31 are taken as NULL too).';
+COMMENT ON FUNCTION centralcloud._ts(text) IS 'Lenient ISO timestamp: NULL instead of an error for anything invalid.';
 
 -- Sorted union of two text arrays.
 CREATE OR REPLACE FUNCTION centralcloud._union(a text[], b text[])
