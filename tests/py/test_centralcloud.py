@@ -20,7 +20,7 @@ INST = "cc2"
 ROLE2 = f"svc_singularity_{INST}"
 PW2 = "cc2-test-password"
 TABLES = ["received", "instance_patterns", "patterns", "packages", "pattern_syncs", "instances", "templates",
-          "template_distributions", "exports"]
+          "template_distributions", "exports", "job_runs"]
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,140 @@ def _git(repo, *args) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
                           env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                                "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(repo)}).stdout.strip()
+
+
+def _seed_patterns(s) -> None:
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        c.execute("""INSERT INTO centralcloud.patterns (key, kind, instances, total_occurrences, confidence, rank, packages)
+                     VALUES ('python.fstring', 'syntax', 2, 7, 0.7, 1, '{python}'),
+                            ('tests.fixture', 'practice', 1, 5, 0.9, 2, '{pytest}'),
+                            ('py.walrus', 'syntax', 1, 1, 0.5, 3, '{}')""")
+
+
+def test_knowledge_export_one_commit_on_branch(s, cc_clean, tmp_path, monkeypatch):
+    repo = tmp_path / "learning"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("reviewed learning\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-qm", "init")
+    _seed_patterns(s)
+    monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", str(repo))
+    monkeypatch.setenv("CENTRALCLOUD_PR_COMMAND", 'echo "opening PR for $CC_BRANCH"; echo https://example.invalid/pr/7')
+    out = run_job(s, "knowledge-export")
+    branch = f"learned-patterns-{_today()}"
+    assert out.startswith(f"ok: 3 patterns in 5 files committed to {branch}"), out
+    assert _git(repo, "rev-list", "--count", f"main..{branch}") == "1"
+    files = sorted(_git(repo, "diff", "--name-only", f"main..{branch}").splitlines())
+    assert files == [f"learned-patterns/{f}" for f in ("index.json", "practice.json", "practice.md", "syntax.json", "syntax.md")]
+    syntax = json.loads(_git(repo, "show", f"{branch}:learned-patterns/syntax.json"))
+    assert [p["key"] for p in syntax] == ["python.fstring", "py.walrus"]
+    assert syntax[0]["total_occurrences"] == 7 and syntax[0]["instances"] == 2
+    assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main" and _git(repo, "status", "--porcelain") == ""
+    commit = _git(repo, "rev-parse", branch)
+    msgs = [{k: m[k] for k in ("type", "branch", "artifacts_count", "commit", "pr_url")}
+            for m in _inbox(s, "knowledge_updates") if m["type"] == "learning_exported"]
+    assert msgs == [{"type": "learning_exported", "branch": branch, "artifacts_count": 3, "commit": commit,
+                     "pr_url": "https://example.invalid/pr/7"}]
+
+    again = run_job(s, "knowledge-export")
+    assert again.startswith("skipped:"), again
+    assert _git(repo, "rev-list", "--count", f"main..{branch}") == "1"
+    assert len([m for m in _inbox(s, "knowledge_updates") if m["type"] == "learning_exported"]) == 1
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        ex = c.execute("SELECT branch, commit, artifacts_count, pushed, pr_url FROM centralcloud.exports").fetchall()
+    assert ex == [{"branch": branch, "commit": commit, "artifacts_count": 3, "pushed": False,
+                   "pr_url": "https://example.invalid/pr/7"}]
+
+
+def test_knowledge_export_webhook_and_push(s, cc_clean, tmp_path, monkeypatch):
+    """A URL repository is mirrored; push only when asked; the PR webhook is a real HTTP server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps({"html_url": "http://pr.example/1"}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    _seed_patterns(s)
+    monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", f"file://{origin}")
+    monkeypatch.setenv("CENTRALCLOUD_GIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CENTRALCLOUD_PR_WEBHOOK", f"http://127.0.0.1:{srv.server_port}/pulls")
+    branch = f"learned-patterns-{_today()}"
+    try:
+        out = run_job(s, "knowledge-export")
+        assert out.startswith("ok:") and "PR http://pr.example/1" in out and "pushed" not in out, out
+        assert _git(origin, "branch", "--list") == "", "nothing is pushed unless configured"
+        assert got[0]["branch"] == branch and got[0]["artifacts_count"] == 3
+        with connect(owner_conninfo(s, "centralcloud")) as c:
+            c.execute("UPDATE centralcloud.patterns SET total_occurrences = 8 WHERE key = 'python.fstring'")
+        monkeypatch.setenv("CENTRALCLOUD_EXPORT_PUSH", "1")
+        out = run_job(s, "knowledge-export")
+        assert "and pushed" in out, out
+        assert _git(origin, "rev-list", "--count", branch) == "2", "a changed ranking: one more commit, pushed"
+    finally:
+        srv.shutdown()
+
+
+def test_template_distribution_exactly_changed_files(s, second_instance, cc_clean, tmp_path, monkeypatch):
+    repo = tmp_path / "templates"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    for name, text in [("a.md", "A1"), ("b.md", "B1"), ("c/d.txt", "D1")]:
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "templates v1")
+    monkeypatch.setenv("CENTRALCLOUD_TEMPLATES_REPO", str(repo))
+    out = run_job(s, "template-distribution")
+    assert out.startswith("ok: 3 changed and 0 deleted template file(s)"), out
+    for q in ("template_updates", f"template_updates_{INST}"):
+        (m,) = _inbox(s, q)
+        assert m["type"] == "templates_updated" and m["git_url"] == str(repo)
+        assert sorted(f["path"] for f in m["updated_files"]) == ["a.md", "b.md", "c/d.txt"]
+
+    (repo / "a.md").write_text("A2")
+    (repo / "c/d.txt").write_text("D2")
+    _git(repo, "commit", "-qam", "two changed")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert run_job(s, "template-distribution").startswith("ok: 2 changed")
+    for q in ("template_updates", f"template_updates_{INST}"):
+        m = _inbox(s, q)[-1]
+        assert m["commit"] == head
+        import hashlib
+        assert {f["path"]: (f["content"], f["hash"]) for f in m["updated_files"]} == {
+            "a.md": ("A2", hashlib.sha256(b"A2").hexdigest()), "c/d.txt": ("D2", hashlib.sha256(b"D2").hexdigest())}
+    assert run_job(s, "template-distribution").startswith("skipped:")
+    assert len(_inbox(s, "template_updates")) == 2
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        v = {r["path"]: (r["version"], r["commit"]) for r in c.execute("SELECT * FROM centralcloud.templates").fetchall()}
+    assert v["a.md"] == (2, head) and v["c/d.txt"] == (2, head) and v["b.md"][0] == 1
+
+
+def test_worker_schedule(s, cc_clean, monkeypatch):
+    from orchestrator.workers.centralcloud import due_jobs, last_slot
+
+    now = datetime(2026, 5, 3, 0, 30, tzinfo=UTC)
+    assert last_slot("knowledge-export", now) == datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
+    assert last_slot("template-distribution", datetime(2026, 5, 3, 7, 59, tzinfo=UTC)) == datetime(2026, 5, 3, 4, 0, tzinfo=UTC)
+    monkeypatch.delenv("CENTRALCLOUD_EXPORT_REPO", raising=False)
+    monkeypatch.delenv("CENTRALCLOUD_TEMPLATES_REPO", raising=False)
+    assert due_jobs(s) == []
+    monkeypatch.setenv("CENTRALCLOUD_TEMPLATES_REPO", "/nonexistent")
+    assert due_jobs(s) == ["template-distribution"]
+    assert run_job(s, "template-distribution").startswith("failed:")  # a failed run counts as a run
+    assert due_jobs(s) == []
