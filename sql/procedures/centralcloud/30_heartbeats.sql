@@ -57,7 +57,7 @@ BEGIN
         RETURN;
     END IF;
     LOOP
-        n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '5000')::int, '_batch_heartbeats');
+        n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '20000')::int, '_batch_heartbeats');
         EXIT WHEN n = 0;
         msgs := msgs + n;
         changed := changed + centralcloud._fold_heartbeats();
