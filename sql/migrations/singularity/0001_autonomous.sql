@@ -18,7 +18,7 @@ CREATE TABLE core.agents (
 COMMENT ON TABLE core.agents IS 'Agents of this instance; capacity = how many tasks one may hold at once.';
 
 CREATE TABLE core.tasks (
-    id             text PRIMARY KEY DEFAULT ops.ulid(),
+    id             text PRIMARY KEY,
     kind           text NOT NULL DEFAULT 'task',
     payload        jsonb NOT NULL DEFAULT '{}',
     priority       int NOT NULL DEFAULT 0,                     -- higher first
@@ -41,7 +41,7 @@ ALTER TABLE core.tasks_archive ADD PRIMARY KEY (id), ADD COLUMN archived_at time
 COMMENT ON TABLE core.tasks_archive IS 'Completed and failed tasks moved out of core.tasks by archive_completed_tasks().';
 
 CREATE TABLE core.agent_sessions (
-    id         text PRIMARY KEY DEFAULT ops.ulid(),
+    id         text PRIMARY KEY,
     agent_id   text NOT NULL REFERENCES core.agents (id),
     state      jsonb,              -- plaintext never stays: the trigger moves it into state_enc
     state_enc  bytea,              -- pgp_sym_encrypt(state, key key_id)
@@ -61,7 +61,7 @@ CREATE TABLE core.analysis_results (
     learned    boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT result_needs_patterns_array_of_objects_with_key CHECK (
-        jsonb_typeof(result->'patterns') = 'array'
+        coalesce(jsonb_typeof(result->'patterns'), 'missing') = 'array'
         AND NOT jsonb_path_exists(result, '$.patterns[*] ? (@.type() != "object" || !exists(@.key) || @.key.type() != "string" || @.key == "")'))
 );
 CREATE INDEX analysis_unlearned ON core.analysis_results (id) WHERE NOT learned;
@@ -151,7 +151,7 @@ CREATE INDEX agent_results_agent ON core.agent_results (agent_id, created_at);
 COMMENT ON TABLE core.agent_results IS 'Requests agents sent over the bus and the replies they got (survive a restart).';
 
 CREATE TABLE outbox.messages (
-    id              text PRIMARY KEY DEFAULT ops.ulid(),   -- also the envelope "id" on the bus
+    id              text PRIMARY KEY,                      -- a ULID; also the envelope "id" on the bus
     queue           text NOT NULL,
     message         jsonb NOT NULL CHECK (jsonb_typeof(message) = 'object'),
     created_at      timestamptz NOT NULL DEFAULT now(),

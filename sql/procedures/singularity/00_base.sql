@@ -35,3 +35,8 @@ BEGIN
     RETURN mid;
 END;
 $$;
+
+-- ULID defaults (ops.ulid is a repeatable procedure, so the migration cannot reference it).
+ALTER TABLE core.tasks ALTER COLUMN id SET DEFAULT ops.ulid();
+ALTER TABLE core.agent_sessions ALTER COLUMN id SET DEFAULT ops.ulid();
+ALTER TABLE outbox.messages ALTER COLUMN id SET DEFAULT ops.ulid();

@@ -53,13 +53,14 @@ DECLARE
     m        record;
     src      text := 'singularity:' || core.instance_id();
     is_dead  boolean;
+    tried    text[] := '{}';   -- refused in this run: not retried until the next run
 BEGIN
     err := outbox._connect(conn);
     IF err IS NULL THEN
         LOOP
             EXIT WHEN sent + failed >= p_max;
             SELECT array_agg(id ORDER BY id) INTO ids FROM (
-                SELECT id FROM outbox.messages WHERE NOT dead
+                SELECT id FROM outbox.messages WHERE NOT dead AND id <> ALL (tried)
                  ORDER BY id LIMIT least(p_batch, p_max - sent - failed) FOR UPDATE SKIP LOCKED) b;
             EXIT WHEN ids IS NULL;
             FOR q IN
@@ -96,6 +97,7 @@ BEGIN
                              WHERE id = m.id
                             RETURNING dead INTO is_dead;
                             failed := failed + 1;
+                            tried := tried || m.id;
                             died := died + CASE WHEN is_dead THEN 1 ELSE 0 END;
                         END;
                     END LOOP;
