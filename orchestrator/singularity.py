@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from .config import Settings
-from .db import admin_conninfo, connect, role_conninfo, service_role
+from .db import admin_conninfo, connect, owner_conninfo, role_conninfo, service_role
 
 INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
@@ -62,7 +62,7 @@ def add_instance(s: Settings, instance: str, progress=lambda _m: None) -> str:
     role = service_role("singularity", instance)
     with connect(admin_conninfo(s, "postgres")) as admin:
         ensure_role(admin, s, role)
-    with connect(admin_conninfo(s, "shared_queue")) as sq:
+    with connect(owner_conninfo(s, "shared_queue")) as sq:  # queues must belong to the shared_queue owner
         sq.execute("SELECT bus.ensure_instance(%s, %s)", (instance, role)).fetchall()
     migrate(s, progress=progress, only=[Target("shared_queue", "shared_queue"),
                                         Target(database(instance), "singularity")])
@@ -108,8 +108,13 @@ def remove_instance(s: Settings, instance: str) -> None:
         for r in sq.execute("SELECT queue_name FROM bus.queues WHERE instance_id = %s", (instance,)).fetchall():
             sq.execute("SELECT bus.drop_queue(%s)", (r["queue_name"],))
         sq.execute("DELETE FROM bus.instances WHERE instance_id = %s", (instance,))
-        if sq.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        has_role = sq.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if has_role:
             sq.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    if has_role:  # grants on pgmq's extension objects were made by the shared_queue owner: it revokes them
+        with connect(owner_conninfo(s, "shared_queue")) as sq:
+            sq.execute(sql.SQL("REVOKE ALL ON SCHEMA pgmq, bus, ops FROM {}").format(sql.Identifier(role)))
+            sq.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA pgmq, bus FROM {}").format(sql.Identifier(role)))
     with connect(admin_conninfo(s, "postgres")) as pg:
         for d in [r["datname"] for r in pg.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall()]:
             if d == "shared_queue":
