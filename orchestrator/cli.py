@@ -387,6 +387,7 @@ def daemon(only: str, list_: bool, grace: float) -> None:
 
 
 from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+from .cli_genesis import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
 
 
 def run() -> None:  # pragma: no cover
