@@ -21,7 +21,6 @@ from .messages import ValidationError
 from .sandbox import Limits, Sandbox
 
 log = logging.getLogger(__name__)
-LEASE_MARGIN_S = 15.0
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -40,8 +39,12 @@ def error_result(request_id: str, body: dict, error: str) -> dict:
 class Genesis:
     """The handler's state: the bus (shared_queue), the genesis database pool, the sandbox."""
 
-    def __init__(self, bus: Bus, pool, sandbox: Sandbox):
+    def __init__(self, bus: Bus, pool, sandbox: Sandbox, lease_margin_s: float | None = None):
         self.bus, self.pool, self.sandbox = bus, pool, sandbox
+        # how long past a job's timeout its request stays invisible (and its claim held) before a
+        # crashed worker's job is handed to another worker
+        self.lease_margin_s = (lease_margin_s if lease_margin_s is not None
+                               else float(os.environ.get("GENESIS_LEASE_MARGIN_S", "15")))
         self.ran = 0  # code executions by this process (tests and stats)
 
     def _sql(self, query: str, params: tuple):
@@ -50,7 +53,8 @@ class Genesis:
 
     def limits_for(self, body: dict) -> Limits:
         """The request's limits (body.limits, plus timeout_s) capped by the operator's maxima in SQL."""
-        req = dict(body.get("limits") or {}) if isinstance(body.get("limits"), dict) else body.get("limits")
+        req = body.get("limits")
+        req = {} if req is None else dict(req) if isinstance(req, dict) else req
         if isinstance(req, dict) and body.get("timeout_s") is not None:
             req["timeout_s"] = body["timeout_s"]
         return Limits.from_dict(self._sql("SELECT genesis.effective_limits(%s) AS r", (Jsonb(req),)))
@@ -69,7 +73,7 @@ class Genesis:
         except psycopg.errors.InvalidParameterValue as e:
             return self._reply(m, queue, error_result(rid, body, f"bad limits: {e.diag.message_primary}"
                                                       + (f" ({e.diag.message_hint})" if e.diag.message_hint else "")))
-        lease = float(lim.timeout_s) + LEASE_MARGIN_S
+        lease = float(lim.timeout_s) + self.lease_margin_s
         self._hold(m, lease)
         code = body.get("code") or ""
         claim = self._sql("SELECT genesis.start_execution(%s, %s, %s, %s, %s, %s, %s, %s) AS r",

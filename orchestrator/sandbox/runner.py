@@ -203,7 +203,8 @@ class Sandbox:
         duration_ms = round((time.monotonic() - t0) * 1000, 1)
         if uid is not None and (stopped or self.kind == "none"):
             _kill_uid(uid)  # anything of this uid that outlived the job (the pid namespace already took them)
-        out, err = (bufs[k].decode("utf-8", "replace") for k in bufs)
+        # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
+        out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
         code = p.returncode
         sig = -code if code < 0 else (code - 128 if 128 < code < 128 + 65 else 0)
         killed, exceeded = None, None
