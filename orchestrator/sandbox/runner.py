@@ -50,17 +50,26 @@ def sandbox_kind() -> str:
     return kind
 
 
+def default_uid_base() -> int:
+    """GENESIS_UID_BASE, else 600000 + 64 * (pid % 4096): two workers on one host rarely share uids."""
+    raw = os.environ.get("GENESIS_UID_BASE", "")
+    try:
+        return int(raw) if raw else 600000 + 64 * (os.getpid() % 4096)
+    except ValueError:
+        raise SandboxUnavailable(f"GENESIS_UID_BASE={raw!r} is not a number; set the first uid for jobs") from None
+
+
 class Sandbox:
     """Runs jobs; SLOTS uids are handed out so that at most SLOTS jobs run at once, each under its own uid."""
 
     def __init__(self, slots: int = 1, uid_base: int | None = None, kind: str | None = None):
         self.kind = kind or sandbox_kind()
         self.root = os.geteuid() == 0
-        base = uid_base if uid_base is not None else int(os.environ.get("GENESIS_UID_BASE", "600000"))
+        base = uid_base if uid_base is not None else default_uid_base()
         self._uids: queue.Queue[int | None] = queue.Queue()
         for i in range(max(1, slots)):
             self._uids.put(base + i if self.root else None)
-        self.bwrap = shutil.which("bwrap") or ""
+        self.bwrap = shutil.which(os.environ.get("GENESIS_BWRAP") or "bwrap") or ""
         self.prlimit = shutil.which("prlimit") or ""
         if not self.prlimit:
             raise SandboxUnavailable("prlimit is missing (Debian package util-linux); it sets the rlimits")
@@ -201,8 +210,8 @@ class Sandbox:
         _, status, ru = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         duration_ms = round((time.monotonic() - t0) * 1000, 1)
-        if uid is not None and (stopped or self.kind == "none"):
-            _kill_uid(uid)  # anything of this uid that outlived the job (the pid namespace already took them)
+        if uid is not None and self.kind == "none":
+            _kill_uid(uid)  # no pid namespace: anything of this uid that outlived the job
         # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
         out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
         code = p.returncode
