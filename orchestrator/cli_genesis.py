@@ -115,5 +115,5 @@ def limits(ctx: click.Context) -> None:
 @click.option("--max", "maximum", type=float, required=True, help="No request can go above it.")
 def limits_set(name: str, default: float, maximum: float) -> None:
     """Set limit NAME's default and maximum."""
-    _run("SELECT genesis.set_limit(%s, %s, %s)", (name, default, maximum))
+    _run("SELECT genesis.set_limit(%s, %s::numeric, %s::numeric)", (name, default, maximum))
     click.echo(f"limit {name}: default {default:g}, max {maximum:g}")
