@@ -406,6 +406,8 @@ from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, 
 from .cli_singularity import autonomous as _autonomous; main.add_command(_autonomous)  # noqa: E402, E702, I001
 from .cli_singularity import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
 from .cli_genesis import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
+from .cli_centralcloud import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
+from .cli_centralcloud import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001
 
 
 def run() -> None:  # pragma: no cover
