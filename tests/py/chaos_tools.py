@@ -199,6 +199,14 @@ def count_results(owner_conn, queues: tuple[str, ...], ids: list[str]) -> dict[s
     return {r["rid"]: r["n"] for r in rows}
 
 
+def result_bodies(owner_conn, queues: tuple[str, ...], ids: list[str]) -> list[dict]:
+    """The result messages for IDS on QUEUES (live + archive)."""
+    parts = " UNION ALL ".join(f"SELECT message FROM pgmq.q_{q} UNION ALL SELECT message FROM pgmq.a_{q}"
+                               for q in queues)
+    return [r["message"] for r in owner_conn.execute(
+        f"SELECT message FROM ({parts}) m WHERE message->>'request_id' = ANY(%s)", (ids,))]
+
+
 def wait_exactly_once(owner_conn, queues: tuple[str, ...], ids: list[str], timeout: float,
                       settle_s: float = 1.0) -> dict[str, int]:
     """Wait until every id has a result (or TIMEOUT), then SETTLE_S more to catch late duplicates."""
