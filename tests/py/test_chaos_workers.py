@@ -296,3 +296,34 @@ def test_postgres_restart_under_the_real_nexus_daemon(s, clean_queues, sq_owner,
                              (ids,)).fetchone()["n"]
     assert dead == 0, "requests were dead-lettered because the database restarted"
     assert not bad, f"error results after the restart: {bad[:3]}"
+
+
+def test_daemon_started_while_postgres_is_down_waits_then_serves(s, clean_queues, tmp_path):
+    """No crash loop: `daemon --only nexus,hitl,heartbeat` started with PostgreSQL down stays up, logs what
+    it waits for, and answers within 10 s of the server being ready."""
+    c = Cluster(s)
+    env = {"SHARED_QUEUE_POLL_MS": "200", "NEXUS_WEB_PORT": "0", "NEXUS_HITL_TICK_S": "0.5", "ORCHESTRATOR_HEARTBEAT_S": "1"}
+    _pg_ctl(c, "stop", "-m", "fast")
+    try:
+        with DaemonProc("nexus,hitl,heartbeat", env, tmp_path / "d.log") as d:
+            d.wait_started()
+            time.sleep(3)
+            assert d.p.poll() is None, f"the daemon exited while PostgreSQL was down:\n{d.text()[-2000:]}"
+            assert "Connection refused" in d.text() or "connection failed" in d.text(), d.text()[-2000:]
+            _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+            c.wait_ready()
+            ready_at = time.monotonic()
+            with Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1) as b:
+                out = b.request("llm_requests", {"agent_id": "chaos", "task_type": "chat", "messages": PROMPT},
+                                reply_to="llm_results", timeout=20)
+            took = time.monotonic() - ready_at
+            assert out["model"] == "offline"
+            with connect(owner_conninfo(s, "shared_queue")) as owner:
+                _wait(lambda: owner.execute("SELECT count(*) AS n FROM pgmq.q_instance_heartbeat").fetchone()["n"],
+                      10, "a heartbeat after the server came back")
+            assert d.terminate() == 0, d.text()[-2000:]
+    finally:
+        if not c.running():
+            _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+    print(f"\nanswered {took:.2f}s after PostgreSQL was ready")
+    assert took < 10
