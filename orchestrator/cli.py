@@ -383,10 +383,29 @@ def daemon(only: str, list_: bool, grace: float) -> None:
         _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     s = settings()
     workers = [registry[n](s) for n in names]
+    click.echo(_banner(names), err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
+def _banner(names: list[str]) -> str:
+    """Where to look once the daemon runs (printed to stderr at start)."""
+    lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
+             "finished or released)"]
+    if "hitl" in names:
+        host, port = os.environ.get("NEXUS_WEB_HOST", "127.0.0.1"), os.environ.get("NEXUS_WEB_PORT", "8780")
+        lines.append(f"  web page (approvals, questions, dashboard): http://{host}:{port}/"
+                     "   sign-in user: orchestrator nexus user add NAME")
+    lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
+              "                        .venv/bin/orchestrator status | queues | stats",
+              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue',
+              "  metrics for Prometheus: /metrics on the web page's port"]
+    return "\n".join(lines)
+
+
 from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+from .cli_singularity import autonomous as _autonomous; main.add_command(_autonomous)  # noqa: E402, E702, I001
+from .cli_singularity import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
+from .cli_genesis import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
 from .cli_centralcloud import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
 from .cli_centralcloud import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001
 
