@@ -70,14 +70,20 @@ def _inbox(s, queue: str) -> list[dict]:
 
 
 def _snapshot(s) -> dict:
+    """CentralCloud's state for what this module sends (other services' pg_cron jobs may add traffic)."""
+    mine = ("'python.fstring', 'elixir.genserver', 'tests.pytest_fixture'")
+    queries = {
+        "instance_patterns": f"SELECT * FROM centralcloud.instance_patterns WHERE key IN ({mine}) ORDER BY instance_id, key",
+        "patterns": f"SELECT * FROM centralcloud.patterns WHERE key IN ({mine}) ORDER BY key",
+        "packages": "SELECT * FROM centralcloud.packages WHERE package IN ('python', 'otp', 'pytest') ORDER BY package",
+        "pattern_syncs": "SELECT * FROM centralcloud.pattern_syncs ORDER BY queue_name",
+        "instances": f"SELECT * FROM centralcloud.instances WHERE instance_id = '{INST}'",
+        "stats": "SELECT * FROM centralcloud.stats_latency WHERE queue_name IN ('pattern_messages', 'learned_patterns')"
+                 " ORDER BY 1, 2, 3, 4",
+        "received": "SELECT * FROM centralcloud.received WHERE instance_id IN ('default', 'cc2') ORDER BY 1, 2",
+    }
     with connect(owner_conninfo(s, "centralcloud")) as c:
-        out = {}
-        for t, order in [("instance_patterns", "instance_id, key"), ("patterns", "key"), ("packages", "package"),
-                         ("pattern_syncs", "queue_name"), ("instances", "instance_id, service"),
-                         ("stats_latency", "1, 2, 3, 4"), ("stats_llm", "1, 2"), ("received", "1, 2")]:
-            cols = "*" if t not in ("pattern_syncs",) else "queue_name, digest, patterns, messages, sent_at"
-            out[t] = c.execute(f"SELECT {cols} FROM centralcloud.{t} ORDER BY {order}").fetchall()
-        return out
+        return {k: c.execute(q).fetchall() for k, q in queries.items()}
 
 
 def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, bus_for):
@@ -114,16 +120,6 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
                                           "total_occurrences": 7, "confidence": float(f["confidence"]), "rank": 1,
                                           "packages": ["python"]}
 
-    for job in ("heartbeats", "statistics", "package-sync"):
-        assert run_job(s, job).startswith("ok:"), job
-    with connect(owner_conninfo(s, "centralcloud")) as c:
-        st = c.execute("SELECT status FROM centralcloud.instance_status WHERE instance_id = %s", (INST,)).fetchone()
-        assert st["status"] == "healthy"
-        pk = {r["package"]: r for r in c.execute("SELECT * FROM centralcloud.packages").fetchall()}
-        assert (pk["python"]["instances"], pk["python"]["occurrences"]) == (2, 7)
-        assert c.execute("SELECT sum(messages) AS n FROM centralcloud.stats_latency WHERE bucket = 'day'"
-                         " AND queue_name = 'pattern_messages'").fetchone()["n"] >= 2
-
     # Singularity's side folds its inbox into core.global_knowledge (when that module is present).
     with connect(owner_conninfo(s, "singularity")) as c:
         has_core = c.execute("SELECT to_regprocedure('core.run_job(text)') IS NOT NULL AS x").fetchone()["x"]
@@ -133,6 +129,16 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
             n = c.execute("SELECT count(*) AS n FROM core.global_knowledge WHERE key = 'python.fstring'"
                           " AND instances = 2 AND total_occurrences = 7").fetchone()["n"]
             assert n == 1
+
+    for job in ("heartbeats", "statistics", "package-sync"):
+        assert run_job(s, job).startswith("ok:"), job
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        st = c.execute("SELECT status FROM centralcloud.instance_status WHERE instance_id = %s", (INST,)).fetchone()
+        assert st["status"] == "healthy"
+        pk = {r["package"]: r for r in c.execute("SELECT * FROM centralcloud.packages").fetchall()}
+        assert (pk["python"]["instances"], pk["python"]["occurrences"]) == (2, 7)
+        assert c.execute("SELECT sum(messages) AS n FROM centralcloud.stats_latency WHERE bucket = 'day'"
+                         " AND queue_name = 'pattern_messages'").fetchone()["n"] >= 2
 
     before = _snapshot(s)
     for job in ("aggregate", "pattern-sync", "heartbeats", "statistics", "package-sync"):
