@@ -360,3 +360,42 @@ def test_worker_schedule(s, cc_clean, monkeypatch):
     assert due_jobs(s) == ["template-distribution"]
     assert run_job(s, "template-distribution").startswith("failed:")  # a failed run counts as a run
     assert due_jobs(s) == []
+
+
+@pytest.fixture(scope="module")
+def real_instance(s):
+    """A real second Singularity instance (own role, database, pg_cron jobs), removed afterwards."""
+    sing = pytest.importorskip("orchestrator.singularity")
+    sing.add_instance(s, "ccx")
+    yield "ccx"
+    sing.remove_instance(s, "ccx")
+
+
+def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_instance, cc_clean):
+    """Singularity learns from analysis results in both instances -> pattern_messages (outbox, pg_cron-able)
+    -> aggregated once here -> aggregated_patterns -> each instance's core.global_knowledge."""
+    from orchestrator import singularity as sing
+
+    tag = datetime.now(UTC).strftime("%H%M%S%f")
+    k1, k2 = f"cc.e2e{tag}.fstring", f"cc.e2e{tag}.walrus"
+    results = {"default": [[k1], [k1]], real_instance: [[k1, k2]]}
+    for inst, rs in results.items():
+        with sing.owner_conn(s, inst) as c:
+            c.execute("INSERT INTO core.agents (id) VALUES ('cc-agent') ON CONFLICT DO NOTHING")
+            for keys in rs:
+                c.execute("INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES ('cc-agent', %s, 0.8)",
+                          (json.dumps({"patterns": [{"key": k, "kind": "syntax", "packages": ["python"]} for k in keys]}),))
+        assert sing.run_job(s, "learn_patterns", inst).startswith("ok"), inst
+        assert sing.run_job(s, "drain_outbox", inst).startswith("ok"), inst
+
+    assert run_job(s, "aggregate").startswith("ok:")
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        got = {r["key"]: (r["instances"], r["total_occurrences"])
+               for r in c.execute("SELECT * FROM centralcloud.patterns WHERE key IN (%s, %s)", (k1, k2)).fetchall()}
+    assert got == {k1: (2, 3), k2: (1, 1)}
+    assert run_job(s, "pattern-sync").startswith("ok:")
+    for inst in results:
+        assert sing.run_job(s, "consume_inbox", inst).startswith("ok"), inst
+        with sing.owner_conn(s, inst) as c:
+            gk = c.execute("SELECT instances, total_occurrences FROM core.global_knowledge WHERE key = %s", (k1,)).fetchone()
+        assert (gk["instances"], gk["total_occurrences"]) == (2, 3), inst
