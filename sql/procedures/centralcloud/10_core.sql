@@ -58,10 +58,11 @@ END;
 $$;
 
 -- Read up to P_N visible messages of P_QUEUE from shared_queue into staging table P_INTO (emptied
--- first), oldest first. No lease (pgmq.read would rewrite every row once more): the jobs that read a
+-- first), oldest first, ids above P_AFTER (a job pages through the queue by id). No lease (pgmq.read would rewrite every row once more): the jobs that read a
 -- queue hold an advisory lock, CentralCloud is the queue's only consumer, and whatever is read twice
 -- (a crash before the ack) is dropped by the ledger. The ack is fenced by read_ct as usual.
-CREATE OR REPLACE FUNCTION centralcloud._read_batch(p_queue text, p_n int, p_into text)
+DROP FUNCTION IF EXISTS centralcloud._read_batch(text, int, text);
+CREATE OR REPLACE FUNCTION centralcloud._read_batch(p_queue text, p_n int, p_into text, p_after bigint DEFAULT 0)
 RETURNS int LANGUAGE plpgsql
 SET search_path = pg_catalog, public
 AS $$
@@ -77,13 +78,13 @@ BEGIN
         SELECT $1, t.msg_id, t.read_ct, t.enqueued_at, t.message
           FROM dblink($2, $3) AS t(msg_id bigint, read_ct int, enqueued_at timestamptz, message jsonb)$q$, p_into)
     USING p_queue, centralcloud._bus(),
-          format('SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.%I WHERE vt <= clock_timestamp() ORDER BY msg_id LIMIT %s',
-                 'q_' || p_queue, p_n);
+          format('SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.%I WHERE msg_id > %s AND vt <= clock_timestamp()'
+                 ' ORDER BY msg_id LIMIT %s', 'q_' || p_queue, p_after, p_n);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
 $$;
-COMMENT ON FUNCTION centralcloud._read_batch(text, int, text) IS 'Reads a batch of a queue (oldest visible first) over dblink into a staging table.';
+COMMENT ON FUNCTION centralcloud._read_batch(text, int, text, bigint) IS 'Reads a batch of a queue (oldest visible first) over dblink into a staging table.';
 
 -- Fenced ack (archive) in shared_queue of every message in staging table P_FROM; returns how many were archived.
 CREATE OR REPLACE FUNCTION centralcloud._ack_batch(p_from text)

@@ -194,15 +194,18 @@ DECLARE
     rej bigint := 0;
     bs int := centralcloud.setting('batch_size', '20000')::int;
     changed int;
+    last_id bigint;
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:aggregate')) THEN
         result := 'skipped: aggregate is already running';
         RETURN;
     END IF;
     FOREACH q IN ARRAY ARRAY['pattern_messages', 'learned_patterns'] LOOP
+        last_id := 0;
         LOOP
-            n := centralcloud._read_batch(q, bs, '_batch_patterns');
+            n := centralcloud._read_batch(q, bs, '_batch_patterns', last_id);
             EXIT WHEN n = 0;
+            last_id := (SELECT max(msg_id) FROM centralcloud._batch_patterns);
             r := centralcloud._fold_patterns();
             msgs := msgs + n;
             dups := dups + (r->>'duplicates')::int;
