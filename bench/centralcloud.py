@@ -69,7 +69,7 @@ def run() -> list[tuple[str, str, str]]:
         got = c.execute("SELECT count(*) AS keys, sum(total_occurrences) AS occ, sum(instances) AS inst"
                         " FROM centralcloud.patterns WHERE key LIKE 'bench.%'").fetchone()
     want_occ = sum(1 + i % 3 for i in range(1, N + 1)) + N
-    ok = out.startswith(f"ok: {N} messages") and got["occ"] == want_occ and got["keys"] == KEYS
+    ok = out.startswith("ok:") and got["occ"] == want_occ and got["keys"] == KEYS  # (other traffic may add messages)
 
     with connect(owner_conninfo(s, "centralcloud")) as c:
         c.execute("DELETE FROM centralcloud.settings WHERE key = 'stats_watermark'")  # recompute everything

@@ -95,6 +95,9 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
                                                       _pattern("elixir.genserver", "framework", 1, 0.5, ["otp"])]})
         one.publish("learned_patterns", {"type": "learned_patterns", "instance_id": "default",
                                          "artifacts": [_pattern("tests.pytest_fixture", "practice", 5, 0.9, ["pytest"])]})
+        # a delta enqueued after the total adds to it, although the total's queue is read first
+        one.publish("pattern_messages", {"type": "pattern_detection", "instance_id": "default",
+                                         "patterns": [_pattern("tests.pytest_fixture", "practice", 2, 0.9, ["pytest"])]})
         two.publish("pattern_messages", {"type": "pattern_detection", "instance_id": INST,
                                          "patterns": [_pattern("python.fstring", "syntax", 4, 0.6, ["python"])]})
         two.publish("instance_heartbeat", {"instance_id": INST, "service": "singularity", "at": "now", "stats": {}})
@@ -102,13 +105,13 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
         two.close()
 
     out = run_job(s, "aggregate")
-    assert out.startswith("ok: 3 messages (0 duplicates dropped), 4 patterns folded, 0 rejected"), out
+    assert out.startswith("ok: 4 messages (0 duplicates dropped), 5 patterns folded, 0 rejected"), out
     with connect(owner_conninfo(s, "centralcloud")) as c:
         rows = {r["key"]: r for r in c.execute("SELECT * FROM centralcloud.patterns").fetchall()}
     assert set(rows) == {"python.fstring", "elixir.genserver", "tests.pytest_fixture"}
     f = rows["python.fstring"]
     assert (f["instances"], f["total_occurrences"], f["rank"], float(f["confidence"])) == (2, 7, 1, round((3 * .8 + 4 * .6) / 7, 4))
-    assert (rows["tests.pytest_fixture"]["total_occurrences"], rows["tests.pytest_fixture"]["rank"]) == (5, 2)
+    assert (rows["tests.pytest_fixture"]["total_occurrences"], rows["tests.pytest_fixture"]["rank"]) == (7, 2)
     assert (rows["elixir.genserver"]["instances"], rows["elixir.genserver"]["rank"]) == (1, 3)
 
     assert run_job(s, "pattern-sync").startswith("ok: 3 patterns in 1 message(s) sent to 2 instance queue(s)")

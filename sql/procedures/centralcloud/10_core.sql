@@ -3,11 +3,14 @@
 -- name everything schema-qualified; they run as svc_centralcloud (pg_cron or the CLI).
 
 INSERT INTO centralcloud.settings (key, value) VALUES
-    ('batch_size', '20000'),           -- messages read per batch over dblink
+    ('batch_size', '20000'),           -- messages read per batch over dblink (pattern_messages, heartbeats)
+    ('batch_size_learned', '200'),     -- learned_patterns messages per batch (each up to 500 patterns)
     ('heartbeat_late_s', '60'),        -- no heartbeat for this long: late
     ('heartbeat_gone_s', '600'),       -- ... for this long: gone
     ('sync_chunk', '500'),             -- patterns per aggregated_patterns message
-    ('sync_limit', '10000')            -- at most this many top-ranked patterns are synced
+    ('sync_limit', '10000'),           -- at most this many top-ranked patterns are synced
+    ('ledger_days', '7'),              -- ledger entries kept this long (package_sync prunes daily)
+    ('job_runs_days', '30')            -- job runs kept this long
 ON CONFLICT (key) DO NOTHING;
 
 -- Setting KEY as text (P_DEFAULT when unset).

@@ -192,7 +192,7 @@ DECLARE
     dups bigint := 0;
     items bigint := 0;
     rej bigint := 0;
-    bs int := centralcloud.setting('batch_size', '20000')::int;
+    bs int;
     changed int;
     last_id bigint;
 BEGIN
@@ -200,8 +200,12 @@ BEGIN
         result := 'skipped: aggregate is already running';
         RETURN;
     END IF;
-    FOREACH q IN ARRAY ARRAY['pattern_messages', 'learned_patterns'] LOOP
+    -- totals first: then only deltas enqueued after an instance's latest total add to it
+    FOREACH q IN ARRAY ARRAY['learned_patterns', 'pattern_messages'] LOOP
         last_id := 0;
+        -- a learned_patterns message holds up to 500 pattern objects: smaller batches there
+        bs := CASE WHEN q = 'learned_patterns' THEN centralcloud.setting('batch_size_learned', '200')::int
+                   ELSE centralcloud.setting('batch_size', '20000')::int END;
         LOOP
             n := centralcloud._read_batch(q, bs, '_batch_patterns', last_id);
             EXIT WHEN n = 0;
