@@ -50,6 +50,7 @@ def second_instance(s):
     with connect(admin_conninfo(s, "postgres")) as a:
         a.execute(f"REVOKE CONNECT ON DATABASE shared_queue FROM {ROLE2}")
         a.execute(f"DROP ROLE {ROLE2}")
+    _forget_heartbeats(s, INST)
 
 
 @pytest.fixture
@@ -57,6 +58,13 @@ def cc_clean(s, clean_queues):
     """Empty CentralCloud's state (the test owns it) and every live queue."""
     with connect(owner_conninfo(s, "centralcloud")) as c:
         c.execute("TRUNCATE " + ", ".join(f"centralcloud.{t}" for t in TABLES))
+
+
+def _forget_heartbeats(s, instance: str) -> None:
+    """A removed test instance must not linger in `orchestrator alerts` (it reads the last hour of heartbeats)."""
+    with connect(admin_conninfo(s, "shared_queue")) as a:
+        for t in ("q_instance_heartbeat", "a_instance_heartbeat"):
+            a.execute(f"DELETE FROM pgmq.{t} WHERE message->>'instance_id' = %s", (instance,))
 
 
 def _pattern(key, kind, occ, conf, packages=()):
@@ -241,7 +249,8 @@ def test_knowledge_export_one_commit_on_branch(s, cc_clean, tmp_path, monkeypatc
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("reviewed learning\n")
-    _git(repo, "add", "README.md")
+    (repo / "notes \u00e9 \"q\".md").write_text("a name git quotes\n")
+    _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "init")
     _seed_patterns(s)
     monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", str(repo))
@@ -256,6 +265,7 @@ def test_knowledge_export_one_commit_on_branch(s, cc_clean, tmp_path, monkeypatc
     assert [p["key"] for p in syntax] == ["python.fstring", "py.walrus"]
     assert syntax[0]["total_occurrences"] == 7 and syntax[0]["instances"] == 2
     assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main" and _git(repo, "status", "--porcelain") == ""
+    assert 'notes \u00e9 "q".md' in _git(repo, "ls-tree", "-z", "--name-only", branch).split("\0"), "other files kept"
     commit = _git(repo, "rev-parse", branch)
     msgs = [{k: m[k] for k in ("type", "branch", "artifacts_count", "commit", "pr_url")}
             for m in _inbox(s, "knowledge_updates") if m["type"] == "learning_exported"]
@@ -372,6 +382,7 @@ def real_instance(s):
     sing.add_instance(s, "ccx")
     yield "ccx"
     sing.remove_instance(s, "ccx")
+    _forget_heartbeats(s, "ccx")
 
 
 def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_instance, cc_clean):
