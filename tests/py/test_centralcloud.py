@@ -413,3 +413,32 @@ def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_in
         with sing.owner_conn(s, inst) as c:
             gk = c.execute("SELECT instances, total_occurrences FROM core.global_knowledge WHERE key = %s", (k1,)).fetchone()
         assert (gk["instances"], gk["total_occurrences"]) == (2, 3), inst
+
+
+def test_worker_tick_runs_a_due_export_once(s, cc_clean, tmp_path, monkeypatch):
+    from orchestrator.workers.centralcloud import tick
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _seed_patterns(s)
+    monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", str(repo))
+    monkeypatch.delenv("CENTRALCLOUD_TEMPLATES_REPO", raising=False)
+    tick(s)
+    tick(s)
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        assert c.execute("SELECT count(*) AS n FROM centralcloud.exports").fetchone()["n"] == 1
+        assert c.execute("SELECT count(*) AS n FROM centralcloud.job_runs WHERE job = 'knowledge-export'").fetchone()["n"] == 1
+
+
+def test_centralcloud_cli(s, cc_clean, run_cli):
+    r = run_cli("centralcloud", "run", "aggregate")
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), (r.stdout, r.stderr)
+    bad = run_cli("centralcloud", "run", "nope")
+    assert bad.returncode == 1 and "unknown job 'nope'" in bad.stdout
+    unconfigured = run_cli("centralcloud", "run", "knowledge-export", env={"CENTRALCLOUD_EXPORT_REPO": ""})
+    assert unconfigured.returncode == 1 and "set CENTRALCLOUD_EXPORT_REPO" in unconfigured.stdout
+    for cmd in ("jobs", "patterns", "packages", "instances", "templates", "exports"):
+        r = run_cli("centralcloud", cmd)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
+    assert "aggregate" in run_cli("centralcloud", "jobs").stdout
