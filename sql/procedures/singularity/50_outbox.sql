@@ -53,16 +53,17 @@ DECLARE
     m        record;
     src      text := 'singularity:' || core.instance_id();
     is_dead  boolean;
-    tried    text[] := '{}';   -- refused in this run: not retried until the next run
+    last_id  text := '';       -- a row refused in this run is not retried until the next run
 BEGIN
     err := outbox._connect(conn);
     IF err IS NULL THEN
         LOOP
             EXIT WHEN sent + failed >= p_max;
             SELECT array_agg(id ORDER BY id) INTO ids FROM (
-                SELECT id FROM outbox.messages WHERE NOT dead AND id <> ALL (tried)
+                SELECT id FROM outbox.messages WHERE NOT dead AND id > last_id
                  ORDER BY id LIMIT least(p_batch, p_max - sent - failed) FOR UPDATE SKIP LOCKED) b;
             EXIT WHEN ids IS NULL;
+            last_id := ids[cardinality(ids)];  -- walk forward: rows deleted by this run are never rescanned
             FOR q IN
                 SELECT queue, array_agg(id ORDER BY id) AS qids,
                        array_agg(message || jsonb_build_object('id', id, 'source', coalesce(message->>'source', src))
@@ -97,7 +98,6 @@ BEGIN
                              WHERE id = m.id
                             RETURNING dead INTO is_dead;
                             failed := failed + 1;
-                            tried := tried || m.id;
                             died := died + CASE WHEN is_dead THEN 1 ELSE 0 END;
                         END;
                     END LOOP;
