@@ -23,6 +23,8 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
+# Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
+USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
 UNSAFE_WARNING = ("GENESIS_SANDBOX=none: submitted code runs WITHOUT bubblewrap isolation (it can read host "
                   "files and reach the network); only rlimits, a temp dir and the timeout apply. Unset "
@@ -128,8 +130,8 @@ class Sandbox:
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
                 "--setenv", "LANG", "C.UTF-8", "--hostname", "genesis",
-                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                *USR_BINDS, "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64",
                 "--proc", "/proc", "--dev", "/dev", "--size", str(SHM_MB * 1024 * 1024), "--tmpfs", "/dev/shm",
                 "--remount-ro", "/dev",
                 "--size", str(int(lim.tmpfs_mb) * 1024 * 1024), "--tmpfs", "/work"]

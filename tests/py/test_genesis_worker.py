@@ -160,6 +160,7 @@ def test_no_network_no_host_files_no_env(sing, s):
         "shadow": "print(open('/etc/shadow').read())",
         "tree": f"import os; print(os.listdir({str(ROOT)!r}))",
         "secrets": f"print(open({secrets!r}).read())",
+        "usr_local": "import os; print(os.listdir('/usr/local'))",
         "write_root": "open('/evil', 'w').write('x')",
         "write_usr": "open('/usr/evil', 'w').write('x')",
         "env": "import os; print(dict(os.environ)); print(open('/proc/1/environ').read())",
@@ -176,7 +177,7 @@ def test_no_network_no_host_files_no_env(sing, s):
         srv.close()
     assert accepted == [], "the sandbox reached a listener on the host's 127.0.0.1"
     assert "refused" in rs["tcp"]["output"] and "no dns" in rs["dns"]["output"]
-    for k in ("shadow", "tree", "secrets"):
+    for k in ("shadow", "tree", "secrets", "usr_local"):
         assert rs[k]["exit_code"] == 1 and "No such file or directory" in rs[k]["stderr"], (k, rs[k])
     for k in ("write_root", "write_usr"):
         assert rs[k]["exit_code"] == 1 and "Read-only file system" in rs[k]["stderr"], (k, rs[k])
