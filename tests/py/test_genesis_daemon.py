@@ -51,6 +51,11 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
     finally:
         p.kill()
         p.wait(10)
+    base = 600000 + 64 * (p.pid % 4096)  # the killed daemon's job uids (GENESIS_UID_BASE unset)
+    end = time.monotonic() + 0.5  # well before the cut-off jobs (1.5 s sleeps) would end by themselves
+    while _procs_of_uids(range(base, base + 4)) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _procs_of_uids(range(base, base + 4)) == [], "sandboxed jobs outlived their kill -9'd worker"
     p2 = daemon(log)
     try:
         got = results(sing, slow, 40)
@@ -71,6 +76,18 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
     assert all(after[rid]["runs"] <= 2 for rid in slow)
 
 
+def _procs_of_uids(uids) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid in uids:
+                    out.append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
 def _drain(bus) -> list[dict]:
     out = []
     while True:
@@ -82,7 +99,7 @@ def _drain(bus) -> list[dict]:
             bus.ack(m)
 
 
-def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, tmp_path):
+def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, tmp_path, sq_owner):
     sing = bus_for("svc_singularity")
     log = tmp_path / "daemon.log"
     p = daemon(log)
@@ -97,6 +114,9 @@ def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, 
         p.send_signal(signal.SIGTERM)
         rc = p.wait(30)
     assert rc == 0 and "daemon stopped" in log.read_text(), log.read_text()
+    beats = sq_owner.execute("SELECT message FROM pgmq.q_instance_heartbeat WHERE message->>'service' = 'genesis' "
+                             "ORDER BY msg_id DESC LIMIT 1").fetchall()
+    assert beats and beats[0]["message"]["stats"]["sandbox"] == "bwrap", "the genesis worker sends heartbeats"
     assert one_each(results(sing, ids, 5), ids)[ids[0]]["output"] == "finished\n"
 
 
