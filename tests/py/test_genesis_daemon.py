@@ -80,8 +80,10 @@ def _procs_of_uids(uids) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
-                if os.stat(f"/proc/{pid}").st_uid in uids:
+            try:  # zombies are dead (reaped whenever this machine's pid 1 gets to it)
+                with open(f"/proc/{pid}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{pid}").st_uid in uids and state != "Z":
                     out.append(int(pid))
             except OSError:
                 pass
