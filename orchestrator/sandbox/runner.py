@@ -125,8 +125,10 @@ class Sandbox:
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
     def _bwrap(self, cmd: Command, lim: Limits, fds: list[int]) -> list[str]:
-        # --as-pid-1: the program is the namespace's init, so its exit takes every leftover process down
-        # with it, and its peak memory reaches our wait4() (bwrap's own reaper would hide it).
+        # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
+        # the namespace dies with bash, taking every leftover process down; the program's peak memory
+        # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
+        # the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
                 "--setenv", "LANG", "C.UTF-8", "--hostname", "genesis",
@@ -143,7 +145,7 @@ class Sandbox:
         for fd, name in zip(fds, names, strict=True):
             argv += ["--file", str(fd), f"/work/{name}"]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
-        return argv + cmd.argv
+        return argv + ["/usr/bin/bash", "-c", '/usr/bin/env -u _ -u SHLVL -u OLDPWD "$@"; exit $?', "genesis", *cmd.argv]
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
         workdir = None

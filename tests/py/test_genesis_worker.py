@@ -129,8 +129,9 @@ def test_resource_bombs_are_contained(sing):
         "shm": ("python", "i = 0\nwhile True:\n    open(f'/dev/shm/f{i}', 'wb').write(b'0' * 1_000_000); i += 1"),
     }
     rs = run_all(sing, [{"language": lang, "code": code, "timeout_s": 5, "limits": lim}
-                        for lang, code in bombs.values()])
-    by = dict(zip(bombs, rs, strict=True))
+                        for lang, code in bombs.values()]
+                 + [{"language": "python", "code": "while True: pass", "timeout_s": 5, "limits": {"cpu_s": 1}}])
+    by = dict(zip([*bombs, "cpu"], rs, strict=True))
     for name, r in by.items():
         assert r["killed_reason"] == "resource_exceeded", (name, r["killed_reason"], r["error"], r["stderr"][-300:])
         assert r["duration_ms"] < 6000, name
@@ -139,6 +140,7 @@ def test_resource_bombs_are_contained(sing):
     assert by["fork"]["exceeded"] == by["fork-bash"]["exceeded"] == "processes"
     assert by["disk"]["exceeded"] == "disk" and by["shm"]["exceeded"] == "disk"
     assert by["file"]["exceeded"] == "file_size"
+    assert by["cpu"]["exceeded"] == "cpu", "the CPU limit bites before the wall-clock timeout"
     out = by["output"]
     assert out["exceeded"] == "output" and out["truncated"] is True
     assert "[genesis: output truncated at 32768 bytes" in out["stdout"] and len(out["stdout"]) < 33_000
