@@ -132,3 +132,22 @@ def test_no_bwrap_refuses_to_start_and_none_warns_loudly(tmp_path):
     assert "WITHOUT bubblewrap isolation" in r.stderr and "unsafe but ran" in r.stdout, r.stderr
     r = run_cli("genesis", "check", timeout=60)
     assert r.returncode == 0 and "sandbox bwrap: ok" in r.stdout, r.stderr
+
+
+def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
+    """Started as an ordinary user (here: nobody), the sandbox still isolates and limits the job."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to become another user")
+    code = ("from orchestrator.sandbox import Sandbox, Limits\n"
+            "sb = Sandbox(slots=1)\n"
+            "r = sb.run('import os; print(os.getuid(), sorted(os.listdir(\"/\")))', 'python', 'run', Limits())\n"
+            "b = sb.run('import os\\nwhile True: os.fork()', 'python', 'run', Limits(timeout_s=5, processes=32))\n"
+            "print(sb.root, r['stdout'].strip(), b['killed_reason'], b['exceeded'])\n")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GENESIS_RUFF": "/nonexistent"},
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "65534", "['bin',", "'dev',", "'lib',", "'lib64',", "'proc',", "'usr',",
+                                "'work']", "resource_exceeded", "processes"], r.stdout
