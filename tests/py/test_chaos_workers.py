@@ -1,0 +1,329 @@
+"""Chaos for the real daemon (`orchestrator daemon --only KIND` as a subprocess): kill -9 with work in
+flight, SIGTERM with work in flight, PostgreSQL restarted under load. Every request gets exactly one
+result (counted per request_id over the result queue and its archive): zero lost, zero duplicates.
+
+Adding a worker kind is one entry in KINDS: a class that sends requests, names its result queues,
+and (optionally) plays the people or services the kind waits for.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+from chaos_tools import (
+    DaemonProc,
+    assert_exactly_once,
+    count_results,
+    in_flight,
+    result_bodies,
+    wait_exactly_once,
+)
+from llm_servers import ProviderServer
+
+from orchestrator.bus import Bus
+from orchestrator.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.db import connect, owner_conninfo, role_conninfo
+from orchestrator.messages import ulid
+
+pytestmark = pytest.mark.chaos
+
+PROMPT = [{"role": "user", "content": "chaos"}]
+
+
+def _wait(cond, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """A real local OpenAI-style server whose model m_chaos answers after 1 s."""
+    srv = ProviderServer(slow_s=1.0)
+    srv.script["m_chaos"] = ["slow"]
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def slow_route(s, provider):
+    """task_type chaos-slow routes to m_chaos on the local slow server (timeout 3 s, no retries)."""
+    with connect(owner_conninfo(s, "nexus")) as c:
+        c.execute("SELECT nexus.set_provider('chaos', 'openai', %s, 'CHAOS_KEY', 3, 0, 100)", (provider.url + "/v1",))
+        c.execute("SELECT nexus.set_model('m_chaos', 'chaos', 'm_chaos')")
+        c.execute("SELECT nexus.set_route('chaos-slow', ARRAY['m_chaos'])")
+        provider.calls.clear()
+        yield c
+        c.execute("DELETE FROM nexus.providers WHERE name = 'chaos'")  # cascades to its model and routes
+
+
+# -- the worker kinds -------------------------------------------------------------------------------
+class NexusKind:
+    """nexus: llm_requests answered on llm_results; the slow provider holds requests in flight."""
+
+    only = "nexus"
+    queues = ("llm_requests",)
+    results = ("llm_results",)
+    n = 16
+    hold = 4                     # NEXUS_CONCURRENCY: all four slots busy when killed
+    env = {"NEXUS_CONCURRENCY": "4", "SHARED_QUEUE_VT_S": "2", "CHAOS_KEY": "k"}
+    fixtures = ("slow_route",)
+
+    def send(self, s, ctx) -> list[str]:
+        ids = [ulid() for _ in range(self.n)]
+        with Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1) as b:
+            b.publish_batch("llm_requests", [{"id": i, "agent_id": "chaos", "task_type": "chaos-slow",
+                                              "messages": PROMPT, "reply_to": "llm_results"} for i in ids])
+        return ids
+
+    def after_kill(self, s, ctx, ids) -> None:
+        pass
+
+    def after_restart(self, s, ctx, ids) -> None:
+        pass
+
+    def check(self, r: dict) -> bool:
+        """A real answer from the slow model, not an error about a second admission."""
+        return r.get("model") == "m_chaos" and not r.get("error") and r.get("result") == "openai:m_chaos says hi"
+
+
+class HitlKind:
+    """hitl: approvals and questions held for people (lease 3 s). Some are decided before the kill,
+    some while no daemon runs (decided, not yet published), the rest after the new daemon has
+    re-read the lapsed deliveries (read_ct 2) and re-attached them to the same items."""
+
+    only = "hitl"
+    queues = ("approval_requests", "question_requests")
+    results = ("approval_responses", "question_responses")
+    n = 20
+    hold = 14                    # 20 claimed, 6 of them decided and published before the kill
+    env = {"NEXUS_HITL_LEASE_S": "3", "NEXUS_HITL_TICK_S": "0.2", "NEXUS_WEB_PORT": "0"}
+    fixtures = ()
+
+    def send(self, s, ctx) -> list[str]:
+        ids = [ulid() for _ in range(self.n)]
+        with Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1) as b:
+            b.publish_batch("approval_requests", [{"id": i, "agent_id": "chaos", "file_path": f"f{k}.py",
+                                                   "diff": "+x", "reason": "chaos"} for k, i in enumerate(ids[:10])])
+            b.publish_batch("question_requests", [{"id": i, "agent_id": "chaos", "question": "go on?",
+                                                   "options": ["yes", "no"]} for i in ids[10:]])
+        ctx["nexus"] = connect(owner_conninfo(s, "nexus"))
+        ctx["sq"] = connect(owner_conninfo(s, "shared_queue"))
+        # wait until every item is recorded in nexus, then decide a few while the daemon runs
+        _wait(lambda: ctx["nexus"].execute("SELECT count(*) AS n FROM nexus.hitl_items WHERE request_id = ANY(%s)",
+                                           (ids,)).fetchone()["n"] == self.n, 20, "hitl to claim every request")
+        self._decide(ctx, ids[0:3] + ids[10:13])
+        _wait(lambda: len(count_results(ctx["sq"], self.results, ids)) == 6, 10, "the first 6 decisions published")
+        return ids
+
+    def _decide(self, ctx, ids) -> None:
+        for i in ids:
+            kind = ctx["nexus"].execute("SELECT kind FROM nexus.hitl_items WHERE request_id = %s", (i,)).fetchone()
+            if kind["kind"] == "approval":
+                ctx["nexus"].execute("SELECT nexus.hitl_decide(%s, 'chaos-person', true, NULL, NULL)", (i,))
+            else:
+                ctx["nexus"].execute("SELECT nexus.hitl_decide(%s, 'chaos-person', NULL, 'yes', NULL)", (i,))
+
+    def after_kill(self, s, ctx, ids) -> None:
+        self._decide(ctx, ids[3:6] + ids[13:16])  # decided while nobody can publish
+        # no daemon renews the leases now: they lapse and the requests become visible again
+        # (a daemon started before that would simply keep renewing them: the holds live in nexus)
+        unpublished = ids[3:10] + ids[13:20]
+        _wait(lambda: sum(ctx["sq"].execute(f"SELECT count(*) AS n FROM pgmq.q_{q} WHERE vt <= now() "
+                                            "AND message->>'id' = ANY(%s)", (unpublished,)).fetchone()["n"]
+                          for q in self.queues) == len(unpublished), 10, "the dead daemon's leases to lapse")
+
+    def after_restart(self, s, ctx, ids) -> None:
+        # the new daemon claims the redeliveries (read_ct 2) of every unpublished item, then people decide the rest
+        rest = ids[6:10] + ids[16:20]
+        _wait(lambda: ctx["nexus"].execute(
+            "SELECT count(*) AS n FROM nexus.hitl_items WHERE request_id = ANY(%s) AND read_ct >= 2",
+            (rest,)).fetchone()["n"] == len(rest), 30, "the new daemon to re-attach the redelivered requests")
+        self._decide(ctx, rest)
+        ctx["nexus"].close()
+        ctx["sq"].close()
+
+    def check(self, r: dict) -> bool:
+        return r.get("approved") is True or r.get("response") == "yes"
+
+
+KINDS = {"nexus": NexusKind, "hitl": HitlKind}
+
+
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_worker_dies_with_work_in_flight(s, clean_queues, sq_owner, request, tmp_path, kind, fault):
+    """kill -9 (or SIGSTOP: a frozen zombie that wakes up after a new daemon took its work over) while the
+    worker holds messages; a new daemon answers every request exactly once, the zombie's late results are fenced."""
+    k = KINDS[kind]()
+    for f in k.fixtures:
+        request.getfixturevalue(f)
+    ctx: dict = {}
+    env = {**k.env, "SHARED_QUEUE_POLL_MS": "200"}
+    with DaemonProc(k.only, env, tmp_path / "d1.log") as d1:
+        d1.wait_started()
+        ids = k.send(s, ctx)
+        held = _wait(lambda: sum(in_flight(sq_owner, q, ids) for q in k.queues) >= k.hold and
+                     sum(in_flight(sq_owner, q, ids) for q in k.queues), 30, f"{kind} to hold {k.hold} in flight")
+        before = count_results(sq_owner, k.results, ids)
+        if fault == "kill":
+            d1.kill()
+            assert d1.p.returncode == -signal.SIGKILL
+        else:
+            d1.p.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        k.after_kill(s, ctx, ids)
+        with DaemonProc(k.only, env, tmp_path / "d2.log") as d2:
+            d2.wait_started()
+            k.after_restart(s, ctx, ids)
+            counts = wait_exactly_once(sq_owner, k.results, ids, timeout=60)
+            recovered_s = time.monotonic() - t0
+            if fault == "freeze":  # the zombie wakes up, finishes what it held and tries to answer
+                d1.p.send_signal(signal.SIGCONT)
+                time.sleep(2.5)
+                counts = count_results(sq_owner, k.results, ids)
+                assert d1.terminate() == 0, d1.text()
+            assert d2.terminate() == 0, d2.text()
+    print(f"\n{kind} {fault}: {held} in flight, {len(before)} answered before; all {len(ids)} answered "
+          f"{recovered_s:.1f}s after the fault")
+    assert_exactly_once(counts, ids)
+    bad = [r for r in result_bodies(sq_owner, k.results, ids) if not k.check(r)]
+    assert not bad, f"wrong results: {bad[:3]}"
+    for q in k.queues:
+        assert sq_owner.execute(f"SELECT count(*) AS n FROM pgmq.q_{q} WHERE message->>'id' = ANY(%s)",
+                                (ids,)).fetchone()["n"] == 0, f"requests left on {q}"
+    if fault == "freeze" and kind == "nexus":
+        assert d1.text().count("not sent: this delivery is") == held, "the zombie's late results were not all fenced"
+
+
+def test_sigterm_finishes_in_flight_nexus_work_and_reads_nothing_new(s, clean_queues, sq_owner, slow_route, provider,
+                                                                     tmp_path):
+    """SIGTERM with 2 slow calls in flight: both finished within the grace period, the rest never read, exit 0."""
+    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k"}
+    with DaemonProc("nexus", env, tmp_path / "d.log", grace=10) as d:
+        d.wait_started()
+        ids = NexusKind.send(NexusKind(), s, {})[:16]
+        _wait(lambda: in_flight(sq_owner, "llm_requests", ids) == 2, 20, "2 requests in flight")
+        t0 = time.monotonic()
+        rc = d.terminate()
+        took = time.monotonic() - t0
+    assert rc == 0, d.text()
+    assert "shutdown requested" in d.text() and "daemon stopped (0 in-flight released)" in d.text()
+    counts = count_results(sq_owner, ("llm_results",), ids)
+    assert 2 <= len(counts) <= 4 and all(v == 1 for v in counts.values()), counts  # in-flight finished
+    unread = sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests WHERE read_ct = 0 "
+                              "AND message->>'id' = ANY(%s)", (ids,)).fetchone()["n"]
+    assert unread == len(ids) - len(counts), "the daemon read new work after SIGTERM"
+    assert took < 10, f"shutdown took {took:.1f}s"
+
+
+def test_sigterm_releases_nexus_work_that_outlives_the_grace(s, clean_queues, sq_owner, slow_route, provider,
+                                                            tmp_path):
+    """Grace 0.3 s under 1 s calls: the in-flight requests are released at once (visible, no result), exit 0;
+    a new daemon answers them exactly once without waiting for any lease."""
+    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k"}
+    log = tmp_path / "d.log"
+    with DaemonProc("nexus", env, log, grace=0.3) as d:
+        d.wait_started()
+        ids = NexusKind.send(NexusKind(), s, {})[:16]
+        _wait(lambda: in_flight(sq_owner, "llm_requests", ids) == 2, 20, "2 requests in flight")
+        rc = d.terminate()
+    assert rc == 0, d.text()
+    assert "daemon stopped (2 in-flight released)" in d.text(), d.text()
+    rows = sq_owner.execute("SELECT read_ct, vt <= now() AS visible FROM pgmq.q_llm_requests "
+                            "WHERE message->>'id' = ANY(%s)", (ids,)).fetchall()
+    assert len(rows) == len(ids) and all(r["visible"] for r in rows), rows
+    assert sum(r["read_ct"] for r in rows) == 2 and not count_results(sq_owner, ("llm_results",), ids)
+    slow_route.execute("SELECT nexus.set_route('chaos-slow', ARRAY['offline'])")  # the rest answers at once
+    t0 = time.monotonic()
+    with DaemonProc("nexus", env, log) as d2:
+        d2.wait_started()
+        counts = wait_exactly_once(sq_owner, ("llm_results",), ids, timeout=20, settle_s=0.5)
+        assert time.monotonic() - t0 < 15, "released requests waited for a lease"
+        assert d2.terminate() == 0
+    assert_exactly_once(counts, ids)
+
+
+def _pg_ctl(c: Cluster, *args: str) -> None:
+    subprocess.run(_as_user(_os_user(), [str(_bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
+                   check=True, capture_output=True, timeout=60)
+
+
+def test_postgres_restart_under_the_real_nexus_daemon(s, clean_queues, sq_owner, tmp_path):
+    """300 requests to `daemon --only nexus` (offline provider); PostgreSQL stopped -m immediate mid-way and
+    started again: the daemon stays alive, answers again within 10 s of the server being ready, all exactly once."""
+    c = Cluster(s)
+    env = {"NEXUS_CONCURRENCY": "3", "SHARED_QUEUE_VT_S": "5", "SHARED_QUEUE_POLL_MS": "200"}
+    ids = [ulid() for _ in range(300)]
+    log = tmp_path / "d.log"
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1)
+    try:
+        with DaemonProc("nexus", env, log) as d:
+            d.wait_started()
+            sender.publish_batch("llm_requests", [{"id": i, "agent_id": "chaos", "task_type": "chat",
+                                                   "messages": PROMPT} for i in ids])
+            _wait(lambda: len(count_results(sq_owner, ("llm_results",), ids)) >= 60, 30, "60 answers")
+            sq_owner.close()
+            _pg_ctl(c, "stop", "-m", "immediate")
+            time.sleep(2)
+            assert d.p.poll() is None, "the daemon exited while PostgreSQL was down"
+            _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+            c.wait_ready()
+            ready_at = time.monotonic()
+            with connect(owner_conninfo(s, "shared_queue")) as owner:
+                answered = len(count_results(owner, ("llm_results",), ids))
+                _wait(lambda: len(count_results(owner, ("llm_results",), ids)) > answered, 30,
+                      "the daemon to answer again after the restart", step=0.05)
+                resumed_s = time.monotonic() - ready_at
+                counts = wait_exactly_once(owner, ("llm_results",), ids, timeout=60)
+            assert d.p.poll() is None, "the daemon exited"
+            assert d.terminate() == 0, d.text()
+    finally:
+        sender.close()
+    print(f"\nnexus daemon answered again {resumed_s:.2f}s after PostgreSQL was ready ({answered} of 300 before)")
+    assert resumed_s < 10, f"the daemon resumed only {resumed_s:.1f}s after the server was ready"
+    assert_exactly_once(counts, ids)
+    with connect(owner_conninfo(s, "shared_queue")) as owner:
+        bad = [r for r in result_bodies(owner, ("llm_results",), ids) if r.get("error") or r.get("model") != "offline"]
+        dead = owner.execute("SELECT count(*) AS n FROM pgmq.q_dead_letters WHERE message->'message'->>'id' = ANY(%s)",
+                             (ids,)).fetchone()["n"]
+    assert dead == 0, "requests were dead-lettered because the database restarted"
+    assert not bad, f"error results after the restart: {bad[:3]}"
+
+
+def test_daemon_started_while_postgres_is_down_waits_then_serves(s, clean_queues, tmp_path):
+    """No crash loop: `daemon --only nexus,hitl,heartbeat` started with PostgreSQL down stays up, logs what
+    it waits for, and answers within 10 s of the server being ready."""
+    c = Cluster(s)
+    env = {"SHARED_QUEUE_POLL_MS": "200", "NEXUS_WEB_PORT": "0", "NEXUS_HITL_TICK_S": "0.5", "ORCHESTRATOR_HEARTBEAT_S": "1"}
+    _pg_ctl(c, "stop", "-m", "fast")
+    try:
+        with DaemonProc("nexus,hitl,heartbeat", env, tmp_path / "d.log") as d:
+            d.wait_started()
+            time.sleep(3)
+            assert d.p.poll() is None, f"the daemon exited while PostgreSQL was down:\n{d.text()[-2000:]}"
+            assert "Connection refused" in d.text() or "connection failed" in d.text(), d.text()[-2000:]
+            _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+            c.wait_ready()
+            ready_at = time.monotonic()
+            with Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1) as b:
+                out = b.request("llm_requests", {"agent_id": "chaos", "task_type": "chat", "messages": PROMPT},
+                                reply_to="llm_results", timeout=20)
+            took = time.monotonic() - ready_at
+            assert out["model"] == "offline"
+            with connect(owner_conninfo(s, "shared_queue")) as owner:
+                _wait(lambda: owner.execute("SELECT count(*) AS n FROM pgmq.q_instance_heartbeat").fetchone()["n"],
+                      10, "a heartbeat after the server came back")
+            assert d.terminate() == 0, d.text()[-2000:]
+    finally:
+        if not c.running():
+            _pg_ctl(c, "start", "-w", "-l", str(c.log_file))
+    print(f"\nanswered {took:.2f}s after PostgreSQL was ready")
+    assert took < 10
