@@ -17,6 +17,7 @@ import time
 
 import pytest
 from chaos_tools import (
+    CuttableProxy,
     DaemonProc,
     assert_exactly_once,
     count_results,
@@ -385,3 +386,41 @@ def test_nexus_daemon_connections_killed_repeatedly(s, clean_queues, sq_owner, a
     assert dead == 0 and killed[0] > 20
     assert charged == 0, f"{charged} requests were charged a failed attempt for the database going away"
     assert drained_s < 10, f"the daemon needed {drained_s:.1f}s to recover after the connections stopped dropping"
+
+
+def test_connection_cut_between_the_real_daemon_and_postgres(s, clean_queues, sq_owner, tmp_path):
+    """The nexus daemon reaches PostgreSQL through a TCP proxy on 127.0.0.1 (SHARED_QUEUE_DB_URL, NEXUS_DB_URL);
+    the proxy cuts every connection for 4 s (twice the visibility timeout) while requests keep arriving:
+    after it heals the daemon answers everything exactly once, within 10 s, and never exits."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    c = Cluster(s)
+    proxy = CuttableProxy(c.port)
+
+    def via_proxy(db: str) -> str:
+        return make_conninfo(**{**conninfo_to_dict(role_conninfo(s, db, "svc_nexus")), "port": proxy.port})
+
+    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200",
+           "SHARED_QUEUE_DB_URL": via_proxy("shared_queue"), "NEXUS_DB_URL": via_proxy("nexus")}
+    try:
+        with DaemonProc("nexus", env, tmp_path / "d.log") as d:
+            d.wait_started()
+            ids = _send(s, "llm_requests", [{"task_type": "chat", "messages": PROMPT}] * 100)
+            _wait(lambda: len(count_results(sq_owner, ("llm_results",), ids)) >= 20, 30, "20 answers")
+            proxy.cut()
+            ids += _send(s, "llm_requests", [{"task_type": "chat", "messages": PROMPT}] * 100)
+            time.sleep(4)
+            assert d.p.poll() is None, "the daemon exited while cut off"
+            answered = len(count_results(sq_owner, ("llm_results",), ids))
+            proxy.heal()
+            healed = time.monotonic()
+            _wait(lambda: len(count_results(sq_owner, ("llm_results",), ids)) > answered, 20,
+                  "the daemon to answer again after the cut healed", step=0.05)
+            resumed_s = time.monotonic() - healed
+            counts = wait_exactly_once(sq_owner, ("llm_results",), ids, timeout=60)
+            assert d.terminate() == 0, d.text()[-3000:]
+    finally:
+        proxy.close()
+    print(f"\nanswered again {resumed_s:.2f}s after the proxy healed ({answered} of 200 before)")
+    assert resumed_s < 10
+    assert_exactly_once(counts, ids)
