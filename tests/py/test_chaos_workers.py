@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -424,3 +425,69 @@ def test_connection_cut_between_the_real_daemon_and_postgres(s, clean_queues, sq
     print(f"\nanswered again {resumed_s:.2f}s after the proxy healed ({answered} of 200 before)")
     assert resumed_s < 10
     assert_exactly_once(counts, ids)
+
+
+def _hostile_llm_requests(rnd: random.Random, n: int) -> list[dict]:
+    """Bodies that a careless or hostile agent could send: odd message shapes, extreme numbers, unknown
+    models, unicode, extra keys. Some are refused at send; the rest must reach the worker."""
+    junk = [None, True, -1, 0, 2**31, 2**63, 1e308, "", "x" * 5000, "\u202e\U0001f4a5", [], {}, [[[[]]]],
+            {"role": "user"}, {"content": 1}, {"role": "tool", "content": {"a": [1, 2]}}, "DROP TABLE x;--"]
+    out = []
+    for _ in range(n):
+        msgs = [rnd.choice(junk + [{"role": "user", "content": rnd.choice(["hi", "", "\u00e9" * 100])}])
+                for _ in range(rnd.randint(0, 4))]
+        b = {"agent_id": rnd.choice(["chaos", "", "a" * 300, "\u0627\u0644"]),
+             "task_type": rnd.choice(["chat", "", "no-such-task", "\U0001f600" * 50]), "messages": msgs}
+        if rnd.random() < 0.4:
+            b["model"] = rnd.choice(["offline", "no-such-model", "", "m" * 500])
+        if rnd.random() < 0.4:
+            b["max_tokens"] = rnd.choice([0, -5, 1, 2**31, 2**62, 10**20])
+        if rnd.random() < 0.3:
+            b[rnd.choice(["extra", "usage", "priority", "$where"])] = rnd.choice(junk)
+        out.append(b)
+    return out
+
+
+def test_hostile_requests_through_the_real_nexus_daemon(s, clean_queues, sq_owner, tmp_path):
+    """300 hostile llm_requests: each is refused at send, or answered exactly once (a result or an error
+    result), or dead-lettered with its reason; never two of those; the daemon stays up and plain requests
+    sent after them are answered at once."""
+    from orchestrator.messages import ValidationError
+
+    env = {"NEXUS_CONCURRENCY": "3", "SHARED_QUEUE_VT_S": "5", "SHARED_QUEUE_POLL_MS": "200"}
+    rnd = random.Random(7)
+    sent, refused = [], 0
+    with DaemonProc("nexus", env, tmp_path / "d.log") as d, \
+            Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="chaos", pool_size=1) as b:
+        d.wait_started()
+        for body in _hostile_llm_requests(rnd, 300):
+            rid = ulid()
+            try:
+                b.publish("llm_requests", {**body, "id": rid})
+                sent.append(rid)
+            except (ValidationError, ValueError):
+                refused += 1
+        plain = _send(s, "llm_requests", [{"task_type": "chat", "messages": PROMPT}] * 20)
+        t0 = time.monotonic()
+        assert_exactly_once(wait_exactly_once(sq_owner, ("llm_results",), plain, timeout=30, settle_s=0), plain)
+        plain_s = time.monotonic() - t0
+
+        def settled() -> tuple[dict, dict]:
+            res = count_results(sq_owner, ("llm_results",), sent)
+            dead = {r["rid"]: r["error"] for r in sq_owner.execute(
+                "SELECT message->'message'->>'id' AS rid, message->>'error' AS error FROM pgmq.q_dead_letters "
+                "WHERE message->'message'->>'id' = ANY(%s)", (sent,))}
+            return res, dead
+
+        _wait(lambda: len(set(settled()[0]) | set(settled()[1])) == len(sent), 40, "every hostile request settled")
+        time.sleep(0.5)
+        res, dead = settled()
+        assert d.p.poll() is None, "the daemon exited"
+        assert d.terminate() == 0, d.text()[-3000:]
+    print(f"\n{refused} refused at send, {len(res)} answered, {len(dead)} dead-lettered; "
+          f"20 plain requests sent after them answered in {plain_s:.2f}s")
+    assert not set(res) & set(dead), "a request was both answered and dead-lettered"
+    assert all(v == 1 for v in res.values()), "duplicate results"
+    assert all(e and len(e) > 10 for e in dead.values()), f"dead letters without a reason: {dead}"
+    reasons = sorted({e.split(";")[-1].split("\n")[0][:90] for e in dead.values()})
+    print("dead-letter reasons:", reasons)
