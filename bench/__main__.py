@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-MODULES = ["bench.bus", "bench.nexus"]
+MODULES = ["bench.bus", "bench.nexus", "bench.genesis"]
 
 
 def main(argv: list[str]) -> int:

@@ -383,10 +383,56 @@ def daemon(only: str, list_: bool, grace: float) -> None:
         _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     s = settings()
     workers = [registry[n](s) for n in names]
+    click.echo(_banner(names), err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
+@main.command()
+@click.option("--instance", envvar=["ORCHESTRATOR_DEMO_INSTANCE", "ORCHESTRATOR_INSTANCE_ID"], default="default",
+              show_default=True, help="Singularity instance the demo agent belongs to (orchestrator instance list).")
+@click.option("--interactive", is_flag=True, help="Wait for a person to approve and answer on the web page.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each reply.")
+@click.pass_context
+def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -> None:
+    """Drive the whole flow (task, LLM, code, approval, question, learning, knowledge) and time each step."""
+    from . import demo as demo_mod
+
+    s = settings()
+    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod._web_url()}/ "
+               "(nexus, hitl and genesis workers run in this process for the demo)")
+    try:
+        demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
+    except demo_mod.DemoError as e:
+        _fail(f"demo stopped: {e}. Check `orchestrator status` and the daemon's log, then run the demo again.")
+    click.echo("\n== orchestrator queues")
+    ctx.invoke(queues)
+    stats_cmd = main.get_command(ctx, "stats")
+    if stats_cmd is not None:
+        click.echo("\n== orchestrator stats --days 1")
+        ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
+
+
+def _banner(names: list[str]) -> str:
+    """Where to look once the daemon runs (printed to stderr at start)."""
+    lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
+             "finished or released)"]
+    if "hitl" in names:
+        host, port = os.environ.get("NEXUS_WEB_HOST", "127.0.0.1"), os.environ.get("NEXUS_WEB_PORT", "8780")
+        lines.append(f"  web page (approvals, questions, dashboard): http://{host}:{port}/"
+                     "   sign-in user: orchestrator nexus user add NAME")
+    lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
+              "                        .venv/bin/orchestrator status | queues | stats",
+              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue',
+              "  metrics for Prometheus: /metrics on the web page's port"]
+    return "\n".join(lines)
+
+
 from .cli_nexus import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+from .cli_singularity import autonomous as _autonomous; main.add_command(_autonomous)  # noqa: E402, E702, I001
+from .cli_singularity import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
+from .cli_genesis import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
+from .cli_centralcloud import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
+from .cli_centralcloud import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001
 
 
 def run() -> None:  # pragma: no cover

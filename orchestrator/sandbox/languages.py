@@ -1,0 +1,81 @@
+"""What each language runs for each mode inside the sandbox (paths as seen inside it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("run", "validate", "lint")
+ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "nodejs": "javascript",
+           "sh": "bash", "shell": "bash"}
+RUFF_IN_SANDBOX = "/opt/genesis/ruff"
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    filename: str
+    binds: tuple[tuple[str, str], ...] = ()   # (host path, sandbox path) bound read-only
+    extra_as_mb: int = 0                      # address space the runtime reserves beyond the program's own
+
+
+class Unsupported(Exception):
+    """Unknown language or mode, or its tool is missing on this machine; the message lists what works."""
+
+
+def _ruff() -> str | None:
+    cand = [os.environ.get("GENESIS_RUFF"), str(Path(sys.executable).parent / "ruff"), shutil.which("ruff")]
+    return next((c for c in cand if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+
+
+def _python() -> str:
+    return os.environ.get("GENESIS_PYTHON", "/usr/bin/python3")
+
+
+def command(language: str, mode: str, memory_mb: int) -> Command:
+    """The argv for LANGUAGE/MODE, or Unsupported saying what is supported."""
+    lang = ALIASES.get((language or "").lower(), (language or "").lower())
+    if mode not in MODES:
+        raise Unsupported(f"unknown mode {mode!r}; supported modes: {', '.join(MODES)}")
+    if lang == "python":
+        py = _python()
+        if not os.path.exists(py):
+            raise Unsupported(f"python interpreter {py} is missing: install python3 or set GENESIS_PYTHON")
+        if mode == "run":
+            return Command([py, "-u", "main.py"], "main.py")
+        if mode == "validate":
+            return Command([py, "-c", "import sys; src = open(sys.argv[1], 'rb').read(); "
+                            "compile(src, sys.argv[1], 'exec'); print('syntax ok')", "main.py"], "main.py")
+        ruff = _ruff()
+        if not ruff:
+            raise Unsupported("python lint needs ruff (pip install ruff, or set GENESIS_RUFF to its path)")
+        return Command([RUFF_IN_SANDBOX, "check", "--no-cache", "--isolated", "--output-format", "concise",
+                        "main.py"], "main.py", binds=((ruff, RUFF_IN_SANDBOX),))
+    if lang == "javascript":
+        node = shutil.which("node", path="/usr/bin:/usr/local/bin") or ""
+        if not node.startswith("/usr/"):
+            raise Unsupported("javascript needs node under /usr (Debian package nodejs); "
+                              "supported here: python, bash")
+        if mode == "run":
+            # V8 reserves ~1 GB of address space up front; the heap itself is held to memory_mb.
+            return Command([node, f"--max-old-space-size={max(16, memory_mb)}", "main.js"], "main.js",
+                           extra_as_mb=1024)
+        if mode == "validate":
+            return Command([node, "--check", "main.js"], "main.js", extra_as_mb=1024)
+        raise Unsupported("lint is not available for javascript: no JavaScript linter is installed from the "
+                          "Debian or Python registries here (eslint needs npm); use mode validate "
+                          "(node --check), or lint python (ruff) / bash (shellcheck)")
+    if lang == "bash":
+        if mode == "run":
+            return Command(["/usr/bin/bash", "main.sh"], "main.sh")
+        if mode == "validate":
+            return Command(["/usr/bin/bash", "-n", "main.sh"], "main.sh")
+        sc = shutil.which("shellcheck", path="/usr/bin")
+        if not sc:
+            raise Unsupported("bash lint needs shellcheck (apt-get install shellcheck); use mode validate (bash -n)")
+        return Command([sc, "--format", "gcc", "--shell", "bash", "main.sh"], "main.sh")
+    raise Unsupported(f"unknown language {language!r}; supported: python, javascript (node), bash "
+                      f"(aliases: {', '.join(sorted(ALIASES))}); modes: {', '.join(MODES)}")

@@ -1,0 +1,266 @@
+"""Run one piece of code in bubblewrap: no network, no host files, no environment, rlimits, a wall-clock
+timeout that kills the whole tree, output capped with a visible marker.
+
+Started as root, each job first drops to an unprivileged uid of its own (GENESIS_UID_BASE + slot), so
+that RLIMIT_NPROC applies (root ignores it) and concurrent jobs never share a process budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+
+from .languages import Command, Unsupported, command
+from .limits import Limits
+
+log = logging.getLogger(__name__)
+
+SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
+UNSAFE_WARNING = ("GENESIS_SANDBOX=none: submitted code runs WITHOUT bubblewrap isolation (it can read host "
+                  "files and reach the network); only rlimits, a temp dir and the timeout apply. Unset "
+                  "GENESIS_SANDBOX to isolate again.")
+
+# Messages a runtime prints when a limit bites: (text in lower case, which limit).
+SIGNATURES = (
+    ("memoryerror", "memory"), ("cannot allocate memory", "memory"), ("out of memory", "memory"),
+    ("bad_alloc", "memory"), ("allocation failed", "memory"),
+    ("resource temporarily unavailable", "processes"), ("cannot fork", "processes"),
+    ("fork: retry", "processes"), ("can't start new thread", "processes"),
+    ("no space left on device", "disk"), ("file too large", "file_size"), ("too many open files", "open_files"),
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bwrap or user namespaces are missing: untrusted code is refused; the message says how to fix it."""
+
+
+def sandbox_kind() -> str:
+    kind = os.environ.get("GENESIS_SANDBOX", "bwrap").strip().lower() or "bwrap"
+    if kind not in ("bwrap", "none"):
+        raise SandboxUnavailable(f"GENESIS_SANDBOX={kind!r} is not known; use bwrap (the default) or none "
+                                 "(no isolation, unsafe)")
+    return kind
+
+
+def default_uid_base() -> int:
+    """GENESIS_UID_BASE, else 600000 + 64 * (pid % 4096): two workers on one host rarely share uids."""
+    raw = os.environ.get("GENESIS_UID_BASE", "")
+    try:
+        return int(raw) if raw else 600000 + 64 * (os.getpid() % 4096)
+    except ValueError:
+        raise SandboxUnavailable(f"GENESIS_UID_BASE={raw!r} is not a number; set the first uid for jobs") from None
+
+
+class Sandbox:
+    """Runs jobs; SLOTS uids are handed out so that at most SLOTS jobs run at once, each under its own uid."""
+
+    def __init__(self, slots: int = 1, uid_base: int | None = None, kind: str | None = None):
+        self.kind = kind or sandbox_kind()
+        self.root = os.geteuid() == 0
+        base = uid_base if uid_base is not None else default_uid_base()
+        self._uids: queue.Queue[int | None] = queue.Queue()
+        for i in range(max(1, slots)):
+            self._uids.put(base + i if self.root else None)
+        self.bwrap = shutil.which(os.environ.get("GENESIS_BWRAP") or "bwrap") or ""
+        self.prlimit = shutil.which("prlimit") or ""
+        if not self.prlimit:
+            raise SandboxUnavailable("prlimit is missing (Debian package util-linux); it sets the rlimits")
+        if self.kind == "none":
+            log.warning(UNSAFE_WARNING)
+        elif not self.bwrap:
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install bubblewrap. Untrusted "
+                                     "code is refused without it (GENESIS_SANDBOX=none disables isolation, unsafe)")
+
+    # -- health --------------------------------------------------------------------------------
+    def check(self) -> dict:
+        """Run a trivial program through the sandbox; SandboxUnavailable with the reason if it cannot."""
+        r = self.run("print('ok')", "python", "run", Limits(timeout_s=10))
+        if r["exit_code"] != 0 or r["stdout"].strip() != "ok":
+            detail = (r["stderr"] or r["error"] or "").strip()[-600:]
+            hint = ""
+            if "namespace" in detail or "Operation not permitted" in detail:
+                hint = (" User namespaces look unavailable: enable them (sysctl kernel.unprivileged_userns_clone=1, "
+                        "user.max_user_namespaces>0; in a container allow unshare/clone, e.g. "
+                        "--security-opt seccomp=unconfined, or run with --privileged).")
+            raise SandboxUnavailable(f"the sandbox cannot run code: {detail}.{hint} Untrusted code is refused "
+                                     "until this works (GENESIS_SANDBOX=none disables isolation, unsafe)")
+        return r
+
+    # -- one job -------------------------------------------------------------------------------
+    @contextmanager
+    def _slot(self):
+        uid = self._uids.get()
+        try:
+            yield uid
+        finally:
+            self._uids.put(uid)
+
+    def run(self, code: str, language: str, mode: str, limits: Limits) -> dict:
+        """Run CODE and return the result fields (stdout, stderr, exit_code, killed_reason, ...)."""
+        base = {"language": language, "mode": mode, "sandbox": self.kind, "limits": limits.as_dict()}
+        try:
+            cmd = command(language, mode, int(limits.memory_mb))
+        except Unsupported as e:
+            return {**base, "exit_code": None, "stdout": "", "stderr": "", "output": "", "error": str(e),
+                    "duration_ms": 0, "peak_memory_kb": 0, "killed_reason": None, "exceeded": None,
+                    "truncated": False}
+        with self._slot() as uid:
+            return {**base, **self._execute(code, cmd, limits, uid)}
+
+    def _prlimit(self, cmd: Command, lim: Limits) -> list[str]:
+        mb = 1024 * 1024
+        cpu = max(1, int(-(-lim.cpu_s // 1)))
+        return [self.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={(int(lim.memory_mb) + cmd.extra_as_mb) * mb}",
+                f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
+                f"--nofile={int(lim.open_files)}", "--core=0", "--"]
+
+    def _bwrap(self, cmd: Command, lim: Limits, fd: int) -> list[str]:
+        # --as-pid-1: the program is the namespace's init, so its exit takes every leftover process down
+        # with it, and its peak memory reaches our wait4() (bwrap's own reaper would hide it).
+        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
+                "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
+                "--setenv", "LANG", "C.UTF-8", "--hostname", "genesis",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--proc", "/proc", "--dev", "/dev", "--size", str(SHM_MB * 1024 * 1024), "--tmpfs", "/dev/shm",
+                "--remount-ro", "/dev",
+                "--size", str(int(lim.tmpfs_mb) * 1024 * 1024), "--tmpfs", "/work"]
+        for host, inside in cmd.binds:
+            argv += ["--ro-bind", host, inside]
+        argv += ["--file", str(fd), f"/work/{cmd.filename}", "--chdir", "/work", "--remount-ro", "/", "--"]
+        return argv + cmd.argv
+
+    def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
+        workdir = None
+        fd = os.memfd_create("genesis-code", 0)
+        try:
+            os.write(fd, code.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            if self.kind == "bwrap":
+                argv, cwd, env = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fd), "/", {"PATH": "/usr/bin:/bin"}
+                pass_fds = (fd,)
+            else:
+                workdir = tempfile.mkdtemp(prefix="genesis-")
+                with open(os.path.join(workdir, cmd.filename), "w") as fh:
+                    fh.write(code)
+                if uid is not None:
+                    os.chown(workdir, uid, uid)
+                    os.chown(os.path.join(workdir, cmd.filename), uid, uid)
+                argv = self._prlimit(cmd, lim) + [b.replace("/opt/genesis/ruff", cmd.binds[0][0]) if cmd.binds
+                                                  else b for b in cmd.argv]
+                cwd, env, pass_fds = workdir, {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+                                               "LANG": "C.UTF-8"}, ()
+            ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+            return self._supervise(argv, cwd, env, pass_fds, ids, lim, uid)
+        finally:
+            os.close(fd)
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def _supervise(self, argv, cwd, env, pass_fds, ids, lim: Limits, uid: int | None) -> dict:
+        cap = int(lim.output_kb) * 1024
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True, **ids)
+        bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
+        hints: list[str] = []
+        stopped, truncated = None, False
+        sel = selectors.DefaultSelector()
+        for f in (p.stdout, p.stderr):
+            os.set_blocking(f.fileno(), False)
+            sel.register(f.fileno(), selectors.EVENT_READ)
+        deadline = t0 + float(lim.timeout_s)
+        try:
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stopped = "timeout"
+                    break
+                for key, _ in sel.select(left):
+                    try:
+                        data = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(key.fd)
+                        continue
+                    low = data.lower() if key.fd == p.stderr.fileno() else b""
+                    hints += [lim_ for sig, lim_ in SIGNATURES if sig.encode() in low and lim_ not in hints]
+                    b = bufs[key.fd]
+                    room = cap - len(b)
+                    b += data[:max(0, room)]
+                    if len(data) > room:
+                        truncated, stopped = True, "output"
+                if stopped:
+                    break
+        finally:
+            if stopped:
+                _kill_group(p.pid)
+            sel.close()
+            p.stdout.close()
+            p.stderr.close()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        duration_ms = round((time.monotonic() - t0) * 1000, 1)
+        if uid is not None and self.kind == "none":
+            _kill_uid(uid)  # no pid namespace: anything of this uid that outlived the job
+        # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
+        out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
+        code = p.returncode
+        sig = -code if code < 0 else (code - 128 if 128 < code < 128 + 65 else 0)
+        killed, exceeded = None, None
+        cpu_used = ru.ru_utime + ru.ru_stime
+        if stopped == "output":
+            killed, exceeded = "resource_exceeded", "output"
+        elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and not stopped and cpu_used >= lim.cpu_s - 0.1):
+            killed, exceeded = "resource_exceeded", "cpu"
+        elif sig == signal.SIGXFSZ:
+            killed, exceeded = "resource_exceeded", "file_size"
+        elif hints and (code != 0 or stopped or "processes" in hints):
+            killed, exceeded = "resource_exceeded", hints[0]
+        elif stopped == "timeout":
+            killed = "timeout"
+        if truncated:
+            marker = f"\n[genesis: output truncated at {cap} bytes; the job was stopped]\n"
+            out, err = (s + marker if len(s.encode()) >= cap else s for s in (out, err))
+        exit_code = None if stopped else code
+        if killed == "timeout":
+            error = f"timed out after {lim.timeout_s:g}s: the whole process tree was killed (raise timeout_s up to the operator's maximum)"
+        elif killed:
+            error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
+        elif code != 0:
+            tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
+            error = f"exit code {code}: " + (tail[0][:300] if tail else f"signal {sig}" if sig else "no output")
+        else:
+            error = None
+        return {"exit_code": exit_code, "stdout": out, "stderr": err, "output": out, "error": error,
+                "duration_ms": duration_ms, "peak_memory_kb": int(ru.ru_maxrss), "killed_reason": killed,
+                "exceeded": exceeded, "truncated": truncated}
+
+
+def _limit_text(exceeded: str | None, lim: Limits) -> str:
+    return {"memory": f"memory_mb={lim.memory_mb}", "processes": f"processes={lim.processes}",
+            "disk": f"tmpfs_mb={lim.tmpfs_mb}", "file_size": f"file_size_mb={lim.file_size_mb}",
+            "open_files": f"open_files={lim.open_files}", "cpu": f"cpu_s={lim.cpu_s:g}",
+            "output": f"output_kb={lim.output_kb}"}.get(exceeded or "", "")
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of UID (a process of that uid sends kill -1; it can reach only its own)."""
+    subprocess.run(["/usr/bin/kill", "-9", "-1"], user=uid, group=uid, extra_groups=[],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)

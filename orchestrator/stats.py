@@ -1,0 +1,130 @@
+"""`orchestrator stats`: what the system did, from CentralCloud's statistics over the shared_queue
+archives (refreshed first by the `statistics` job): messages per type per day, p50/p95 queue latency,
+approval rate, questions per agent, top patterns, LLM usage and cost. As tables, or as charts (PNG).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+QUERIES = {
+    "messages": ("Messages per type per day",
+                 """SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, msg_type, sum(messages)::bigint AS messages
+                      FROM centralcloud.stats_latency
+                     WHERE bucket = 'day' AND bucket_start >= date_trunc('day', now(), 'UTC') - make_interval(days => %(days)s - 1)
+                     GROUP BY 1, 2 ORDER BY 1, 2""", ["day", "msg_type", "messages"]),
+    "latency": ("Queue latency (enqueue to archive) per queue per day",
+                """SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, queue_name, sum(messages)::bigint AS messages,
+                          round(max(p50_ms)::numeric, 1) AS p50_ms, round(max(p95_ms)::numeric, 1) AS p95_ms
+                     FROM centralcloud.stats_latency
+                    WHERE bucket = 'day' AND bucket_start >= date_trunc('day', now(), 'UTC') - make_interval(days => %(days)s - 1)
+                    GROUP BY 1, 2 ORDER BY 1, 2""", ["day", "queue_name", "messages", "p50_ms", "p95_ms"]),
+    "approvals": ("Approval rate per day",
+                  """SELECT day::text AS day, decisions, approved, round(approved::numeric / nullif(decisions, 0), 3) AS rate
+                       FROM centralcloud.stats_approvals WHERE day > current_date - %(days)s ORDER BY day""",
+                  ["day", "decisions", "approved", "rate"]),
+    "questions": ("Questions per agent",
+                  """SELECT agent_id, sum(questions)::bigint AS questions FROM centralcloud.stats_questions
+                      WHERE day > current_date - %(days)s GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20""",
+                  ["agent_id", "questions"]),
+    "patterns": ("Top patterns",
+                 """SELECT rank, key, kind, instances, total_occurrences, confidence
+                      FROM centralcloud.patterns ORDER BY rank LIMIT 10""",
+                 ["rank", "key", "kind", "instances", "total_occurrences", "confidence"]),
+    "llm": ("LLM usage and cost per day",
+            """SELECT day::text AS day, model, calls, errors, prompt_tokens + completion_tokens AS tokens, round(cost, 4) AS cost
+                 FROM centralcloud.stats_llm WHERE day > current_date - %(days)s ORDER BY day, model""",
+            ["day", "model", "calls", "errors", "tokens", "cost"]),
+}
+
+
+def collect(conn: psycopg.Connection, days: int) -> dict[str, list[dict]]:
+    """Every section's rows for the last DAYS days."""
+    if days < 1:
+        raise ValueError(f"--days must be at least 1, got {days}")
+    return {name: conn.execute(q, {"days": days}).fetchall() for name, (_t, q, _c) in QUERIES.items()}
+
+
+def plot(data: dict[str, list[dict]], path: Path, days: int) -> None:
+    """The same sections as charts in one PNG (matplotlib, Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig.suptitle(f"Orchestrator statistics, last {days} day(s)")
+
+    def series(rows, x, group, y):
+        out: dict[str, dict] = {}
+        for r in rows:
+            out.setdefault(str(r[group]), {})[r[x]] = float(r[y] or 0)
+        return out
+
+    def empty(ax, title):
+        ax.set_title(title)
+        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+    ax = axes[0][0]
+    if data["messages"]:
+        for name, pts in sorted(series(data["messages"], "day", "msg_type", "messages").items()):
+            xs = sorted(pts)
+            ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
+        ax.legend(fontsize=7)
+        ax.set_title("Messages per type per day")
+        ax.tick_params(axis="x", rotation=30)
+    else:
+        empty(ax, "Messages per type per day")
+
+    ax = axes[0][1]
+    if data["latency"]:
+        for name, pts in sorted(series(data["latency"], "day", "queue_name", "p95_ms").items()):
+            xs = sorted(pts)
+            ax.plot(xs, [pts[x] for x in xs], marker=".", label=f"{name} p95")
+        ax.set_yscale("symlog")
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=6)
+        ax.set_title("p95 queue latency per queue")
+        ax.tick_params(axis="x", rotation=30)
+    else:
+        empty(ax, "p95 queue latency per queue")
+
+    ax = axes[0][2]
+    if data["approvals"]:
+        ax.bar([str(r["day"]) for r in data["approvals"]], [float(r["rate"] or 0) for r in data["approvals"]])
+        ax.set_ylim(0, 1)
+        ax.set_title("Approval rate per day")
+        ax.tick_params(axis="x", rotation=30)
+    else:
+        empty(ax, "Approval rate per day")
+
+    ax = axes[1][0]
+    if data["questions"]:
+        ax.barh([r["agent_id"] for r in data["questions"]][::-1], [r["questions"] for r in data["questions"]][::-1])
+        ax.set_title("Questions per agent")
+    else:
+        empty(ax, "Questions per agent")
+
+    ax = axes[1][1]
+    if data["patterns"]:
+        ax.barh([r["key"] for r in data["patterns"]][::-1], [r["total_occurrences"] for r in data["patterns"]][::-1])
+        ax.set_title("Top patterns (occurrences)")
+    else:
+        empty(ax, "Top patterns (occurrences)")
+
+    ax = axes[1][2]
+    if data["llm"]:
+        for name, pts in sorted(series(data["llm"], "day", "model", "cost").items()):
+            xs = sorted(pts)
+            ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
+        ax.legend(fontsize=7)
+        ax.set_title("LLM cost per day")
+        ax.tick_params(axis="x", rotation=30)
+    else:
+        empty(ax, "LLM cost per day")
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

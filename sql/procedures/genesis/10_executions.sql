@@ -1,0 +1,150 @@
+-- Execution bookkeeping for the genesis worker (svc_genesis): limits a request may only lower,
+-- claiming a request id (finished -> stored result, running elsewhere -> busy, crashed -> run again),
+-- and recording the outcome once.
+
+-- The limits for one job: each requested value capped at the operator maximum; defaults for the rest.
+CREATE OR REPLACE FUNCTION genesis.effective_limits(p_requested jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, genesis
+AS $$
+DECLARE
+    req jsonb := coalesce(p_requested, '{}');
+    bad text;
+    out jsonb := '{}';
+    l genesis.limits;
+    v numeric;
+BEGIN
+    IF jsonb_typeof(req) <> 'object' THEN
+        RAISE EXCEPTION 'limits must be a JSON object, got %', jsonb_typeof(req) USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(k, ', ' ORDER BY k) INTO bad FROM jsonb_object_keys(req) k
+     WHERE NOT EXISTS (SELECT 1 FROM genesis.limits x WHERE x.name = k);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown limit(s): %', bad
+            USING ERRCODE = '22023', HINT = 'known: ' || (SELECT string_agg(name, ', ' ORDER BY name) FROM genesis.limits);
+    END IF;
+    FOR l IN SELECT * FROM genesis.limits ORDER BY name LOOP
+        IF req ? l.name AND jsonb_typeof(req -> l.name) <> 'null' THEN
+            IF jsonb_typeof(req -> l.name) <> 'number' OR (req ->> l.name)::numeric <= 0 THEN
+                RAISE EXCEPTION 'limit % must be a positive number, got %', l.name, req -> l.name USING ERRCODE = '22023';
+            END IF;
+            v := least((req ->> l.name)::numeric, l.max_value);
+        ELSE
+            v := l.default_value;
+        END IF;
+        out := out || jsonb_build_object(l.name, v);
+    END LOOP;
+    RETURN out;
+END;
+$$;
+COMMENT ON FUNCTION genesis.effective_limits(jsonb) IS 'Requested limits capped at the operator maxima, defaults for the rest (22023 on bad input).';
+
+-- Claim REQUEST_ID for a run. Returns {action: run|done|busy, ...}: done carries the stored result,
+-- busy the time another live worker's lease ends; run is returned for a new id or a crashed worker's.
+CREATE OR REPLACE FUNCTION genesis.start_execution(p_request_id text, p_agent_id text, p_language text, p_mode text,
+                                                   p_code_sha256 text, p_limits jsonb, p_worker text,
+                                                   p_lease_s double precision)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, genesis
+AS $$
+DECLARE
+    e genesis.executions;
+    lease timestamptz := now() + make_interval(secs => greatest(p_lease_s, 1));
+BEGIN
+    IF coalesce(p_request_id, '') = '' THEN
+        RAISE EXCEPTION 'request id is required' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO genesis.executions (request_id, agent_id, language, mode, code_sha256, limits, worker, lease_until)
+    VALUES (p_request_id, p_agent_id, p_language, p_mode, p_code_sha256, coalesce(p_limits, '{}'), p_worker, lease)
+    ON CONFLICT (request_id) DO NOTHING;
+    IF FOUND THEN
+        RETURN jsonb_build_object('action', 'run', 'runs', 1);
+    END IF;
+    SELECT * INTO e FROM genesis.executions WHERE request_id = p_request_id FOR UPDATE;
+    IF e.status = 'finished' THEN
+        RETURN jsonb_build_object('action', 'done', 'result', e.result);
+    END IF;
+    IF e.lease_until > now() THEN
+        RETURN jsonb_build_object('action', 'busy', 'until', e.lease_until, 'worker', e.worker);
+    END IF;
+    UPDATE genesis.executions SET runs = runs + 1, worker = p_worker, started_at = now(), lease_until = lease
+     WHERE request_id = p_request_id;
+    RETURN jsonb_build_object('action', 'run', 'runs', e.runs + 1);
+END;
+$$;
+COMMENT ON FUNCTION genesis.start_execution(text, text, text, text, text, jsonb, text, double precision) IS
+    'Claim a request id: run (new, or its worker died), done (stored result) or busy (another worker holds it).';
+
+-- Record the outcome of REQUEST_ID once; returns the stored result (the first one wins, so a
+-- duplicate run that finishes later publishes the same answer).
+CREATE OR REPLACE FUNCTION genesis.finish_execution(p_request_id text, p_result jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, genesis
+AS $$
+DECLARE
+    stored jsonb;
+BEGIN
+    IF p_result IS NULL OR jsonb_typeof(p_result) <> 'object' THEN
+        RAISE EXCEPTION 'result must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    UPDATE genesis.executions SET status = 'finished', finished_at = now(), result = p_result,
+           exit_code = (p_result ->> 'exit_code')::int, stdout = p_result ->> 'stdout', stderr = p_result ->> 'stderr',
+           error = p_result ->> 'error', killed_reason = p_result ->> 'killed_reason',
+           exceeded = p_result ->> 'exceeded', truncated = coalesce((p_result ->> 'truncated')::boolean, false),
+           duration_ms = (p_result ->> 'duration_ms')::numeric, peak_memory_kb = (p_result ->> 'peak_memory_kb')::bigint
+     WHERE request_id = p_request_id AND status = 'running'
+    RETURNING result INTO stored;
+    IF stored IS NULL THEN
+        SELECT result INTO stored FROM genesis.executions WHERE request_id = p_request_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no execution % was started', p_request_id
+                USING ERRCODE = 'P0002', HINT = 'call genesis.start_execution first';
+        END IF;
+    END IF;
+    RETURN stored;
+END;
+$$;
+COMMENT ON FUNCTION genesis.finish_execution(text, jsonb) IS 'Store the result of a run once; returns the stored result.';
+
+-- Operator: set a limit's default and maximum (`orchestrator genesis limits set`).
+CREATE OR REPLACE FUNCTION genesis.set_limit(p_name text, p_default numeric, p_max numeric)
+RETURNS genesis.limits
+LANGUAGE plpgsql
+SET search_path = pg_catalog, genesis
+AS $$
+DECLARE
+    r genesis.limits;
+BEGIN
+    IF p_default IS NULL OR p_max IS NULL OR p_default <= 0 OR p_default > p_max THEN
+        RAISE EXCEPTION 'need 0 < default (%) <= max (%) for limit %', p_default, p_max, p_name USING ERRCODE = '22023';
+    END IF;
+    UPDATE genesis.limits SET default_value = p_default, max_value = p_max WHERE name = p_name RETURNING * INTO r;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown limit %', p_name
+            USING ERRCODE = '22023', HINT = 'known: ' || (SELECT string_agg(name, ', ' ORDER BY name) FROM genesis.limits);
+    END IF;
+    RETURN r;
+END;
+$$;
+COMMENT ON FUNCTION genesis.set_limit(text, numeric, numeric) IS 'Operator: change a limit''s default and maximum.';
+
+CREATE OR REPLACE VIEW genesis.recent_executions AS
+SELECT request_id, agent_id, language, mode, status, runs, exit_code, killed_reason, exceeded, truncated,
+       duration_ms, peak_memory_kb, started_at, finished_at, left(error, 120) AS error
+  FROM genesis.executions ORDER BY started_at DESC;
+COMMENT ON VIEW genesis.recent_executions IS 'Executions, newest first (`orchestrator genesis list`).';
+
+-- Retention: finished executions older than DAYS are deleted (pg_cron job genesis:prune_executions).
+CREATE OR REPLACE FUNCTION genesis.prune_executions(p_days int DEFAULT 30)
+RETURNS int
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, genesis
+AS $$
+    WITH d AS (DELETE FROM genesis.executions WHERE status = 'finished'
+                AND finished_at < now() - make_interval(days => p_days) RETURNING 1)
+    SELECT count(*)::int FROM d;
+$$;
+COMMENT ON FUNCTION genesis.prune_executions(int) IS 'Delete finished executions older than DAYS; returns how many.';

@@ -1,0 +1,92 @@
+-- Read-only archive statistics for CentralCloud, computed here so that only aggregates (not the
+-- archived messages themselves) cross dblink. SECURITY INVOKER: they read what svc_centralcloud
+-- may read anyway (bus.archived_messages); EXECUTE is granted to svc_centralcloud only.
+-- Buckets are UTC hours/days of archived_at (when a message was done with).
+
+-- A JSON number as numeric, anything else NULL (usage fields are not validated by the bus).
+CREATE OR REPLACE FUNCTION bus._cc_num(v jsonb)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog
+AS $$ SELECT CASE WHEN jsonb_typeof(v) = 'number' THEN v::text::numeric END $$;
+
+-- Messages archived since P_SINCE per queue, type and hour/day, with enqueue-to-archive latency percentiles.
+CREATE OR REPLACE FUNCTION bus.cc_archive_latency(p_since timestamptz)
+RETURNS TABLE (bucket text, bucket_start timestamptz, queue_name text, msg_type text, messages bigint,
+               p50_ms double precision, p95_ms double precision, max_read_ct int)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    WITH a AS (
+        SELECT m.queue_name, coalesce(m.msg_type, '(none)') AS msg_type, m.read_ct,
+               date_trunc('hour', m.archived_at, 'UTC') AS h,
+               extract(epoch FROM m.archived_at - m.enqueued_at) * 1000 AS ms
+          FROM bus.archived_messages m
+         WHERE m.archived_at >= p_since
+    ), hourly AS (
+        SELECT h, queue_name, msg_type, count(*) AS n,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95, max(read_ct) AS mx
+          FROM a GROUP BY 1, 2, 3
+    ), daily AS (
+        SELECT date_trunc('day', h, 'UTC') AS d, queue_name, msg_type, count(*) AS n,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY ms) AS p95, max(read_ct) AS mx
+          FROM a GROUP BY 1, 2, 3
+    )
+    SELECT 'hour', h, queue_name, msg_type, n, p50, p95, mx FROM hourly
+    UNION ALL
+    SELECT 'day', d, queue_name, msg_type, n, p50, p95, mx FROM daily;
+$$;
+COMMENT ON FUNCTION bus.cc_archive_latency(timestamptz) IS
+    'Archive counts and p50/p95 enqueue-to-archive latency (ms) per queue, type and UTC hour/day since a time.';
+
+-- Approval decisions archived since P_SINCE per UTC day.
+CREATE OR REPLACE FUNCTION bus.cc_archive_approvals(p_since timestamptz)
+RETURNS TABLE (day date, decisions bigint, approved bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT (m.archived_at AT TIME ZONE 'UTC')::date, count(*),
+           count(*) FILTER (WHERE m.message->'approved' = 'true'::jsonb)
+      FROM bus.archived_messages m
+     WHERE m.archived_at >= p_since AND m.msg_type = 'approval_response'
+     GROUP BY 1;
+$$;
+COMMENT ON FUNCTION bus.cc_archive_approvals(timestamptz) IS 'Approval decisions and approvals per UTC day since a time.';
+
+-- Questions archived since P_SINCE per UTC day and agent.
+CREATE OR REPLACE FUNCTION bus.cc_archive_questions(p_since timestamptz)
+RETURNS TABLE (day date, agent_id text, questions bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT (m.archived_at AT TIME ZONE 'UTC')::date, coalesce(m.message->>'agent_id', '(none)'), count(*)
+      FROM bus.archived_messages m
+     WHERE m.archived_at >= p_since AND m.msg_type = 'question_request'
+     GROUP BY 1, 2;
+$$;
+COMMENT ON FUNCTION bus.cc_archive_questions(timestamptz) IS 'Questions per agent per UTC day since a time.';
+
+-- LLM results archived since P_SINCE per UTC day and model: calls, errors, tokens, cost (from usage).
+CREATE OR REPLACE FUNCTION bus.cc_archive_llm(p_since timestamptz)
+RETURNS TABLE (day date, model text, calls bigint, errors bigint, prompt_tokens bigint,
+               completion_tokens bigint, cost numeric)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT (m.archived_at AT TIME ZONE 'UTC')::date, coalesce(m.message->>'model', '(none)'), count(*),
+           count(*) FILTER (WHERE coalesce(m.message->>'error', '') <> ''),
+           coalesce(sum(bus._cc_num(m.message->'usage'->'prompt_tokens')), 0)::bigint,
+           coalesce(sum(bus._cc_num(m.message->'usage'->'completion_tokens')), 0)::bigint,
+           coalesce(sum(bus._cc_num(m.message->'usage'->'cost')), 0)
+      FROM bus.archived_messages m
+     WHERE m.archived_at >= p_since AND m.msg_type = 'llm_result'
+     GROUP BY 1, 2;
+$$;
+COMMENT ON FUNCTION bus.cc_archive_llm(timestamptz) IS 'LLM calls, errors, tokens and cost per model per UTC day since a time.';
+
+REVOKE EXECUTE ON FUNCTION bus.cc_archive_latency(timestamptz), bus.cc_archive_approvals(timestamptz),
+    bus.cc_archive_questions(timestamptz), bus.cc_archive_llm(timestamptz), bus._cc_num(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bus.cc_archive_latency(timestamptz), bus.cc_archive_approvals(timestamptz),
+    bus.cc_archive_questions(timestamptz), bus.cc_archive_llm(timestamptz), bus._cc_num(jsonb) TO svc_centralcloud;

@@ -1,0 +1,112 @@
+"""`orchestrator daemon --only genesis` as a subprocess: kill -9 while it holds jobs -> every job gets exactly
+one result after the visibility timeout; SIGTERM finishes in-flight jobs and exits 0; a missing sandbox
+refuses to start; GENESIS_SANDBOX=none warns."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from genesis_tools import one_each, results, submit
+
+from helpers import ROOT, run_cli
+from orchestrator.db import connect, owner_conninfo
+
+ENV = {"GENESIS_CONCURRENCY": "4", "GENESIS_LEASE_MARGIN_S": "1", "SHARED_QUEUE_VT_S": "2",
+       "SHARED_QUEUE_POLL_MS": "200", "ORCHESTRATOR_HEARTBEAT_S": "60"}
+
+
+def daemon(log_path, **extra) -> subprocess.Popen:
+    fh = open(log_path, "a")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "daemon", "--only", "genesis", "--grace", "10"],
+                            cwd=ROOT, env={**os.environ, **ENV, **extra}, stdout=fh, stderr=fh)
+
+
+def executions(s, ids) -> dict[str, dict]:
+    with connect(owner_conninfo(s, "genesis")) as c:
+        rows = c.execute("SELECT request_id, status, runs, result FROM genesis.executions WHERE request_id = ANY(%s)",
+                         (ids,)).fetchall()
+    return {r["request_id"]: r for r in rows}
+
+
+def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for, clean_queues, tmp_path):
+    sing = bus_for("svc_singularity")
+    log = tmp_path / "daemon.log"
+    quick = submit(sing, [{"language": "python", "code": f"print('quick {i}')"} for i in range(4)])
+    p = daemon(log)
+    try:
+        one_each(results(sing, quick, 30), quick)
+        slow = submit(sing, [{"language": "python", "code": f"import time; time.sleep(1.5); print('slow {i}')",
+                              "timeout_s": 3} for i in range(8)])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            if sum(r["status"] == "running" for r in executions(s, slow).values()) >= 4:
+                break
+            time.sleep(0.05)
+        before = executions(s, quick + slow)
+        assert sum(r["status"] == "running" for r in before.values()) >= 4, log.read_text()
+    finally:
+        p.kill()
+        p.wait(10)
+    p2 = daemon(log)
+    try:
+        got = results(sing, slow, 40)
+        time.sleep(2.5)  # past another visibility timeout: any duplicate would show up now
+        for m in _drain(sing):
+            got.setdefault(m["request_id"], []).append(m)
+        rs = one_each(got, slow)
+        assert sorted(r["output"] for r in rs.values()) == sorted(f"slow {i}\n" for i in range(8))
+    finally:
+        p2.send_signal(signal.SIGTERM)
+        assert p2.wait(30) == 0, log.read_text()
+    after = executions(s, quick + slow)
+    assert all(r["status"] == "finished" for r in after.values())
+    for rid in quick:  # finished before the kill: never ran again, result unchanged
+        assert after[rid]["runs"] == 1 and after[rid]["result"] == before[rid]["result"]
+    rerun = [rid for rid in slow if after[rid]["runs"] > 1]
+    assert all(before[rid]["status"] == "running" for rid in rerun), "only jobs cut off by the kill ran again"
+    assert all(after[rid]["runs"] <= 2 for rid in slow)
+
+
+def _drain(bus) -> list[dict]:
+    out = []
+    while True:
+        msgs = bus.read("job_results", 100)
+        if not msgs:
+            return out
+        for m in msgs:
+            out.append(m.body)
+            bus.ack(m)
+
+
+def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, tmp_path):
+    sing = bus_for("svc_singularity")
+    log = tmp_path / "daemon.log"
+    p = daemon(log)
+    try:
+        warm = submit(sing, [{"language": "python", "code": "print(1)"}])
+        results(sing, warm, 30)
+        ids = submit(sing, [{"language": "python", "code": "import time; time.sleep(1); print('finished')"}])
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not executions(s, ids):
+            time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(30)
+    assert rc == 0 and "daemon stopped" in log.read_text(), log.read_text()
+    assert one_each(results(sing, ids, 5), ids)[ids[0]]["output"] == "finished\n"
+
+
+def test_no_bwrap_refuses_to_start_and_none_warns_loudly(tmp_path):
+    r = run_cli("daemon", "--only", "genesis", env={"GENESIS_BWRAP": str(tmp_path / "bwrap")}, timeout=60)
+    assert r.returncode != 0 and "bubblewrap (bwrap) is not installed" in r.stderr + r.stdout
+    r = run_cli("genesis", "check", env={"GENESIS_BWRAP": str(tmp_path / "bwrap")}, timeout=60)
+    assert r.returncode == 1 and "apt-get install bubblewrap" in r.stderr
+    r = run_cli("genesis", "run", "-", "--json", env={"GENESIS_SANDBOX": "none"}, input="print('unsafe but ran')",
+                timeout=60)
+    assert "WITHOUT bubblewrap isolation" in r.stderr and "unsafe but ran" in r.stdout, r.stderr
+    r = run_cli("genesis", "check", timeout=60)
+    assert r.returncode == 0 and "sandbox bwrap: ok" in r.stdout, r.stderr
