@@ -387,6 +387,31 @@ def daemon(only: str, list_: bool, grace: float) -> None:
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
+@main.command()
+@click.option("--instance", envvar=["ORCHESTRATOR_DEMO_INSTANCE", "ORCHESTRATOR_INSTANCE_ID"], default="default",
+              show_default=True, help="Singularity instance the demo agent belongs to (orchestrator instance list).")
+@click.option("--interactive", is_flag=True, help="Wait for a person to approve and answer on the web page.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each reply.")
+@click.pass_context
+def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -> None:
+    """Drive the whole flow (task, LLM, code, approval, question, learning, knowledge) and time each step."""
+    from . import demo as demo_mod
+
+    s = settings()
+    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod._web_url()}/ "
+               "(nexus, hitl and genesis workers run in this process for the demo)")
+    try:
+        demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
+    except demo_mod.DemoError as e:
+        _fail(f"demo stopped: {e}. Check `orchestrator status` and the daemon's log, then run the demo again.")
+    click.echo("\n== orchestrator queues")
+    ctx.invoke(queues)
+    stats_cmd = main.get_command(ctx, "stats")
+    if stats_cmd is not None:
+        click.echo("\n== orchestrator stats --days 1")
+        ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
+
+
 def _banner(names: list[str]) -> str:
     """Where to look once the daemon runs (printed to stderr at start)."""
     lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "

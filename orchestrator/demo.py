@@ -179,21 +179,26 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
     agent_id = f"demo-{secrets.token_hex(3)}"
     p = Progress(total=11, out=out)
     web = _web_url()
-    with workers_in_process(s), AgentClient(agent_id, instance=instance, s=s) as agent, \
-            connect(role_conninfo(s, db, role)) as sq:
+    with workers_in_process(s), connect(role_conninfo(s, db, role)) as sq:
         hitl: HitlClient | None = None
         task: dict = {}
+        agent: AgentClient | None = None
 
         def assign() -> str:
+            # The demo's agent joins the instance's agents; the SQL scheduler picks who gets the task
+            # (another agent with free capacity may) and the demo then plays that agent.
+            nonlocal agent
             sq.execute("INSERT INTO core.agents (id, capacity) VALUES (%s, 2)", (agent_id,))
-            row = sq.execute("INSERT INTO core.tasks (id, kind, payload, priority) VALUES (ops.ulid(), 'refactor', %s, 5)"
-                             " RETURNING id", (Jsonb({"file": "lib/greeter.py"}),)).fetchone()
+            row = sq.execute("INSERT INTO core.tasks (id, kind, payload, priority) VALUES (ops.ulid(), 'refactor', %s, "
+                             "1000) RETURNING id", (Jsonb({"file": "lib/greeter.py"}),)).fetchone()
             task["id"] = row["id"]
             n = sq.execute("SELECT core.assign_pending_tasks() AS n").fetchone()["n"]
             got = sq.execute("SELECT status, assigned_agent FROM core.tasks WHERE id = %s", (task["id"],)).fetchone()
-            if got["assigned_agent"] != agent_id:
-                raise DemoError(f"task went to {got['assigned_agent']!r}, not {agent_id}")
-            return f"agent {agent_id} got task {task['id']} ({n} assigned this run)"
+            if got["assigned_agent"] is None:
+                raise DemoError(f"task {task['id']} is still {got['status']}: no active agent has free capacity")
+            task["agent"] = got["assigned_agent"]
+            agent = AgentClient(task["agent"], instance=instance, s=s)
+            return f"agent {task['agent']} got task {task['id']} ({n} assigned this run)"
 
         def ask_llm() -> str:
             r = agent.ask_llm([{"role": "user", "content": "How should greet() format its string?"}],
@@ -229,7 +234,7 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
         def record() -> str:
             for body in PATTERNS:
                 sq.execute("INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES (%s, %s, 0.9)",
-                           (agent_id, Jsonb(body)))
+                           (task["agent"], Jsonb(body)))
             sq.execute("SELECT core.finish_task(%s, %s)", (task["id"], Jsonb({"ok": True})))
             return f"{len(PATTERNS)} analysis results, task {task['id']} completed"
 
@@ -274,6 +279,8 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
         finally:
             if hitl:
                 hitl.close()
+            if agent:
+                agent.close()
     return p.rows
 
 

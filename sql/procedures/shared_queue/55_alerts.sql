@@ -45,7 +45,9 @@ BEGIN
                     SELECT message, enqueued_at FROM pgmq.a_instance_heartbeat
                      WHERE enqueued_at > now() - make_interval(secs => gone_s * 6)) x
              GROUP BY 1, 2) h
-     WHERE h.age_s > late_s;
+     WHERE h.age_s > late_s
+       -- a removed Singularity instance (orchestrator instance remove) is retired, not late
+       AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id));
 END;
 $$;
 COMMENT ON FUNCTION bus.alerts() IS 'What needs attention on the bus now, each with the fix; thresholds in bus.settings.';
