@@ -117,7 +117,9 @@ def run() -> list[tuple[str, str, str]]:
     try:
         with connect(admin_conninfo(s, "postgres")) as pg:  # no pg_cron job of the bench instance runs meanwhile
             pg.execute("UPDATE cron.job SET active = false WHERE jobname LIKE %s", (f"{DB}:%",))
-        return _assignment(s) + _drain(s) + _learning(s)
+        parts = os.environ.get("BENCH_SINGULARITY_PARTS", "assign,drain,learn").split(",")
+        return ((_assignment(s) if "assign" in parts else []) + (_drain(s) if "drain" in parts else [])
+                + (_learning(s) if "learn" in parts else []))
     finally:
         remove_instance(s, INST)
 
