@@ -120,7 +120,7 @@ def test_drain_as_pg_cron_runs_it_delivers_exactly_once(s, sing):
     assert last["status"] == "ok"
 
 
-def test_pg_cron_itself_runs_the_drain(s, sing):
+def test_pg_cron_itself_runs_the_drain(s, sing, run_cli):
     """The schedule is really in pg_cron and pg_cron runs it (waits for the next minute tick at most)."""
     ids = _enqueue_heartbeats(sing, 5, uuid.uuid4().hex)
     deadline = time.monotonic() + 75
@@ -133,6 +133,9 @@ def test_pg_cron_itself_runs_the_drain(s, sing):
         r = pg.execute("""SELECT d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)
                            WHERE j.jobname = 'singularity:drain_outbox' ORDER BY d.start_time DESC LIMIT 1""").fetchone()
     assert r and r["status"] == "succeeded"
+    out = run_cli("autonomous", "jobs-status", "--cron", check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("drain_outbox"))
+    assert " ok " in line and "succeeded" in line
 
 
 def test_cdc_returns_inserted_and_updated_rows(s, sing):
