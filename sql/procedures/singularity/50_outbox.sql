@@ -111,7 +111,7 @@ $$;
 -- Drain up to P_MAX messages in batches of P_BATCH, in the caller's transaction (core.run_job uses
 -- it). One drainer per database at a time (advisory lock): this one waits for a running drain.
 -- Returns {sent, failed, dead, error}.
-CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 500, p_max int DEFAULT 100000,
+CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 200, p_max int DEFAULT 100000,
                                         p_max_attempts int DEFAULT 5)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, outbox, public
@@ -145,7 +145,7 @@ COMMENT ON FUNCTION outbox.drain(int, int, int) IS
 -- What pg_cron runs: the drain committing after every batch (short local transactions keep the bus
 -- fast and release sent rows early), recorded in core.job_runs as drain_outbox like core.run_job.
 -- SECURITY INVOKER without SET (a procedure that commits may have neither): every name is qualified.
-CREATE OR REPLACE PROCEDURE outbox.drain_all(p_batch int DEFAULT 500, p_max int DEFAULT 1000000,
+CREATE OR REPLACE PROCEDURE outbox.drain_all(p_batch int DEFAULT 200, p_max int DEFAULT 1000000,
                                             p_max_attempts int DEFAULT 5)
 LANGUAGE plpgsql
 AS $$
