@@ -61,7 +61,8 @@ BEGIN
            CASE WHEN o ? 'first_seen' THEN centralcloud._ts(o->>'first_seen') END,
            CASE WHEN o ? 'last_seen' THEN centralcloud._ts(o->>'last_seen') END,
            CASE WHEN jsonb_typeof(o->'packages') = 'array' THEN o->'packages' END,
-           b.enqueued_at,
+           -- when the instance wrote it (a total includes every delta written before it), else when enqueued
+           coalesce(centralcloud._ts(b.message->>'created_at'), b.enqueued_at),
            jsonb_typeof(o) = 'object' AND coalesce(o->>'key', '') <> '' AND coalesce(b.message->>'instance_id', '') <> ''
              AND CASE WHEN jsonb_typeof(o->'occurrences') = 'number' THEN (o->>'occurrences')::numeric >= 0
                       ELSE o->'occurrences' IS NULL END

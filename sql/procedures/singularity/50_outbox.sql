@@ -2,6 +2,17 @@
 -- dblink (server `bus`, user mapping of this database's roles) and deletes rows only after the remote
 -- commit; the inbox consumer folds knowledge and templates sent to this instance.
 
+-- The bus envelope of an outbox row: its id, source and created_at = when the business transaction
+-- wrote it (not when the drain sent it), so receivers can order messages drained in the same batch.
+CREATE OR REPLACE FUNCTION outbox._envelope(p_message jsonb, p_id text, p_created_at timestamptz, p_source text)
+RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT p_message || jsonb_build_object(
+        'id', p_id, 'source', coalesce(p_message->>'source', p_source),
+        'created_at', coalesce(p_message->>'created_at',
+                               to_char(p_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+$$;
+
 -- Open (or reuse) the named dblink connection CONN to shared_queue; NULL on success, else the error.
 CREATE OR REPLACE FUNCTION outbox._connect(p_conn text)
 RETURNS text LANGUAGE plpgsql VOLATILE
@@ -67,7 +78,7 @@ BEGIN
     END IF;
     FOR q IN
         SELECT queue, array_agg(id ORDER BY id) AS qids,
-               array_agg(message || jsonb_build_object('id', id, 'source', coalesce(message->>'source', src))
+               array_agg(outbox._envelope(message, id, created_at, src)
                          ORDER BY id) AS msgs
           FROM outbox.messages WHERE NOT dead AND id > p_after AND id <= last_id GROUP BY queue
     LOOP
@@ -85,10 +96,10 @@ BEGIN
                 EXIT;
             END IF;
             -- The bus refused the batch: find the culprit(s) one message at a time.
-            FOR m IN SELECT id, message FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
+            FOR m IN SELECT id, message, created_at FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
                 BEGIN
                     PERFORM * FROM dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
-                        m.message || jsonb_build_object('id', m.id, 'source', coalesce(m.message->>'source', src))))
+                        outbox._envelope(m.message, m.id, m.created_at, src)))
                         AS r(id bigint);
                     DELETE FROM outbox.messages WHERE id = m.id;
                     sent := sent + 1;
