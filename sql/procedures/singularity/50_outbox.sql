@@ -223,11 +223,20 @@ BEGIN
             HINT = 'Start the server that holds shared_queue; the inbox waits there until the next run.';
     END IF;
     FOREACH q IN ARRAY ARRAY[kq, tq] LOOP
-        mids := '{}'; rcts := '{}';
-        FOR r IN SELECT * FROM dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 60, %s)', q, p_max))
+        -- First ack what earlier runs folded in and committed (never before the local commit).
+        SELECT array_agg(msg_id ORDER BY msg_id), array_agg(read_ct ORDER BY msg_id) INTO mids, rcts
+          FROM outbox.inbox_acks WHERE queue = q;
+        IF mids IS NOT NULL THEN
+            PERFORM * FROM dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
+                AS t(id bigint);
+            DELETE FROM outbox.inbox_acks WHERE queue = q AND msg_id = ANY (mids);
+        END IF;
+        -- Then fold new deliveries in; they are acked at the next run (the 120 s lease outlasts the 1 min schedule).
+        FOR r IN SELECT * FROM dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 120, %s)', q, p_max))
                           AS t(msg_id bigint, read_ct int, message text) LOOP
             msg := r.message::jsonb;
-            mids := mids || r.msg_id; rcts := rcts || r.read_ct;
+            INSERT INTO outbox.inbox_acks (queue, msg_id, read_ct) VALUES (q, r.msg_id, r.read_ct)
+            ON CONFLICT (queue, msg_id) DO UPDATE SET read_ct = EXCLUDED.read_ct, folded_at = now();
             CONTINUE WHEN msg->>'id' IS NOT NULL
                       AND EXISTS (SELECT 1 FROM outbox.inbox_seen WHERE message_id = msg->>'id');
             IF msg->>'type' = 'aggregated_patterns' THEN
@@ -257,13 +266,10 @@ BEGIN
                 INSERT INTO outbox.inbox_seen (message_id, queue) VALUES (msg->>'id', q) ON CONFLICT DO NOTHING;
             END IF;
         END LOOP;
-        IF cardinality(mids) > 0 THEN
-            PERFORM * FROM dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
-                AS t(id bigint);
-        END IF;
     END LOOP;
     RETURN jsonb_build_object('knowledge', nk, 'templates', nt);
 END;
 $$;
 COMMENT ON FUNCTION outbox.consume_inbox(int) IS
-    'Folds this instance''s knowledge_updates and template_updates into global_knowledge and templates.';
+    'Folds this instance''s knowledge_updates and template_updates into global_knowledge and templates; '
+    'acks them at the next run, after the fold committed (nothing lost if a run fails midway).';
