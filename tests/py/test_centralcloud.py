@@ -140,6 +140,8 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
             n = c.execute("SELECT count(*) AS n FROM core.global_knowledge WHERE key = 'python.fstring'"
                           " AND instances = 2 AND total_occurrences = 7").fetchone()["n"]
             assert n == 1
+            # the fold committed; the next run acks the message in shared_queue
+            assert c.execute("SELECT core.run_job('consume_inbox') AS r").fetchone()["r"].startswith("ok")
 
     for job in ("heartbeats", "statistics", "package-sync"):
         assert run_job(s, job).startswith("ok:"), job
