@@ -61,7 +61,7 @@ test-sql:
 	  fi; done; exit $$rc
 
 test-py:
-	$(BIN)/pytest -q tests/py
+	$(BIN)/pytest -q --durations=12 tests/py
 
 bench: migrate
 	$(BIN)/python -m bench
