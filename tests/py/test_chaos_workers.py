@@ -165,7 +165,34 @@ class HitlKind:
         return r.get("approved") is True or r.get("response") == "yes"
 
 
-KINDS = {"nexus": NexusKind, "hitl": HitlKind}
+class GenesisKind:
+    """genesis: job_requests run in the sandbox (`time.sleep(3)`), answered on job_results; the lease is the
+    job's timeout (5 s) + GENESIS_LEASE_MARGIN_S (1 s). A redelivered job whose claim is still held waits,
+    then runs again; the first stored result wins, so the frozen worker's late result is fenced."""
+
+    only = "genesis"
+    queues = ("job_requests",)
+    results = ("job_results",)
+    hold = (2, 4)                # GENESIS_CONCURRENCY=2 per daemon
+    env = {"GENESIS_CONCURRENCY": "2", "GENESIS_LEASE_MARGIN_S": "1", "SHARED_QUEUE_VT_S": "2"}
+    fixtures = ()
+    fenced_log = "not sent: this delivery is"
+
+    def send(self, ctx, wave: int) -> list[str]:
+        return _send(ctx["s"], "job_requests", [{"code": "import time; time.sleep(3); print(1)", "language": "python",
+                                                 "mode": "run", "timeout_s": 5}] * 3)
+
+    def after_kill(self, ctx, ids) -> None:
+        pass
+
+    def after_restart(self, ctx, ids) -> None:
+        pass
+
+    def check(self, r: dict) -> bool:
+        return r.get("exit_code") == 0 and (r.get("stdout") or r.get("output") or "").strip() == "1"
+
+
+KINDS = {"nexus": NexusKind, "hitl": HitlKind, "genesis": GenesisKind}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -473,13 +500,15 @@ def test_hostile_requests_through_the_real_nexus_daemon(s, clean_queues, sq_owne
         plain_s = time.monotonic() - t0
 
         def settled() -> tuple[dict, dict]:
+            # speed the retries' backoff up (as test_daemon_cli does) so failing requests reach the DLQ quickly
+            sq_owner.execute("UPDATE pgmq.q_llm_requests SET vt = now() WHERE vt > now() AND headers ? 'last_error'")
             res = count_results(sq_owner, ("llm_results",), sent)
             dead = {r["rid"]: r["error"] for r in sq_owner.execute(
                 "SELECT message->'message'->>'id' AS rid, message->>'error' AS error FROM pgmq.q_dead_letters "
                 "WHERE message->'message'->>'id' = ANY(%s)", (sent,))}
             return res, dead
 
-        _wait(lambda: len(set(settled()[0]) | set(settled()[1])) == len(sent), 40, "every hostile request settled")
+        _wait(lambda: len(set().union(*settled())) == len(sent), 40, "every hostile request settled", step=0.3)
         time.sleep(0.5)
         res, dead = settled()
         assert d.p.poll() is None, "the daemon exited"
