@@ -48,6 +48,21 @@ def _wait(cond, timeout: float, what: str, step: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@pytest.fixture(autouse=True)
+def leave_nothing_behind(s):
+    """Later tests (alerts, CentralCloud statistics, pg_cron drains) must not see this file's leftovers:
+    empty the live queues and forget the heartbeats the daemons here sent (they would read as late)."""
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        start = c.execute("SELECT now() AS t").fetchone()["t"]
+    yield
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        for r in c.execute("SELECT queue_name FROM bus.queues WHERE queue_name <> 'instance_heartbeat'").fetchall():
+            c.execute("SELECT pgmq.purge_queue(%s)", (r["queue_name"],))
+        for t in ("q", "a"):  # daemon heartbeats carry a pid; Singularity's pg_cron heartbeats do not
+            c.execute(f"DELETE FROM pgmq.{t}_instance_heartbeat WHERE enqueued_at >= %s "
+                      "AND message->'stats' ? 'pid'", (start,))
+
+
 @pytest.fixture(scope="module")
 def provider():
     """A real local OpenAI-style server whose model m_chaos answers after 1 s."""
