@@ -11,12 +11,13 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .bus import Bus, Message, Reject
+from .bus import TRANSIENT, Bus, Message, Reject
 from .messages import ValidationError
 from .sandbox import Limits, Sandbox
 
@@ -51,13 +52,14 @@ class Genesis:
         with self.pool.connection() as c:
             return c.execute(query, params).fetchone()["r"]
 
-    def limits_for(self, body: dict) -> Limits:
-        """The request's limits (body.limits, plus timeout_s) capped by the operator's maxima in SQL."""
+    @staticmethod
+    def requested_limits(body: dict):
+        """The request's limits (body.limits, plus timeout_s); SQL caps them at the operator's maxima."""
         req = body.get("limits")
         req = {} if req is None else dict(req) if isinstance(req, dict) else req
         if isinstance(req, dict) and body.get("timeout_s") is not None:
             req["timeout_s"] = body["timeout_s"]
-        return Limits.from_dict(self._sql("SELECT genesis.effective_limits(%s) AS r", (Jsonb(req),)))
+        return req
 
     def _hold(self, m: Message, seconds: float) -> None:
         """Make sure this delivery stays invisible for SECONDS more (long jobs)."""
@@ -68,17 +70,15 @@ class Genesis:
         """Answer M on its reply_to (or job_results), then ack it; settles the message itself."""
         body, rid = m.body, m.id or f"msg-{m.msg_id}"
         queue = body.get("reply_to") or "job_results"
+        code = body.get("code") or ""
         try:
-            lim = self.limits_for(body)
+            claim = self._sql("SELECT genesis.claim(%s, %s, %s, %s, %s, %s, %s, %s) AS r",
+                              (rid, body.get("agent_id"), body.get("language"), body.get("mode"),
+                               hashlib.sha256(code.encode()).hexdigest(), Jsonb(self.requested_limits(body)),
+                               WORKER_ID, self.lease_margin_s))
         except psycopg.errors.InvalidParameterValue as e:
             return self._reply(m, queue, error_result(rid, body, f"bad limits: {e.diag.message_primary}"
                                                       + (f" ({e.diag.message_hint})" if e.diag.message_hint else "")))
-        lease = float(lim.timeout_s) + self.lease_margin_s
-        self._hold(m, lease)
-        code = body.get("code") or ""
-        claim = self._sql("SELECT genesis.start_execution(%s, %s, %s, %s, %s, %s, %s, %s) AS r",
-                          (rid, body.get("agent_id"), body.get("language"), body.get("mode"),
-                           hashlib.sha256(code.encode()).hexdigest(), Jsonb(lim.as_dict()), WORKER_ID, lease))
         if claim["action"] == "done":
             log.info("genesis: %s already finished; publishing the stored result", rid)
             return self._reply(m, queue, claim["result"])
@@ -88,13 +88,29 @@ class Genesis:
             log.info("genesis: %s is running on %s; looking again in %.0fs", rid, claim.get("worker"), wait)
             self.bus.extend(m, wait)
             return None
+        lim = Limits.from_dict(claim["limits"])
+        lease = float(lim.timeout_s) + self.lease_margin_s
+        self._hold(m, lease + 1)  # after the claim: the request reappears only once the claim has lapsed
         if claim.get("runs", 1) > 1:
             log.warning("genesis: %s runs again (run %s): its previous worker died before recording a result",
                         rid, claim["runs"])
         r = self.sandbox.run(code, body.get("language") or "", body.get("mode") or "run", lim)
         self.ran += 1
-        stored = self._sql("SELECT genesis.finish_execution(%s, %s) AS r", (rid, Jsonb(_result_message(rid, r))))
+        stored = self._record(rid, _result_message(rid, r))
         return self._reply(m, queue, stored)
+
+    def _record(self, rid: str, result: dict, patience_s: float = 30.0) -> dict:
+        """Store the result, retrying while the database is away: the code has run, keep its outcome."""
+        delay, end = 0.2, time.monotonic() + patience_s
+        while True:
+            try:
+                return self._sql("SELECT genesis.finish_execution(%s, %s) AS r", (rid, Jsonb(result)))
+            except TRANSIENT:
+                if time.monotonic() > end:
+                    raise
+                log.warning("genesis: cannot record %s yet (database away); retrying in %.1fs", rid, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _reply(self, m: Message, queue: str, result: dict) -> None:
         try:

@@ -12,6 +12,9 @@ MODES = ("run", "validate", "lint")
 ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "nodejs": "javascript",
            "sh": "bash", "shell": "bash"}
 RUFF_IN_SANDBOX = "/opt/genesis/ruff"
+ESLINT = "/usr/share/nodejs/eslint/bin/eslint.js"
+ESLINT_CONFIG = ('{"root": true, "extends": "eslint:recommended", "env": {"node": true, "es2020": true}, '
+                 '"parserOptions": {"ecmaVersion": 2020, "sourceType": "script"}}')
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class Command:
     filename: str
     binds: tuple[tuple[str, str], ...] = ()   # (host path, sandbox path) bound read-only
     extra_as_mb: int = 0                      # address space the runtime reserves beyond the program's own
+    env: tuple[tuple[str, str], ...] = ()     # extra environment inside the sandbox
+    files: tuple[tuple[str, str], ...] = ()   # extra files (name in /work, content), e.g. a linter config
 
 
 class Unsupported(Exception):
@@ -65,9 +70,13 @@ def command(language: str, mode: str, memory_mb: int) -> Command:
                            extra_as_mb=1024)
         if mode == "validate":
             return Command([node, "--check", "main.js"], "main.js", extra_as_mb=1024)
-        raise Unsupported("lint is not available for javascript: no JavaScript linter is installed from the "
-                          "Debian or Python registries here (eslint needs npm); use mode validate "
-                          "(node --check), or lint python (ruff) / bash (shellcheck)")
+        if not os.path.isfile(ESLINT):
+            raise Unsupported("javascript lint needs eslint (Debian package eslint, under /usr/share/nodejs); "
+                              "use mode validate (node --check) meanwhile")
+        return Command([node, ESLINT, "--format", "unix", "main.js"], "main.js", extra_as_mb=1024,
+                       binds=(("/usr/share/nodejs", "/usr/share/nodejs"),),
+                       env=(("NODE_PATH", "/usr/share/nodejs:/usr/lib/nodejs"),),
+                       files=((".eslintrc.json", ESLINT_CONFIG),))
     if lang == "bash":
         if mode == "run":
             return Command(["/usr/bin/bash", "main.sh"], "main.sh")

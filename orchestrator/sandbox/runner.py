@@ -23,6 +23,8 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
+# Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
+USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
 UNSAFE_WARNING = ("GENESIS_SANDBOX=none: submitted code runs WITHOUT bubblewrap isolation (it can read host "
                   "files and reach the network); only rlimits, a temp dir and the timeout apply. Unset "
@@ -122,46 +124,59 @@ class Sandbox:
                 f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
-    def _bwrap(self, cmd: Command, lim: Limits, fd: int) -> list[str]:
-        # --as-pid-1: the program is the namespace's init, so its exit takes every leftover process down
-        # with it, and its peak memory reaches our wait4() (bwrap's own reaper would hide it).
+    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int]) -> list[str]:
+        # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
+        # the namespace dies with bash, taking every leftover process down; the program's peak memory
+        # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
+        # the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
                 "--setenv", "LANG", "C.UTF-8", "--hostname", "genesis",
-                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                *USR_BINDS, "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64",
                 "--proc", "/proc", "--dev", "/dev", "--size", str(SHM_MB * 1024 * 1024), "--tmpfs", "/dev/shm",
                 "--remount-ro", "/dev",
                 "--size", str(int(lim.tmpfs_mb) * 1024 * 1024), "--tmpfs", "/work"]
         for host, inside in cmd.binds:
             argv += ["--ro-bind", host, inside]
-        argv += ["--file", str(fd), f"/work/{cmd.filename}", "--chdir", "/work", "--remount-ro", "/", "--"]
-        return argv + cmd.argv
+        for k, v in cmd.env:
+            argv += ["--setenv", k, v]
+        names = [cmd.filename] + [n for n, _c in cmd.files]
+        for fd, name in zip(fds, names, strict=True):
+            argv += ["--file", str(fd), f"/work/{name}"]
+        argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
+        return argv + ["/usr/bin/bash", "-c", '/usr/bin/env -u _ -u SHLVL -u OLDPWD "$@"; exit $?', "genesis", *cmd.argv]
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
         workdir = None
-        fd = os.memfd_create("genesis-code", 0)
+        files = [(cmd.filename, code), *cmd.files]
+        fds = []
         try:
-            os.write(fd, code.encode())
-            os.lseek(fd, 0, os.SEEK_SET)
+            for name, content in files:  # the code reaches bwrap through memfds, never a host file
+                fds.append(os.memfd_create(f"genesis-{name}", 0))
+                os.write(fds[-1], content.encode())
+                os.lseek(fds[-1], 0, os.SEEK_SET)
             if self.kind == "bwrap":
-                argv, cwd, env = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fd), "/", {"PATH": "/usr/bin:/bin"}
-                pass_fds = (fd,)
+                argv, cwd, env = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fds), "/", {"PATH": "/usr/bin:/bin"}
+                pass_fds = tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
-                with open(os.path.join(workdir, cmd.filename), "w") as fh:
-                    fh.write(code)
+                for name, content in files:
+                    with open(os.path.join(workdir, name), "w") as fh:
+                        fh.write(content)
+                    if uid is not None:
+                        os.chown(os.path.join(workdir, name), uid, uid)
                 if uid is not None:
                     os.chown(workdir, uid, uid)
-                    os.chown(os.path.join(workdir, cmd.filename), uid, uid)
-                argv = self._prlimit(cmd, lim) + [b.replace("/opt/genesis/ruff", cmd.binds[0][0]) if cmd.binds
-                                                  else b for b in cmd.argv]
+                inside = {b[1]: b[0] for b in cmd.binds}
+                argv = self._prlimit(cmd, lim) + [inside.get(a, a) for a in cmd.argv]
                 cwd, env, pass_fds = workdir, {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                                               "LANG": "C.UTF-8"}, ()
+                                               "LANG": "C.UTF-8", **dict(cmd.env)}, ()
             ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
             return self._supervise(argv, cwd, env, pass_fds, ids, lim, uid)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 

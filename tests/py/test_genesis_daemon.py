@@ -51,6 +51,11 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
     finally:
         p.kill()
         p.wait(10)
+    base = 600000 + 64 * (p.pid % 4096)  # the killed daemon's job uids (GENESIS_UID_BASE unset)
+    end = time.monotonic() + 0.5  # well before the cut-off jobs (1.5 s sleeps) would end by themselves
+    while _procs_of_uids(range(base, base + 4)) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _procs_of_uids(range(base, base + 4)) == [], "sandboxed jobs outlived their kill -9'd worker"
     p2 = daemon(log)
     try:
         got = results(sing, slow, 40)
@@ -71,6 +76,20 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
     assert all(after[rid]["runs"] <= 2 for rid in slow)
 
 
+def _procs_of_uids(uids) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:  # zombies are dead (reaped whenever this machine's pid 1 gets to it)
+                with open(f"/proc/{pid}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{pid}").st_uid in uids and state != "Z":
+                    out.append(int(pid))
+            except OSError:
+                pass
+    return out
+
+
 def _drain(bus) -> list[dict]:
     out = []
     while True:
@@ -82,7 +101,7 @@ def _drain(bus) -> list[dict]:
             bus.ack(m)
 
 
-def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, tmp_path):
+def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, tmp_path, sq_owner):
     sing = bus_for("svc_singularity")
     log = tmp_path / "daemon.log"
     p = daemon(log)
@@ -97,6 +116,9 @@ def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, 
         p.send_signal(signal.SIGTERM)
         rc = p.wait(30)
     assert rc == 0 and "daemon stopped" in log.read_text(), log.read_text()
+    beats = sq_owner.execute("SELECT message FROM pgmq.q_instance_heartbeat WHERE message->>'service' = 'genesis' "
+                             "ORDER BY msg_id DESC LIMIT 1").fetchall()
+    assert beats and beats[0]["message"]["stats"]["sandbox"] == "bwrap", "the genesis worker sends heartbeats"
     assert one_each(results(sing, ids, 5), ids)[ids[0]]["output"] == "finished\n"
 
 
@@ -110,3 +132,22 @@ def test_no_bwrap_refuses_to_start_and_none_warns_loudly(tmp_path):
     assert "WITHOUT bubblewrap isolation" in r.stderr and "unsafe but ran" in r.stdout, r.stderr
     r = run_cli("genesis", "check", timeout=60)
     assert r.returncode == 0 and "sandbox bwrap: ok" in r.stdout, r.stderr
+
+
+def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
+    """Started as an ordinary user (here: nobody), the sandbox still isolates and limits the job."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to become another user")
+    code = ("from orchestrator.sandbox import Sandbox, Limits\n"
+            "sb = Sandbox(slots=1)\n"
+            "r = sb.run('import os; print(os.getuid(), sorted(os.listdir(\"/\")))', 'python', 'run', Limits())\n"
+            "b = sb.run('import os\\nwhile True: os.fork()', 'python', 'run', Limits(timeout_s=5, processes=32))\n"
+            "print(sb.root, r['stdout'].strip(), b['killed_reason'], b['exceeded'])\n")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GENESIS_RUFF": "/nonexistent"},
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "65534", "['bin',", "'dev',", "'lib',", "'lib64',", "'proc',", "'usr',",
+                                "'work']", "resource_exceeded", "processes"], r.stdout

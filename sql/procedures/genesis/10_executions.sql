@@ -77,6 +77,26 @@ $$;
 COMMENT ON FUNCTION genesis.start_execution(text, text, text, text, text, jsonb, text, double precision) IS
     'Claim a request id: run (new, or its worker died), done (stored result) or busy (another worker holds it).';
 
+-- The worker's one call per delivery: the effective limits of the request, and the claim on its id
+-- with a lease of the job's timeout + LEASE_MARGIN_S. Returns start_execution's answer plus limits.
+CREATE OR REPLACE FUNCTION genesis.claim(p_request_id text, p_agent_id text, p_language text, p_mode text,
+                                         p_code_sha256 text, p_requested jsonb, p_worker text,
+                                         p_lease_margin_s double precision)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, genesis
+AS $$
+DECLARE
+    lim jsonb := genesis.effective_limits(p_requested);
+BEGIN
+    RETURN genesis.start_execution(p_request_id, p_agent_id, p_language, p_mode, p_code_sha256, lim, p_worker,
+                                   (lim ->> 'timeout_s')::double precision + p_lease_margin_s)
+           || jsonb_build_object('limits', lim);
+END;
+$$;
+COMMENT ON FUNCTION genesis.claim(text, text, text, text, text, jsonb, text, double precision) IS
+    'Effective limits + start_execution in one round trip (22023 on bad limits, nothing recorded).';
+
 -- Record the outcome of REQUEST_ID once; returns the stored result (the first one wins, so a
 -- duplicate run that finishes later publishes the same answer).
 CREATE OR REPLACE FUNCTION genesis.finish_execution(p_request_id text, p_result jsonb)

@@ -5,6 +5,7 @@ GRANT USAGE ON SCHEMA genesis TO svc_genesis;
 GRANT EXECUTE ON FUNCTION
     genesis.effective_limits(jsonb),
     genesis.start_execution(text, text, text, text, text, jsonb, text, double precision),
+    genesis.claim(text, text, text, text, text, jsonb, text, double precision),
     genesis.finish_execution(text, jsonb),
     genesis.prune_executions(int)
 TO svc_genesis;

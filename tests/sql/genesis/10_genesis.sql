@@ -2,7 +2,7 @@
 -- (run / done / busy / crashed -> run again), the first result wins, and what svc_genesis may NOT do.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(24);
+SELECT plan(27);
 
 SELECT has_schema('genesis', 'schema genesis exists');
 SELECT has_table('genesis', t, format('table genesis.%s exists', t)) FROM unnest(ARRAY['limits', 'executions']) t;
@@ -40,6 +40,13 @@ SELECT genesis.start_execution('r2', 'a', 'python', 'run', 'sha', '{}', 'w1', 30
 UPDATE genesis.executions SET lease_until = now() - interval '1 second' WHERE request_id = 'r2';
 SELECT is(genesis.start_execution('r2', 'a', 'python', 'run', 'sha', '{}', 'w2', 30), '{"action": "run", "runs": 2}'::jsonb,
           'a running request whose worker died (lease over) runs again');
+SELECT is(genesis.claim('r3', 'a', 'python', 'run', 'sha', '{"timeout_s": 4, "memory_mb": 1e9}', 'w1', 2) - 'limits',
+          '{"action": "run", "runs": 1}'::jsonb, 'claim: limits and the claim in one call');
+SELECT ok((SELECT lease_until BETWEEN now() + interval '5.9 s' AND now() + interval '6.1 s'
+             AND limits ->> 'memory_mb' = '2048' FROM genesis.executions WHERE request_id = 'r3'),
+          'claim: lease = timeout + margin, limits capped and stored');
+SELECT throws_ok($$SELECT genesis.claim('r4', 'a', 'python', 'run', 'sha', '{"nope": 1}', 'w1', 2)$$, '22023', NULL,
+                 'claim with bad limits is refused and records nothing');
 SELECT throws_ok($$SELECT genesis.finish_execution('never', '{}')$$, 'P0002', 'no execution never was started',
                  'finishing an unknown id is refused');
 
