@@ -40,6 +40,10 @@ def prompt_chars(messages: list) -> int:
                for m in messages if isinstance(m, dict))
 
 
+# The largest max_tokens a request may ask for (nexus.admit takes an int; no model answers more).
+MAX_TOKENS = 1_000_000
+
+
 class Router:
     def __init__(self, pool: ConnectionPool, client: httpx.Client | None = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -57,6 +61,11 @@ class Router:
         # messages are {role, content} objects; a bare string is taken as a user message
         messages = [m if isinstance(m, dict) else {"role": "user", "content": m if isinstance(m, str) else str(m)}
                     for m in (req.get("messages") or [])]
+        mt = req.get("max_tokens")
+        if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or not 1 <= mt <= MAX_TOKENS):
+            return {"request_id": rid, "result": None, "model": None, "usage": None,
+                    "error": f"max_tokens must be an integer from 1 to {MAX_TOKENS} (got {str(mt)[:40]}); "
+                             "send the request again with a smaller max_tokens, or leave it out for the model's own"}
         with self.pool.connection() as c:
             adm = c.execute("SELECT nexus.admit(%s, %s, %s, %s, %s, %s) AS a",
                             (rid, agent, task, req.get("model"), prompt_chars(messages),

@@ -141,6 +141,12 @@ def test_bare_string_messages_are_user_messages(nx, router, server):
     assert server.calls[0]["body"]["messages"] == [{"role": "user", "content": "just a string"}]
 
 
+@pytest.mark.parametrize("bad", [0, -5, 2**31, 10**12, 1.5, "100", True])
+def test_out_of_range_max_tokens_is_an_error_result_not_a_retry(nx, router, server, bad):
+    out = router.route({**req(), "max_tokens": bad})
+    assert out["result"] is None and out["error"].startswith("max_tokens must be an integer from 1 to")
+
+
 def test_requested_model_goes_first_and_unknown_task_uses_the_default_route(nx, router, server):
     nx.execute("SELECT nexus.set_route('*', ARRAY['m_ge'])")
     assert router.route(req("never-configured"))["model"] == "m_ge"
