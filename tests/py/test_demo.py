@@ -83,6 +83,12 @@ def test_demo_in_two_instances_brings_knowledge_back_to_both(s, two_instances):
     assert agg["instances"] == len(after) >= 2
     assert agg["total_occurrences"] == sum(after.values())
 
+    # the fresh instance's agent waited for one request of each kind, end to end
+    with connect(role_conninfo(s, f"singularity_{SECOND}", service_role("singularity", SECOND))) as c:
+        st = {r["item"]: r["value"] for r in c.execute("SELECT * FROM core.queue_status()")}
+    for kind in ("llm", "job", "approval", "question"):
+        assert st[f"agent {kind} requests (24 h)"].startswith("1 answered, 0 waiting; p50 "), st
+
     # One more sync round: both instances now know that two instances saw it.
     assert not run_job(s, "pattern-sync").startswith("failed")
     for inst in two_instances:

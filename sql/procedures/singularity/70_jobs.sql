@@ -85,6 +85,16 @@ AS $$
     SELECT 'analysis results unlearned', count(*)::text FROM core.analysis_results WHERE NOT learned
     UNION ALL
     SELECT 'patterns learned / unsynced', count(*) || ' / ' || count(*) FILTER (WHERE synced_at IS NULL OR synced_at < updated_at)
-      FROM core.learned_patterns;
+      FROM core.learned_patterns
+    UNION ALL
+    -- what agents waited for, end to end (request sent -> reply stored), over the last 24 h
+    SELECT 'agent ' || kind || ' requests (24 h)',
+           count(completed_at) || ' answered, ' || count(*) FILTER (WHERE completed_at IS NULL) || ' waiting; p50 '
+           || coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at) * 1000))::text, '-')
+           || ' ms, p95 '
+           || coalesce(round(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at) * 1000))::text, '-')
+           || ' ms'
+      FROM core.agent_results WHERE created_at > now() - interval '24 hours' GROUP BY kind;
 $$;
-COMMENT ON FUNCTION core.queue_status() IS 'Outbox depth and errors, tasks by status, learning backlog.';
+COMMENT ON FUNCTION core.queue_status() IS
+    'Outbox depth and errors, tasks by status, learning backlog, agents'' end-to-end request latency.';
