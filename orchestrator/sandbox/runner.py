@@ -23,6 +23,14 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
+# The sandbox's pid 1 (bash). Two children: a watcher that ends when the lifeline pipe reaches EOF
+# (the worker closed it at a timeout, or died), and the program, with bash's own variables removed.
+# Whichever ends first, pid 1 exits (with the program's status if it was the program) and the
+# kernel kills everything left in the namespace. So no process outlives its job even if bwrap was
+# killed mid-setup, before its --die-with-parent took effect; and the program is not pid 1, which
+# the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
+INIT = ('{{ read -r -u {fd} _; }} & /usr/bin/env -u _ -u SHLVL -u OLDPWD "$@" {fd}<&- & c=$!; '
+        'wait -n -p done; r=$?; [ "$done" = "$c" ] && exit $r; exit 137')
 # Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
 USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
@@ -124,7 +132,7 @@ class Sandbox:
                 f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
-    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int]) -> list[str]:
+    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int) -> list[str]:
         # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
         # the namespace dies with bash, taking every leftover process down; the program's peak memory
         # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
@@ -145,10 +153,10 @@ class Sandbox:
         for fd, name in zip(fds, names, strict=True):
             argv += ["--file", str(fd), f"/work/{name}"]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
-        return argv + ["/usr/bin/bash", "-c", '/usr/bin/env -u _ -u SHLVL -u OLDPWD "$@"; exit $?', "genesis", *cmd.argv]
+        return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline), "genesis", *cmd.argv]
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
-        workdir = None
+        workdir, lifeline = None, None
         files = [(cmd.filename, code), *cmd.files]
         fds = []
         try:
@@ -157,8 +165,10 @@ class Sandbox:
                 os.write(fds[-1], content.encode())
                 os.lseek(fds[-1], 0, os.SEEK_SET)
             if self.kind == "bwrap":
-                argv, cwd, env = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fds), "/", {"PATH": "/usr/bin:/bin"}
-                pass_fds = tuple(fds)
+                life_r, lifeline = os.pipe()  # only the sandbox holds the read end, only we the write end
+                fds.append(life_r)
+                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fds[:-1], life_r)
+                cwd, env, pass_fds = "/", {"PATH": "/usr/bin:/bin"}, tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
                 for name, content in files:
@@ -173,18 +183,26 @@ class Sandbox:
                 cwd, env, pass_fds = workdir, {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
                                                "LANG": "C.UTF-8", **dict(cmd.env)}, ()
             ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-            return self._supervise(argv, cwd, env, pass_fds, ids, lim, uid)
+            life = [lifeline] if lifeline is not None else []
+            try:
+                return self._supervise(argv, cwd, env, pass_fds, ids, lim, uid, fds, life)
+            finally:
+                for fd in life:  # not closed by _supervise (it closes and removes it at a timeout)
+                    os.close(fd)
         finally:
-            for fd in fds:
+            for fd in fds:  # emptied by _supervise once the child has its copies
                 os.close(fd)
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _supervise(self, argv, cwd, env, pass_fds, ids, lim: Limits, uid: int | None) -> dict:
+    def _supervise(self, argv, cwd, env, pass_fds, ids, lim: Limits, uid: int | None, fds: list[int],
+                   life: list[int]) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True, **ids)
+        while fds:  # the child has its copies; ours would keep the lifeline from ever reaching EOF
+            os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
         stopped, truncated = None, False
@@ -218,6 +236,8 @@ class Sandbox:
                     break
         finally:
             if stopped:
+                while life:
+                    os.close(life.pop())  # EOF on the lifeline: the sandbox's watcher kills everything inside
                 _kill_group(p.pid)
             sel.close()
             p.stdout.close()
