@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 TRANSIENT = (psycopg.OperationalError, PoolTimeout, psycopg.errors.AdminShutdown)
 
 
+def db_away(e: BaseException) -> bool:
+    """True when E means the database connection was lost or unavailable (not the message's fault):
+    client-side connection failures, SQLSTATE class 08, 57P0x shutdowns, pool timeouts."""
+    if isinstance(e, PoolTimeout):
+        return True
+    if isinstance(e, psycopg.OperationalError):
+        st = e.sqlstate
+        return st is None or st.startswith("08") or st.startswith("57P")
+    return False
+
+
+# A handler that lost the database mid-way gives the message back after this long (no attempt counted).
+AWAY_RETRY_S = 1.0
+
+
 class BusError(RuntimeError):
     """A bus operation failed; the message says what to do."""
 
@@ -270,10 +285,24 @@ class Bus:
             self._safe(self.dead_letter, m, f"rejected: {e}")
             return
         except Exception as e:  # noqa: BLE001 - every handler error is recorded on the message
+            if self.away(m, e):
+                return
             log.exception("handler failed on %s msg %s", m.queue, m.msg_id)
             self._safe(self.fail, m, f"{type(e).__name__}: {e}")
             return
         self._safe(self.ack, m)
+
+    def away(self, m: Message, e: BaseException) -> bool:
+        """If E is the database going away, give M back soon without counting a failed attempt.
+
+        Counting it (bus.fail) let a burst of dropped connections dead-letter valid requests as
+        "failed 5 times" (tests/py/test_chaos_workers.py)."""
+        if not db_away(e):
+            return False
+        log.warning("%s msg %s: the database connection was lost mid-way (%s); redelivered in %.0fs, "
+                    "not counted as a failed attempt", m.queue, m.msg_id, type(e).__name__, AWAY_RETRY_S)
+        self._safe(self.extend, m, AWAY_RETRY_S)
+        return True
 
     def _safe(self, fn, *args) -> str | None:
         """Settle a message; if the database is away, the visibility timeout brings it back later."""

@@ -77,7 +77,8 @@ def resolve_repo(s: Settings, repo: str, what: str) -> tuple[Path, bool]:
         mirror.parent.mkdir(parents=True, exist_ok=True)
         git(None, "clone", "--bare", "--quiet", repo, str(mirror))
     else:
-        git(mirror, "fetch", "--quiet", "--prune", repo, "+refs/heads/*:refs/heads/*")
+        # no --prune: export branches committed here but not pushed must survive the fetch
+        git(mirror, "fetch", "--quiet", repo, "+refs/heads/*:refs/heads/*")
     return mirror, False
 
 

@@ -9,7 +9,7 @@ from functools import cache
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .cluster import Cluster
 from .config import SERVICES, Settings, owner_role
@@ -81,10 +81,31 @@ def connect_retry(conninfo: str, deadline_s: float = 30.0, **kw) -> psycopg.Conn
 CHECK_AFTER_IDLE_S = 1.0
 
 
-def _check(conn: psycopg.Connection) -> None:
-    """Health check on checkout: probe connections that sat idle (a restart may have killed them)."""
-    if time.monotonic() - getattr(conn, "_orch_returned", 0.0) > CHECK_AFTER_IDLE_S:
-        ConnectionPool.check_connection(conn)
+class _Pool(ConnectionPool):
+    """Checkout probes connections that sat idle (a restart may have killed them) and never sleeps.
+
+    psycopg_pool's own `check=` loop sleeps 0, 1, 2, 4, 8, 16 s after consecutive dead connections, so
+    after a burst of dropped connections clients slept on long after the server was fine (measured:
+    nothing served for 25 s, then PoolTimeout; tests/py/test_chaos_workers.py). Here a dead connection
+    goes straight back (the pool replaces it) and the next one is taken at once.
+    """
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection:
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                conn = super().getconn(timeout=max(0.0, deadline - time.monotonic()))
+            except PoolTimeout:
+                raise PoolTimeout(f"couldn't get a connection from {self.name} after {limit:.1f}s; "
+                                  "is the database up? (orchestrator status)") from None
+            if time.monotonic() - getattr(conn, "_orch_returned", 0.0) <= CHECK_AFTER_IDLE_S:
+                return conn
+            try:
+                ConnectionPool.check_connection(conn)
+                return conn
+            except Exception:  # noqa: BLE001 - a dead connection: the pool discards and replaces it
+                self.putconn(conn)
 
 
 def _stamp_return(conn: psycopg.Connection) -> None:
@@ -102,12 +123,11 @@ def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "
     Connections used within the last second skip the probe (it would double every round trip); if one
     of those died with the server, the caller's single retry (Bus._run) gets a fresh one.
     """
-    return ConnectionPool(
+    return _Pool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
-        check=_check,
         reset=_stamp_return,
         # psycopg_pool's reconnect backoff doubles without a cap (1, 2, 4, 8 s ...) and clients already
         # waiting are not woken by a new attempt: give an attempt up after 5 s and start a fresh one

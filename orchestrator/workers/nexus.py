@@ -23,6 +23,8 @@ class _SelfSettlingBus(Bus):
         except Reject as e:
             self._safe(self.dead_letter, m, f"rejected: {e}")
         except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
+            if self.away(m, e):
+                return
             import logging
 
             logging.getLogger(__name__).exception("nexus: handler failed on msg %s", m.msg_id)

@@ -3,12 +3,14 @@
 -- name everything schema-qualified; they run as svc_centralcloud (pg_cron or the CLI).
 
 INSERT INTO centralcloud.settings (key, value) VALUES
-    ('batch_size', '5000'),            -- messages read per batch over dblink
-    ('read_vt_s', '600'),              -- lease on a read batch; an unacked batch comes back after this
+    ('batch_size', '20000'),           -- messages read per batch over dblink (pattern_messages, heartbeats)
+    ('batch_size_learned', '200'),     -- learned_patterns messages per batch (each up to 500 patterns)
     ('heartbeat_late_s', '60'),        -- no heartbeat for this long: late
     ('heartbeat_gone_s', '600'),       -- ... for this long: gone
     ('sync_chunk', '500'),             -- patterns per aggregated_patterns message
-    ('sync_limit', '10000')            -- at most this many top-ranked patterns are synced
+    ('sync_limit', '10000'),           -- at most this many top-ranked patterns are synced
+    ('ledger_days', '7'),              -- ledger entries kept this long (package_sync prunes daily)
+    ('job_runs_days', '30')            -- job runs kept this long
 ON CONFLICT (key) DO NOTHING;
 
 -- Setting KEY as text (P_DEFAULT when unset).
@@ -58,8 +60,12 @@ BEGIN
 END;
 $$;
 
--- Lease up to P_N messages of P_QUEUE from shared_queue into staging table P_INTO (emptied first).
-CREATE OR REPLACE FUNCTION centralcloud._read_batch(p_queue text, p_n int, p_into text)
+-- Read up to P_N visible messages of P_QUEUE from shared_queue into staging table P_INTO (emptied
+-- first), oldest first, ids above P_AFTER (a job pages through the queue by id). No lease (pgmq.read would rewrite every row once more): the jobs that read a
+-- queue hold an advisory lock, CentralCloud is the queue's only consumer, and whatever is read twice
+-- (a crash before the ack) is dropped by the ledger. The ack is fenced by read_ct as usual.
+DROP FUNCTION IF EXISTS centralcloud._read_batch(text, int, text);
+CREATE OR REPLACE FUNCTION centralcloud._read_batch(p_queue text, p_n int, p_into text, p_after bigint DEFAULT 0)
 RETURNS int LANGUAGE plpgsql
 SET search_path = pg_catalog, public
 AS $$
@@ -75,13 +81,13 @@ BEGIN
         SELECT $1, t.msg_id, t.read_ct, t.enqueued_at, t.message
           FROM dblink($2, $3) AS t(msg_id bigint, read_ct int, enqueued_at timestamptz, message jsonb)$q$, p_into)
     USING p_queue, centralcloud._bus(),
-          format('SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.read(%L, %s, %s)',
-                 p_queue, centralcloud.setting('read_vt_s', '600')::int, p_n);
+          format('SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.%I WHERE msg_id > %s AND vt <= clock_timestamp()'
+                 ' ORDER BY msg_id LIMIT %s', 'q_' || p_queue, p_after, p_n);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
 $$;
-COMMENT ON FUNCTION centralcloud._read_batch(text, int, text) IS 'Reads (leases) a batch of a queue over dblink into a staging table.';
+COMMENT ON FUNCTION centralcloud._read_batch(text, int, text, bigint) IS 'Reads a batch of a queue (oldest visible first) over dblink into a staging table.';
 
 -- Fenced ack (archive) in shared_queue of every message in staging table P_FROM; returns how many were archived.
 CREATE OR REPLACE FUNCTION centralcloud._ack_batch(p_from text)

@@ -9,7 +9,6 @@
 -- (checked without raising: an exception block per object would cost a subtransaction each).
 CREATE OR REPLACE FUNCTION centralcloud._ts(p text)
 RETURNS timestamptz LANGUAGE sql STABLE
-SET search_path = pg_catalog
 AS $$
     SELECT CASE WHEN p ~ '^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?)?(Z|[+-]\d\d(:?\d\d)?)?$'
                 THEN CASE WHEN substr(p, 9, 2)::int <= extract(day FROM make_date(substr(p, 1, 4)::int, substr(p, 6, 2)::int, 1)
@@ -22,7 +21,6 @@ COMMENT ON FUNCTION centralcloud._ts(text) IS 'Lenient ISO timestamp: NULL inste
 -- Sorted union of two text arrays.
 CREATE OR REPLACE FUNCTION centralcloud._union(a text[], b text[])
 RETURNS text[] LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog
 AS $$ SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(a || b) AS x WHERE x IS NOT NULL $$;
 
 -- Fold the pattern messages in centralcloud._batch_patterns (not seen before) into instance_patterns.
@@ -30,6 +28,8 @@ AS $$ SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(a || b
 CREATE OR REPLACE FUNCTION centralcloud._fold_patterns()
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog
+SET jit = off                -- estimates over jsonb expansions are wild; JIT then costs ~1 s per batch
+SET work_mem = '64MB'        -- a 20k-message batch sorts in memory
 AS $$
 DECLARE
     nmsg int;
@@ -58,9 +58,9 @@ BEGIN
                 WHEN o->'occurrences' IS NULL THEN 1 END,
            CASE b.message->>'type' WHEN 'learned_patterns' THEN 'total' WHEN 'knowledge_summary' THEN 'presence' ELSE 'delta' END,
            CASE WHEN jsonb_typeof(o->'confidence') = 'number' THEN (o->>'confidence')::numeric END,
-           centralcloud._ts(o->>'first_seen'), centralcloud._ts(o->>'last_seen'),
-           CASE WHEN jsonb_typeof(o->'packages') = 'array'
-                THEN ARRAY(SELECT jsonb_array_elements_text(o->'packages')) ELSE '{}' END,
+           CASE WHEN o ? 'first_seen' THEN centralcloud._ts(o->>'first_seen') END,
+           CASE WHEN o ? 'last_seen' THEN centralcloud._ts(o->>'last_seen') END,
+           CASE WHEN jsonb_typeof(o->'packages') = 'array' THEN o->'packages' END,
            b.enqueued_at,
            jsonb_typeof(o) = 'object' AND coalesce(o->>'key', '') <> '' AND coalesce(b.message->>'instance_id', '') <> ''
              AND CASE WHEN jsonb_typeof(o->'occurrences') = 'number' THEN (o->>'occurrences')::numeric >= 0
@@ -86,7 +86,8 @@ BEGIN
     -- totals: the latest per (instance, key) replaces the count, unless a newer total is already in
     INSERT INTO centralcloud.instance_patterns AS ip
            (instance_id, key, kind, occurrences, confidence, first_seen, last_seen, packages, total_at)
-    SELECT DISTINCT ON (instance_id, key) instance_id, key, kind, occ, confidence, first_seen, last_seen, packages, at
+    SELECT DISTINCT ON (instance_id, key) instance_id, key, kind, occ, confidence, first_seen, last_seen,
+           coalesce(ARRAY(SELECT jsonb_array_elements_text(packages)), '{}'), at
       FROM centralcloud._items WHERE valid AND mode = 'total'
      ORDER BY instance_id, key, at DESC
     ON CONFLICT (instance_id, key) DO UPDATE
@@ -109,7 +110,7 @@ BEGIN
          GROUP BY 1, 2
     ), pk AS (
         SELECT instance_id, key, array_agg(DISTINCT p ORDER BY p) AS packages
-          FROM centralcloud._items, unnest(packages) AS p
+          FROM centralcloud._items, jsonb_array_elements_text(packages) AS p
          WHERE valid AND mode <> 'total'
          GROUP BY 1, 2
     )
@@ -136,6 +137,8 @@ COMMENT ON FUNCTION centralcloud._fold_patterns() IS
 CREATE OR REPLACE FUNCTION centralcloud.rank_patterns()
 RETURNS int LANGUAGE plpgsql
 SET search_path = pg_catalog
+SET jit = off
+SET work_mem = '64MB'
 AS $$
 DECLARE
     n int;
@@ -189,17 +192,24 @@ DECLARE
     dups bigint := 0;
     items bigint := 0;
     rej bigint := 0;
-    bs int := centralcloud.setting('batch_size', '5000')::int;
+    bs int;
     changed int;
+    last_id bigint;
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:aggregate')) THEN
         result := 'skipped: aggregate is already running';
         RETURN;
     END IF;
-    FOREACH q IN ARRAY ARRAY['pattern_messages', 'learned_patterns'] LOOP
+    -- totals first: then only deltas enqueued after an instance's latest total add to it
+    FOREACH q IN ARRAY ARRAY['learned_patterns', 'pattern_messages'] LOOP
+        last_id := 0;
+        -- a learned_patterns message holds up to 500 pattern objects: smaller batches there
+        bs := CASE WHEN q = 'learned_patterns' THEN centralcloud.setting('batch_size_learned', '200')::int
+                   ELSE centralcloud.setting('batch_size', '20000')::int END;
         LOOP
-            n := centralcloud._read_batch(q, bs, '_batch_patterns');
+            n := centralcloud._read_batch(q, bs, '_batch_patterns', last_id);
             EXIT WHEN n = 0;
+            last_id := (SELECT max(msg_id) FROM centralcloud._batch_patterns);
             r := centralcloud._fold_patterns();
             msgs := msgs + n;
             dups := dups + (r->>'duplicates')::int;

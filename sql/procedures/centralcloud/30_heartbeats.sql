@@ -51,14 +51,17 @@ DECLARE
     n int;
     msgs bigint := 0;
     changed bigint := 0;
+    last_id bigint := 0;
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:heartbeats')) THEN
         result := 'skipped: heartbeats is already running';
         RETURN;
     END IF;
     LOOP
-        n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '5000')::int, '_batch_heartbeats');
+        n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '20000')::int,
+                                      '_batch_heartbeats', last_id);
         EXIT WHEN n = 0;
+        last_id := (SELECT max(msg_id) FROM centralcloud._batch_heartbeats);
         msgs := msgs + n;
         changed := changed + centralcloud._fold_heartbeats();
         COMMIT;

@@ -7,6 +7,7 @@
 CREATE OR REPLACE FUNCTION centralcloud.refresh_statistics(p_since timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, public
+SET jit = off
 AS $$
 DECLARE
     since timestamptz := date_trunc('day', coalesce(p_since, '-infinity'), 'UTC');

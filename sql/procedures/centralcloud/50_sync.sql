@@ -27,16 +27,38 @@ BEGIN
 END;
 $$;
 
--- Job `package_sync` (daily).
+-- Housekeeping: ledger entries older than `ledger_days` (an acked message never comes back, and an
+-- unacked one comes back at the next run) and job runs older than `job_runs_days`. Returns rows deleted.
+CREATE OR REPLACE FUNCTION centralcloud.prune()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    a bigint;
+    b bigint;
+BEGIN
+    DELETE FROM centralcloud.received
+     WHERE received_at < now() - make_interval(days => centralcloud.setting('ledger_days', '7')::int);
+    GET DIAGNOSTICS a = ROW_COUNT;
+    DELETE FROM centralcloud.job_runs
+     WHERE finished_at < now() - make_interval(days => centralcloud.setting('job_runs_days', '30')::int);
+    GET DIAGNOSTICS b = ROW_COUNT;
+    RETURN a + b;
+END;
+$$;
+
+-- Job `package_sync` (daily); also prunes the ledger and the job log.
 CREATE OR REPLACE PROCEDURE centralcloud.job_package_sync(INOUT result text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     started timestamptz := clock_timestamp();
     n int := centralcloud.refresh_packages();
+    pruned bigint := centralcloud.prune();
 BEGIN
     result := centralcloud._log_run('package-sync', started, true,
-        format('%s packages in the catalogue, %s changed', (SELECT count(*) FROM centralcloud.packages), n));
+        format('%s packages in the catalogue, %s changed; %s old ledger/job rows pruned',
+               (SELECT count(*) FROM centralcloud.packages), n, pruned));
     COMMIT;
 END;
 $$;

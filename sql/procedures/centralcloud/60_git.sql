@@ -78,14 +78,14 @@ BEGIN
         nq := nq + 1;
     END LOOP;
     INSERT INTO centralcloud.templates AS t (path, version, hash, commit, deleted)
-    SELECT f->>'path', 1, f->>'hash', p_commit, false FROM jsonb_array_elements(p_files) f
+    SELECT e->>'path', 1, e->>'hash', p_commit, false FROM jsonb_array_elements(p_files) e
     ON CONFLICT (path) DO UPDATE SET version = t.version + 1, hash = EXCLUDED.hash, commit = EXCLUDED.commit,
         deleted = false, updated_at = now();
     UPDATE centralcloud.templates SET version = version + 1, hash = NULL, commit = p_commit, deleted = true, updated_at = now()
      WHERE path = ANY (p_deleted) AND NOT deleted;
     INSERT INTO centralcloud.template_distributions (git_url, commit, previous, files, queues, messages)
     VALUES (p_git_url, p_commit, centralcloud.last_template_commit(p_git_url),
-            ARRAY(SELECT f->>'path' FROM jsonb_array_elements(p_files) f ORDER BY 1), nq, cardinality(chunks));
+            ARRAY(SELECT e->>'path' FROM jsonb_array_elements(p_files) e ORDER BY 1), nq, cardinality(chunks));
     RETURN cardinality(chunks);
 END;
 $$;

@@ -32,92 +32,160 @@ EXCEPTION WHEN others THEN
 END;
 $$;
 
--- Drain up to P_MAX messages in batches of P_BATCH: one pgmq.send_batch per queue per batch (remote
--- autocommit), then delete the batch locally. A batch the bus refuses is retried message by message;
--- a message refused P_MAX_ATTEMPTS times is marked dead (kept, never lost). If shared_queue is down
--- the rows stay, with attempts and last_error. Returns {sent, failed, dead, error}.
+-- One batch: up to P_BATCH live rows with id > P_AFTER, one pgmq.send_batch per queue (remote
+-- autocommit; the bus validates every message), then the batch is deleted locally. Nothing is written
+-- locally before the remote send (no xid held meanwhile: a long local transaction would slow every
+-- insert on the bus). A batch the bus refuses is retried message by message; a message refused
+-- P_MAX_ATTEMPTS times is marked dead (kept, never lost). Returns {sent, failed, dead, error, last_id}.
+CREATE OR REPLACE FUNCTION outbox._drain_batch(p_batch int, p_after text, p_max_attempts int)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, outbox, public
+AS $$
+DECLARE
+    conn    text := 'outbox_drain';
+    err     text := outbox._connect('outbox_drain');
+    src     text := 'singularity:' || core.instance_id();
+    sent    int := 0;
+    failed  int := 0;
+    died    int := 0;
+    last_id text;
+    is_dead boolean;
+    q       record;
+    m       record;
+BEGIN
+    IF err IS NOT NULL THEN
+        -- shared_queue down: record why on the oldest waiting rows (they stay for the next run)
+        UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
+         WHERE id IN (SELECT id FROM outbox.messages WHERE NOT dead ORDER BY id LIMIT p_batch);
+        GET DIAGNOSTICS failed = ROW_COUNT;
+        RETURN jsonb_build_object('sent', 0, 'failed', failed, 'dead', 0, 'error', err, 'last_id', NULL);
+    END IF;
+    SELECT max(id) INTO last_id FROM (
+        SELECT id FROM outbox.messages WHERE NOT dead AND id > p_after ORDER BY id LIMIT p_batch) b;
+    IF last_id IS NULL THEN
+        RETURN jsonb_build_object('sent', 0, 'failed', 0, 'dead', 0, 'error', NULL, 'last_id', NULL);
+    END IF;
+    FOR q IN
+        SELECT queue, array_agg(id ORDER BY id) AS qids,
+               array_agg(message || jsonb_build_object('id', id, 'source', coalesce(message->>'source', src))
+                         ORDER BY id) AS msgs
+          FROM outbox.messages WHERE NOT dead AND id > p_after AND id <= last_id GROUP BY queue
+    LOOP
+        BEGIN
+            PERFORM * FROM dblink(conn, format('SELECT count(*) FROM pgmq.send_batch(%L, %L::jsonb[])',
+                                               q.queue, q.msgs)) AS r(n bigint);
+            DELETE FROM outbox.messages WHERE id = ANY (q.qids);
+            sent := sent + cardinality(q.qids);
+        EXCEPTION WHEN others THEN
+            IF NOT outbox._alive(conn) THEN
+                err := format('shared_queue went away during the drain: %s', SQLERRM);
+                UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
+                 WHERE id = ANY (q.qids);
+                failed := failed + cardinality(q.qids);
+                EXIT;
+            END IF;
+            -- The bus refused the batch: find the culprit(s) one message at a time.
+            FOR m IN SELECT id, message FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
+                BEGIN
+                    PERFORM * FROM dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
+                        m.message || jsonb_build_object('id', m.id, 'source', coalesce(m.message->>'source', src))))
+                        AS r(id bigint);
+                    DELETE FROM outbox.messages WHERE id = m.id;
+                    sent := sent + 1;
+                EXCEPTION WHEN others THEN
+                    UPDATE outbox.messages
+                       SET attempts = attempts + 1, last_error = left(SQLERRM, 500), last_attempt_at = now(),
+                           dead = attempts + 1 >= p_max_attempts
+                     WHERE id = m.id
+                    RETURNING dead INTO is_dead;
+                    failed := failed + 1;
+                    died := died + CASE WHEN is_dead THEN 1 ELSE 0 END;
+                END;
+            END LOOP;
+        END;
+    END LOOP;
+    RETURN jsonb_build_object('sent', sent, 'failed', failed, 'dead', died, 'error', err, 'last_id', last_id);
+END;
+$$;
+
+-- Drain up to P_MAX messages in batches of P_BATCH, in the caller's transaction (core.run_job uses
+-- it). One drainer per database at a time (advisory lock): this one waits for a running drain.
+-- Returns {sent, failed, dead, error}.
 CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 500, p_max int DEFAULT 100000,
                                         p_max_attempts int DEFAULT 5)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, outbox, public
 AS $$
 DECLARE
-    conn     text := 'outbox_drain';
-    err      text;
-    t0       timestamptz := clock_timestamp();
-    sent     int := 0;
-    failed   int := 0;
-    died     int := 0;
-    ids      text[];
-    q        record;
-    m        record;
-    src      text := 'singularity:' || core.instance_id();
-    is_dead  boolean;
-    tried    text[] := '{}';   -- refused in this run: not retried until the next run
+    t0   timestamptz := clock_timestamp();
+    tot  jsonb := jsonb_build_object('sent', 0, 'failed', 0, 'dead', 0, 'error', NULL);
+    r    jsonb;
+    after text := '';
 BEGIN
-    err := outbox._connect(conn);
-    IF err IS NULL THEN
-        LOOP
-            EXIT WHEN sent + failed >= p_max;
-            SELECT array_agg(id ORDER BY id) INTO ids FROM (
-                SELECT id FROM outbox.messages WHERE NOT dead AND id <> ALL (tried)
-                 ORDER BY id LIMIT least(p_batch, p_max - sent - failed) FOR UPDATE SKIP LOCKED) b;
-            EXIT WHEN ids IS NULL;
-            FOR q IN
-                SELECT queue, array_agg(id ORDER BY id) AS qids,
-                       array_agg(message || jsonb_build_object('id', id, 'source', coalesce(message->>'source', src))
-                                 ORDER BY id) AS msgs
-                  FROM outbox.messages WHERE id = ANY (ids) GROUP BY queue
-            LOOP
-                BEGIN
-                    PERFORM * FROM dblink(conn, format('SELECT count(*) FROM pgmq.send_batch(%L, %L::jsonb[])',
-                                                       q.queue, q.msgs)) AS r(n bigint);
-                    DELETE FROM outbox.messages WHERE id = ANY (q.qids);
-                    sent := sent + cardinality(q.qids);
-                EXCEPTION WHEN others THEN
-                    IF NOT outbox._alive(conn) THEN
-                        err := format('shared_queue went away during the drain: %s', SQLERRM);
-                        UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
-                         WHERE id = ANY (q.qids);
-                        failed := failed + cardinality(q.qids);
-                        EXIT;
-                    END IF;
-                    -- The bus refused the batch: find the culprit(s) one message at a time.
-                    FOR m IN SELECT id, message FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
-                        BEGIN
-                            PERFORM * FROM dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
-                                m.message || jsonb_build_object('id', m.id, 'source', coalesce(m.message->>'source', src))))
-                                AS r(id bigint);
-                            DELETE FROM outbox.messages WHERE id = m.id;
-                            sent := sent + 1;
-                        EXCEPTION WHEN others THEN
-                            UPDATE outbox.messages
-                               SET attempts = attempts + 1, last_error = left(SQLERRM, 500), last_attempt_at = now(),
-                                   dead = attempts + 1 >= p_max_attempts
-                             WHERE id = m.id
-                            RETURNING dead INTO is_dead;
-                            failed := failed + 1;
-                            tried := tried || m.id;
-                            died := died + CASE WHEN is_dead THEN 1 ELSE 0 END;
-                        END;
-                    END LOOP;
-                END;
-            END LOOP;
-            EXIT WHEN err IS NOT NULL;
-        END LOOP;
-    ELSE
-        -- Remote down: record why on the oldest waiting rows (they stay for the next run).
-        UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
-         WHERE id IN (SELECT id FROM outbox.messages WHERE NOT dead ORDER BY id LIMIT p_batch FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS failed = ROW_COUNT;
-    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('outbox.drain'));   -- waits for a running pg_cron drain
+    LOOP
+        r := outbox._drain_batch(least(p_batch, p_max - (tot->>'sent')::int - (tot->>'failed')::int), after,
+                                 p_max_attempts);
+        tot := jsonb_build_object('sent', (tot->>'sent')::int + (r->>'sent')::int,
+                                  'failed', (tot->>'failed')::int + (r->>'failed')::int,
+                                  'dead', (tot->>'dead')::int + (r->>'dead')::int, 'error', r->'error');
+        EXIT WHEN r->>'last_id' IS NULL OR r->>'error' IS NOT NULL
+               OR (tot->>'sent')::int + (tot->>'failed')::int >= p_max;
+        after := r->>'last_id';
+    END LOOP;
     INSERT INTO outbox.drain_runs (sent, failed, error, duration_ms)
-    VALUES (sent, failed, err, round(extract(epoch FROM clock_timestamp() - t0)::numeric * 1000, 1));
-    RETURN jsonb_build_object('sent', sent, 'failed', failed, 'dead', died, 'error', err);
+    VALUES ((tot->>'sent')::int, (tot->>'failed')::int, tot->>'error',
+            round(extract(epoch FROM clock_timestamp() - t0)::numeric * 1000, 1));
+    RETURN tot;
 END;
 $$;
 COMMENT ON FUNCTION outbox.drain(int, int, int) IS
-    'Sends outbox rows to shared_queue over dblink; deletes them only after the remote commit.';
+    'Sends outbox rows to shared_queue over dblink in one transaction; deletes them only after the remote commit.';
+
+-- What pg_cron runs: the drain committing after every batch (short local transactions keep the bus
+-- fast and release sent rows early), recorded in core.job_runs as drain_outbox like core.run_job.
+-- SECURITY INVOKER without SET (a procedure that commits may have neither): every name is qualified.
+CREATE OR REPLACE PROCEDURE outbox.drain_all(p_batch int DEFAULT 500, p_max int DEFAULT 1000000,
+                                            p_max_attempts int DEFAULT 5)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t0    timestamptz := clock_timestamp();
+    sent  int := 0;
+    failed int := 0;
+    err   text;
+    r     jsonb;
+    after text := '';
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('outbox.drain')) THEN
+        RETURN;   -- another drain is running
+    END IF;
+    LOOP
+        r := outbox._drain_batch(LEAST(p_batch, p_max - sent - failed), after, p_max_attempts);
+        sent := sent + (r->>'sent')::int;
+        failed := failed + (r->>'failed')::int;
+        err := r->>'error';
+        COMMIT;
+        EXIT WHEN r->>'last_id' IS NULL OR err IS NOT NULL OR sent + failed >= p_max;
+        after := r->>'last_id';
+    END LOOP;
+    PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('outbox.drain'));
+    PERFORM outbox._record_drain(t0, sent, failed, err);
+END;
+$$;
+COMMENT ON PROCEDURE outbox.drain_all(int, int, int) IS 'pg_cron''s drain: outbox -> shared_queue, committing per batch.';
+
+-- Record a drain_all run in outbox.drain_runs and core.job_runs (job drain_outbox).
+CREATE OR REPLACE FUNCTION outbox._record_drain(p_t0 timestamptz, p_sent int, p_failed int, p_error text)
+RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, outbox, core
+AS $$
+    INSERT INTO outbox.drain_runs (sent, failed, error, duration_ms)
+    VALUES (p_sent, p_failed, p_error, round(extract(epoch FROM clock_timestamp() - p_t0)::numeric * 1000, 1));
+    INSERT INTO core.job_runs (job, started_at, finished_at, status, detail)
+    VALUES ('drain_outbox', p_t0, clock_timestamp(), CASE WHEN p_error IS NULL THEN 'ok' ELSE 'failed' END,
+            coalesce(p_error, jsonb_build_object('sent', p_sent, 'failed', p_failed)::text));
+$$;
 
 -- Fold up to P_MAX messages from this instance's knowledge_updates and template_updates inboxes into
 -- core.global_knowledge and core.templates, then ack them (fenced). Folding is idempotent (by

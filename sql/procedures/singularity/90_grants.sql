@@ -33,5 +33,7 @@ BEGIN
                     core.cleanup_logs(interval, interval), core.archive_completed_tasks(interval), core.queue_heartbeat(),
                     core.get_cdc_changes(boolean, int), core.get_pattern_changes(boolean, int),
                     core.get_session_changes(boolean, int), core.run_job(text), core.jobs_status(),
-                    core.queue_status(), outbox.drain(int, int, int), outbox.consume_inbox(int) TO %I', svc);
+                    core.queue_status(), outbox.drain(int, int, int), outbox._drain_batch(int, text, int),
+                    outbox._record_drain(timestamptz, int, int, text), outbox.consume_inbox(int) TO %I', svc);
+    EXECUTE format('GRANT EXECUTE ON PROCEDURE outbox.drain_all(int, int, int) TO %I', svc);
 END $$;

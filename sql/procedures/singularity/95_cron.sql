@@ -10,7 +10,7 @@ INSERT INTO ops.cron_jobs (jobname, schedule, command, run_as, comment) VALUES
     ('refresh_metrics',  '*/30 * * * *', $$SELECT core.run_job('refresh_metrics')$$,  NULL, 'agent_performance_5min (30 min)'),
     ('cleanup_logs',     '13 */6 * * *', $$SELECT core.run_job('cleanup_logs')$$,     NULL, 'old logs and job runs (6 h)'),
     ('archive_tasks',    '43 2 * * *',   $$SELECT core.run_job('archive_tasks')$$,    NULL, 'archive finished tasks (24 h)'),
-    ('drain_outbox',     '* * * * *',    $$SELECT core.run_job('drain_outbox')$$,     NULL, 'outbox -> shared_queue (1 min)'),
+    ('drain_outbox',     '* * * * *',    $$CALL outbox.drain_all()$$,                NULL, 'outbox -> shared_queue, commit per batch (1 min)'),
     ('consume_inbox',    '* * * * *',    $$SELECT core.run_job('consume_inbox')$$,    NULL, 'knowledge/templates inbox (1 min)'),
     ('heartbeat',        '* * * * *',    $$SELECT core.run_job('heartbeat')$$,        NULL, 'instance_heartbeat via the outbox (1 min)')
 ON CONFLICT (jobname) DO UPDATE SET schedule = EXCLUDED.schedule, command = EXCLUDED.command,

@@ -4,7 +4,7 @@
 -- aggregated_patterns messages, bad input, and what svc_centralcloud may not do.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(40);
+SELECT plan(42);
 
 TRUNCATE centralcloud.received, centralcloud.instance_patterns, centralcloud.patterns, centralcloud.packages,
          centralcloud.instances, centralcloud._batch_patterns, centralcloud._batch_heartbeats;
@@ -100,6 +100,12 @@ SELECT is(centralcloud._ts('2030-02-29T00:00:00Z'), NULL, 'an impossible date is
 SELECT is(centralcloud._ts('2028-02-29T12:00:00+02:00'), '2028-02-29 10:00:00+00'::timestamptz, 'a leap day is fine');
 SELECT is(centralcloud._ts('yesterday'), NULL, 'free text is NULL');
 SELECT is(centralcloud._ts('2030-01-31'), '2030-01-31 00:00:00+00'::timestamptz, 'a date alone is midnight (session time zone UTC)');
+
+-- housekeeping
+INSERT INTO centralcloud.received (queue_name, msg_id, received_at) VALUES ('pattern_messages', -1, now() - interval '8 days');
+INSERT INTO centralcloud.job_runs (job, started_at, finished_at, ok, result) VALUES ('x', now() - interval '31 days', now() - interval '31 days', true, 'old');
+SELECT is(centralcloud.prune(), 2::bigint, 'prune drops ledger entries older than 7 days and job runs older than 30');
+SELECT ok(EXISTS (SELECT 1 FROM centralcloud.received WHERE msg_id = 1), 'recent ledger entries stay');
 
 -- bad input and what svc_centralcloud may not do
 SELECT throws_ok($$SELECT centralcloud._read_batch('pattern_messages', 10, 'settings')$$, '22023', NULL,
