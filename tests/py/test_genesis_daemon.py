@@ -10,13 +10,23 @@ import subprocess
 import sys
 import time
 
-from genesis_tools import one_each, results, submit
+import pytest
+from genesis_tools import forget_genesis_heartbeats, one_each, results, submit
 
 from helpers import ROOT, run_cli
 from orchestrator.db import connect, owner_conninfo
 
 ENV = {"GENESIS_CONCURRENCY": "4", "GENESIS_LEASE_MARGIN_S": "1", "SHARED_QUEUE_VT_S": "2",
        "SHARED_QUEUE_POLL_MS": "200", "ORCHESTRATOR_HEARTBEAT_S": "60"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_heartbeats_left_behind(s):
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC)
+    yield
+    forget_genesis_heartbeats(s, since)
 
 
 def daemon(log_path, **extra) -> subprocess.Popen:
@@ -137,8 +147,6 @@ def test_no_bwrap_refuses_to_start_and_none_warns_loudly(tmp_path):
 def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
     """Started as an ordinary user (here: nobody), the sandbox still isolates and limits the job."""
     if os.geteuid() != 0:
-        import pytest
-
         pytest.skip("needs root to become another user")
     code = ("from orchestrator.sandbox import Sandbox, Limits\n"
             "sb = Sandbox(slots=1)\n"

@@ -8,13 +8,22 @@ import socket
 import threading
 
 import pytest
-from genesis_tools import one_each, procs_with, results, submit
+from genesis_tools import forget_genesis_heartbeats, one_each, procs_with, results, submit
 
 from helpers import ROOT
 from orchestrator.daemon import Supervisor
 from orchestrator.db import connect, owner_conninfo
 
 SECRET_ENV = "GENESIS_TEST_WORKER_SECRET"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_heartbeats_left_behind(s):
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC)
+    yield
+    forget_genesis_heartbeats(s, since)
 
 
 @pytest.fixture(scope="module")
