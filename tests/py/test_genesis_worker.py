@@ -69,6 +69,8 @@ def test_hello_world_in_each_language_and_mode(sing):
         assert r["killed_reason"] is None
         if mode == "run":
             assert r["output"] == "hello\n" and r["stdout"] == "hello\n", (lang, r)
+        # the job's own peak, not the worker's memory (which a vfork()ed child's maxrss would include)
+        assert 0 < r["peak_memory_kb"] < (120_000 if lang == "javascript" or mode == "lint" else 30_000), (lang, mode, r)
         assert r["duration_ms"] > 0 and r["type"] == "job_result"
 
 
@@ -116,12 +118,14 @@ def test_timeouts_kill_the_whole_tree(sing):
                         {"language": "bash", "code": "sleep 100000", "timeout_s": 1},
                         {"language": "javascript", "code": "for(;;){}", "timeout_s": 1},
                         {"language": "python", "code": daemon + "print('parent done')"},
-                        {"language": "python", "code": daemon + "time.sleep(1e9)", "timeout_s": 1}])
+                        {"language": "python", "code": daemon + "time.sleep(1e9)", "timeout_s": 1},
+                        {"language": "python", "code": "x = b'x' * 50_000_000\nwhile True: pass", "timeout_s": 1}])
     for r in rs[:4]:
         assert r["killed_reason"] == "timeout" and r["exit_code"] is None, r
         assert 900 <= r["duration_ms"] < 5000 and "timed out after 1s" in r["error"]
     assert rs[4]["output"] == "parent done\n" and rs[4]["killed_reason"] is None
     assert rs[5]["killed_reason"] == "timeout"
+    assert rs[6]["killed_reason"] == "timeout" and rs[6]["peak_memory_kb"] > 45_000, "a killed job's peak is measured"
     assert procs_with(marker) == [], "a double-forked child that ignores SIGTERM outlived its job"
 
 
