@@ -19,6 +19,7 @@ DB = f"singularity_{INST}"
 ROLE = f"svc_singularity_{INST}"
 BIG = int(os.environ.get("BENCH_SINGULARITY_N", "1000000"))
 DRAIN_N = int(os.environ.get("BENCH_SINGULARITY_DRAIN_N", "20000"))
+BATCH = 200  # outbox.drain_all's default: one pgmq.send_batch per 200 messages
 
 
 def _load_results(c, n: int) -> None:
@@ -93,15 +94,15 @@ def _drain(s) -> list[tuple[str, str, str]]:
         a.execute(f"INSERT INTO outbox.messages (id, queue, message) SELECT ops.ulid(), 'instance_heartbeat', {msg} "
                   "FROM generate_series(1, %s) g", (DRAIN_N,))
         t0 = time.perf_counter()
-        c.execute("CALL outbox.drain_all(500, %s)", (DRAIN_N,))  # what pg_cron runs
+        c.execute("CALL outbox.drain_all(%s, %s)", (BATCH, DRAIN_N))  # what pg_cron runs
         t = time.perf_counter() - t0
         r = a.execute("SELECT sent, error FROM outbox.drain_runs ORDER BY id DESC LIMIT 1").fetchone()
         assert r["sent"] == DRAIN_N, r
-        # baseline: the same messages sent straight into pgmq (send_batch, 500 per call), no outbox, no dblink
+        # baseline: the same messages sent straight into pgmq (send_batch, same batch size), no outbox, no dblink
         t0 = time.perf_counter()
-        for start in range(0, DRAIN_N, 500):
+        for start in range(0, DRAIN_N, BATCH):
             sq.execute(f"SELECT count(*) FROM pgmq.send_batch('instance_heartbeat', ARRAY(SELECT {msg} "
-                       "FROM generate_series(%s::int, %s::int) g))", (start + 1, min(start + 500, DRAIN_N)))
+                       "FROM generate_series(%s::int, %s::int) g))", (start + 1, min(start + BATCH, DRAIN_N)))
         raw = time.perf_counter() - t0
         sq.execute("DELETE FROM pgmq.q_instance_heartbeat WHERE message->>'instance_id' = 'bench'")
     rate, raw_rate = DRAIN_N / t, DRAIN_N / raw
@@ -117,7 +118,9 @@ def run() -> list[tuple[str, str, str]]:
     try:
         with connect(admin_conninfo(s, "postgres")) as pg:  # no pg_cron job of the bench instance runs meanwhile
             pg.execute("UPDATE cron.job SET active = false WHERE jobname LIKE %s", (f"{DB}:%",))
-        return _assignment(s) + _drain(s) + _learning(s)
+        parts = os.environ.get("BENCH_SINGULARITY_PARTS", "assign,drain,learn").split(",")
+        return ((_assignment(s) if "assign" in parts else []) + (_drain(s) if "drain" in parts else [])
+                + (_learning(s) if "learn" in parts else []))
     finally:
         remove_instance(s, INST)
 

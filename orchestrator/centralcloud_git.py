@@ -91,12 +91,17 @@ def _blob(git_dir: Path, data: bytes) -> str:
 
 
 def _mktree(git_dir: Path, entries: list[str]) -> str:
-    return git(git_dir, "mktree", input=("".join(e + "\n" for e in entries)).encode())
+    """A tree object from ls-tree style entries ("mode type sha\tname"), NUL-separated (any file name)."""
+    return git(git_dir, "mktree", "-z", input=b"".join(e.encode(errors="surrogateescape") + b"\0" for e in entries))
+
+
+def _ls_tree(git_dir: Path, tree: str) -> list[str]:
+    return [e.decode(errors="surrogateescape") for e in git_bytes(git_dir, "ls-tree", "-z", tree).split(b"\0") if e]
 
 
 def _put_tree(git_dir: Path, base: str | None, parts: list[str], subtree: str) -> str:
     """The tree BASE with the directory at PARTS replaced by SUBTREE (created if missing)."""
-    entries = git(git_dir, "ls-tree", base).splitlines() if base else []
+    entries = _ls_tree(git_dir, base) if base else []
     name, rest = parts[0], parts[1:]
     old = next((e for e in entries if e.split("\t", 1)[1] == name), None)
     if rest:

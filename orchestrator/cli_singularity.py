@@ -78,12 +78,15 @@ def queue_status(instance: str) -> None:
 
 @autonomous.command("jobs-status")
 @instance_opt
-def jobs_status(instance: str) -> None:
+@click.option("--cron", is_flag=True, help="Also pg_cron's own last run (cron.job_run_details; needs the superuser).")
+def jobs_status(instance: str, cron: bool) -> None:
     """Each schedule with its last run, status and duration (core.job_runs)."""
     from .singularity import jobs_status as js
 
-    _table(_call(js, instance=instance),
-           ["job", "schedule", "last_start", "last_status", "last_ms", "runs_24h", "failed_24h", "last_detail"])
+    cols = ["job", "schedule", "last_start", "last_status", "last_ms", "runs_24h", "failed_24h", "last_detail"]
+    if cron:
+        cols = cols[:-1] + ["cron_start", "cron_status", "cron_ms", "cron_message"]
+    _table(_call(js, instance=instance, cron=cron), cols)
 
 
 @autonomous.command("cdc")

@@ -110,6 +110,16 @@ class Dashboard:
                [({"queue": q["queue_name"]}, q["total_messages"]) for q in qs])
         metric("bus_dead_letters", "gauge", "Dead letters waiting, by original queue.",
                [({"queue": q["queue_name"]}, q["dead_letters"]) for q in qs])
+        lat = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_latency(60)")
+        metric("bus_queue_latency_seconds", "gauge",
+               "Enqueue-to-archive (= request handled) latency over the last hour, by queue and quantile.",
+               [({"queue": r["queue_name"], "quantile": q}, r[f"p{int(float(q) * 100)}_s"])
+                for r in lat for q in ("0.5", "0.95", "0.99")])
+        metric("bus_queue_archived_last_hour", "gauge", "Messages archived (handled) in the last hour.",
+               [({"queue": r["queue_name"]}, r["messages"]) for r in lat])
+        al = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_alerts()")
+        metric("bus_alerts", "gauge", "Alerts now (orchestrator alerts), by severity.",
+               [({"severity": sev}, sum(1 for a in al if a["severity"] == sev)) for sev in ("warning", "critical")])
         tot = _rows(self.nexus_pool, "SELECT * FROM nexus.call_totals")
         key = lambda r: {"provider": r["provider"] or "-", "model": r["model"] or "-"}  # noqa: E731
         metric("nexus_llm_calls_total", "counter", "LLM attempts and refusals by provider, model and status.",

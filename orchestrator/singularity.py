@@ -151,9 +151,22 @@ def queue_status(s: Settings, instance: str = "default") -> list[dict]:
         return c.execute("SELECT * FROM core.queue_status()").fetchall()
 
 
-def jobs_status(s: Settings, instance: str = "default") -> list[dict]:
+def jobs_status(s: Settings, instance: str = "default", cron: bool = False) -> list[dict]:
+    """core.jobs_status(); with CRON, also pg_cron's own last run of each job (cron.job_run_details,
+    readable by the superuser only)."""
     with service_conn(s, instance) as c:
-        return c.execute("SELECT * FROM core.jobs_status()").fetchall()
+        rows = c.execute("SELECT * FROM core.jobs_status()").fetchall()
+    if cron:
+        db = database(instance)
+        with connect(admin_conninfo(s, "postgres")) as pg:
+            got = {r["jobname"].split(":", 1)[1]: r for r in pg.execute(
+                """SELECT DISTINCT ON (j.jobname) j.jobname, d.status AS cron_status, d.start_time AS cron_start,
+                          round(extract(epoch FROM d.end_time - d.start_time)::numeric * 1000, 1) AS cron_ms,
+                          left(d.return_message, 60) AS cron_message
+                     FROM cron.job j JOIN cron.job_run_details d USING (jobid)
+                    WHERE j.jobname LIKE %s ORDER BY j.jobname, d.start_time DESC""", (f"{db}:%",))}
+        rows = [{**r, **{k: v for k, v in got.get(r["job"], {}).items() if k != "jobname"}} for r in rows]
+    return rows
 
 
 def cdc(s: Settings, instance: str = "default", what: str = "all", consume: bool = False, limit: int = 100) -> list[dict]:

@@ -17,6 +17,6 @@ def register(name: str):
 
 
 def load_all() -> dict[str, Callable]:
-    from . import centralcloud, genesis, heartbeat, hitl, nexus  # noqa: F401
+    from . import alerts, centralcloud, genesis, heartbeat, hitl, nexus  # noqa: F401
 
     return REGISTRY

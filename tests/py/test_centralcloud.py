@@ -50,6 +50,7 @@ def second_instance(s):
     with connect(admin_conninfo(s, "postgres")) as a:
         a.execute(f"REVOKE CONNECT ON DATABASE shared_queue FROM {ROLE2}")
         a.execute(f"DROP ROLE {ROLE2}")
+    _forget_heartbeats(s, INST)
 
 
 @pytest.fixture
@@ -57,6 +58,13 @@ def cc_clean(s, clean_queues):
     """Empty CentralCloud's state (the test owns it) and every live queue."""
     with connect(owner_conninfo(s, "centralcloud")) as c:
         c.execute("TRUNCATE " + ", ".join(f"centralcloud.{t}" for t in TABLES))
+
+
+def _forget_heartbeats(s, instance: str) -> None:
+    """A removed test instance must not linger in `orchestrator alerts` (it reads the last hour of heartbeats)."""
+    with connect(admin_conninfo(s, "shared_queue")) as a:
+        for t in ("q_instance_heartbeat", "a_instance_heartbeat"):
+            a.execute(f"DELETE FROM pgmq.{t} WHERE message->>'instance_id' = %s", (instance,))
 
 
 def _pattern(key, kind, occ, conf, packages=()):
@@ -132,6 +140,8 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
             n = c.execute("SELECT count(*) AS n FROM core.global_knowledge WHERE key = 'python.fstring'"
                           " AND instances = 2 AND total_occurrences = 7").fetchone()["n"]
             assert n == 1
+            # the fold committed; the next run acks the message in shared_queue
+            assert c.execute("SELECT core.run_job('consume_inbox') AS r").fetchone()["r"].startswith("ok")
 
     for job in ("heartbeats", "statistics", "package-sync"):
         assert run_job(s, job).startswith("ok:"), job
@@ -241,7 +251,8 @@ def test_knowledge_export_one_commit_on_branch(s, cc_clean, tmp_path, monkeypatc
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("reviewed learning\n")
-    _git(repo, "add", "README.md")
+    (repo / "notes \u00e9 \"q\".md").write_text("a name git quotes\n")
+    _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "init")
     _seed_patterns(s)
     monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", str(repo))
@@ -256,6 +267,7 @@ def test_knowledge_export_one_commit_on_branch(s, cc_clean, tmp_path, monkeypatc
     assert [p["key"] for p in syntax] == ["python.fstring", "py.walrus"]
     assert syntax[0]["total_occurrences"] == 7 and syntax[0]["instances"] == 2
     assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main" and _git(repo, "status", "--porcelain") == ""
+    assert 'notes \u00e9 "q".md' in _git(repo, "ls-tree", "-z", "--name-only", branch).split("\0"), "other files kept"
     commit = _git(repo, "rev-parse", branch)
     msgs = [{k: m[k] for k in ("type", "branch", "artifacts_count", "commit", "pr_url")}
             for m in _inbox(s, "knowledge_updates") if m["type"] == "learning_exported"]
@@ -372,6 +384,7 @@ def real_instance(s):
     sing.add_instance(s, "ccx")
     yield "ccx"
     sing.remove_instance(s, "ccx")
+    _forget_heartbeats(s, "ccx")
 
 
 def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_instance, cc_clean):
@@ -402,3 +415,32 @@ def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_in
         with sing.owner_conn(s, inst) as c:
             gk = c.execute("SELECT instances, total_occurrences FROM core.global_knowledge WHERE key = %s", (k1,)).fetchone()
         assert (gk["instances"], gk["total_occurrences"]) == (2, 3), inst
+
+
+def test_worker_tick_runs_a_due_export_once(s, cc_clean, tmp_path, monkeypatch):
+    from orchestrator.workers.centralcloud import tick
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _seed_patterns(s)
+    monkeypatch.setenv("CENTRALCLOUD_EXPORT_REPO", str(repo))
+    monkeypatch.delenv("CENTRALCLOUD_TEMPLATES_REPO", raising=False)
+    tick(s)
+    tick(s)
+    with connect(owner_conninfo(s, "centralcloud")) as c:
+        assert c.execute("SELECT count(*) AS n FROM centralcloud.exports").fetchone()["n"] == 1
+        assert c.execute("SELECT count(*) AS n FROM centralcloud.job_runs WHERE job = 'knowledge-export'").fetchone()["n"] == 1
+
+
+def test_centralcloud_cli(s, cc_clean, run_cli):
+    r = run_cli("centralcloud", "run", "aggregate")
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), (r.stdout, r.stderr)
+    bad = run_cli("centralcloud", "run", "nope")
+    assert bad.returncode == 1 and "unknown job 'nope'" in bad.stdout
+    unconfigured = run_cli("centralcloud", "run", "knowledge-export", env={"CENTRALCLOUD_EXPORT_REPO": ""})
+    assert unconfigured.returncode == 1 and "set CENTRALCLOUD_EXPORT_REPO" in unconfigured.stdout
+    for cmd in ("jobs", "patterns", "packages", "instances", "templates", "exports"):
+        r = run_cli("centralcloud", cmd)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
+    assert "aggregate" in run_cli("centralcloud", "jobs").stdout

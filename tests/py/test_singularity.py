@@ -120,7 +120,7 @@ def test_drain_as_pg_cron_runs_it_delivers_exactly_once(s, sing):
     assert last["status"] == "ok"
 
 
-def test_pg_cron_itself_runs_the_drain(s, sing):
+def test_pg_cron_itself_runs_the_drain(s, sing, run_cli):
     """The schedule is really in pg_cron and pg_cron runs it (waits for the next minute tick at most)."""
     ids = _enqueue_heartbeats(sing, 5, uuid.uuid4().hex)
     deadline = time.monotonic() + 75
@@ -133,6 +133,9 @@ def test_pg_cron_itself_runs_the_drain(s, sing):
         r = pg.execute("""SELECT d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)
                            WHERE j.jobname = 'singularity:drain_outbox' ORDER BY d.start_time DESC LIMIT 1""").fetchone()
     assert r and r["status"] == "succeeded"
+    out = run_cli("autonomous", "jobs-status", "--cron", check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("drain_outbox"))
+    assert " ok " in line and "succeeded" in line
 
 
 def test_cdc_returns_inserted_and_updated_rows(s, sing):
@@ -211,3 +214,26 @@ def test_session_canary_not_in_table_dump_or_log(s, sing):
                           capture_output=True, text=True, timeout=60, env={"PGPASSWORD": d.get("password", "")})
     assert dump.returncode == 0, dump.stderr
     assert "canary-agent" in dump.stdout and canary not in dump.stdout
+
+
+def test_cdc_lag_is_reported_and_a_lost_slot_comes_back(s, sing, run_cli):
+    """doctor shows each CDC slot's lag and wal_status; a missing/lost slot errors with the fix; migrate recreates it."""
+    from orchestrator.migrate import Target, migrate
+
+    with svc(s) as c:
+        c.execute("INSERT INTO core.agents (id) VALUES ('lag-agent')")
+        lag = c.execute("SELECT * FROM cdc.lag()").fetchone()
+    assert lag["slot_name"] == "cdc_singularity" and lag["behind_bytes"] > 0
+    out = run_cli("doctor").stdout
+    line = next(x for x in out.splitlines() if "CDC slot cdc_singularity" in x)
+    assert "ok" in line and "behind, wal_status" in line
+    with connect(admin_conninfo(s, "postgres")) as pg:  # what a slot that fell past max_slot_wal_keep_size amounts to
+        pg.execute("SELECT pg_drop_replication_slot('cdc_singularity')")
+    try:
+        with svc(s) as c, pytest.raises(Exception, match="missing or lost") as e:
+            c.execute("SELECT * FROM core.get_cdc_changes()")
+        assert e.value.sqlstate == "55000" and "orchestrator migrate" in (e.value.diag.message_hint or "")
+    finally:
+        migrate(s, progress=lambda _m: None, only=[Target("singularity", "singularity")])
+    with svc(s) as c:
+        c.execute("SELECT * FROM core.get_cdc_changes()")

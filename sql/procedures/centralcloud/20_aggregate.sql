@@ -41,12 +41,13 @@ BEGIN
     SELECT count(*) INTO nmsg FROM centralcloud._batch_patterns;
 
     WITH fresh AS (
-        INSERT INTO centralcloud.received (queue_name, msg_id, msg_type, instance_id, enqueued_at, items)
+        INSERT INTO centralcloud.received (queue_name, msg_id, msg_type, instance_id, enqueued_at, items, message_id)
         SELECT b.queue_name, b.msg_id, b.message->>'type', b.message->>'instance_id', b.enqueued_at,
                coalesce(jsonb_array_length(CASE WHEN jsonb_typeof(b.message->'artifacts') = 'array' THEN b.message->'artifacts'
                                                 WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns' END), 0)
+               , b.message->>'id'
           FROM centralcloud._batch_patterns b
-        ON CONFLICT (queue_name, msg_id) DO NOTHING
+        ON CONFLICT DO NOTHING  -- same (queue, msg_id): a redelivery; same envelope id: a re-sent copy
         RETURNING queue_name, msg_id
     )
     INSERT INTO centralcloud._fresh SELECT * FROM fresh;
@@ -61,7 +62,8 @@ BEGIN
            CASE WHEN o ? 'first_seen' THEN centralcloud._ts(o->>'first_seen') END,
            CASE WHEN o ? 'last_seen' THEN centralcloud._ts(o->>'last_seen') END,
            CASE WHEN jsonb_typeof(o->'packages') = 'array' THEN o->'packages' END,
-           b.enqueued_at,
+           -- when the instance wrote it (a total includes every delta written before it), else when enqueued
+           coalesce(centralcloud._ts(b.message->>'created_at'), b.enqueued_at),
            jsonb_typeof(o) = 'object' AND coalesce(o->>'key', '') <> '' AND coalesce(b.message->>'instance_id', '') <> ''
              AND CASE WHEN jsonb_typeof(o->'occurrences') = 'number' THEN (o->>'occurrences')::numeric >= 0
                       ELSE o->'occurrences' IS NULL END

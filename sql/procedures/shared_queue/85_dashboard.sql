@@ -64,7 +64,36 @@ AS $$
 $$;
 COMMENT ON FUNCTION bus.dashboard_dlq_replay(bigint) IS 'Dead-letter replay from the Nexus page (a signed-in person asked for it).';
 
+-- bus.alerts() for the Nexus page, /metrics and the daemon's alert pusher (read-only).
+CREATE OR REPLACE FUNCTION bus.dashboard_alerts()
+RETURNS TABLE (severity text, subject text, message text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+    SELECT * FROM bus.alerts();
+$$;
+COMMENT ON FUNCTION bus.dashboard_alerts() IS 'bus.alerts() for svc_nexus (dashboard, /metrics, alert webhook).';
+
+-- Enqueue-to-archive latency per queue over the last P_MINUTES (for /metrics).
+CREATE OR REPLACE FUNCTION bus.dashboard_latency(p_minutes int DEFAULT 60)
+RETURNS TABLE (queue_name text, messages bigint, p50_s double precision, p95_s double precision,
+               p99_s double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+    SELECT a.queue_name, count(*),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.archived_at - a.enqueued_at)),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM a.archived_at - a.enqueued_at)),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.archived_at - a.enqueued_at))
+      FROM bus.archived_messages a
+     WHERE a.archived_at > now() - make_interval(mins => p_minutes)
+     GROUP BY 1 ORDER BY 1;
+$$;
+COMMENT ON FUNCTION bus.dashboard_latency(int) IS 'Enqueue-to-archive latency percentiles per queue over the last minutes.';
+
 REVOKE EXECUTE ON FUNCTION bus.dashboard_overview(), bus.dashboard_hourly(int), bus.dashboard_daily(int),
-    bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint) FROM PUBLIC;
+    bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint), bus.dashboard_alerts(),
+    bus.dashboard_latency(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bus.dashboard_overview(), bus.dashboard_hourly(int), bus.dashboard_daily(int),
-    bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint) TO svc_nexus;
+    bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint), bus.dashboard_alerts(),
+    bus.dashboard_latency(int) TO svc_nexus;

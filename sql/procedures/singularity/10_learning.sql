@@ -16,28 +16,38 @@ RETURN jsonb_build_object('key', p_key, 'kind', p_kind, 'occurrences', p_occ, 'c
 CREATE OR REPLACE FUNCTION core.learn_patterns_from_analysis(p_limit int DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, core, outbox
+SET work_mem = '256MB'   -- one pass over up to millions of pattern rows: aggregate in memory
 AS $$
 DECLARE
     v_n int;
+    v_max bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('core.learn_patterns_from_analysis'));
-    WITH batch AS MATERIALIZED (
-        SELECT id, result, confidence, created_at FROM core.analysis_results
-         WHERE NOT learned ORDER BY id LIMIT p_limit
-    ), marked AS (
-        UPDATE core.analysis_results a SET learned = true FROM batch b WHERE a.id = b.id RETURNING a.id
+    SELECT max(id) INTO v_max FROM (
+        SELECT id FROM core.analysis_results WHERE NOT learned ORDER BY id LIMIT p_limit) b;
+    IF v_max IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- Marking and reading are one pass (UPDATE ... RETURNING); rows committed later with a smaller
+    -- id are still unlearned and are taken by the next run.
+    WITH marked AS (
+        UPDATE core.analysis_results SET learned = true WHERE NOT learned AND id <= v_max
+        RETURNING result, confidence, created_at
     ), pats AS MATERIALIZED (
-        SELECT p->>'key' AS key, coalesce(nullif(p->>'kind', ''), 'pattern') AS kind, b.confidence, b.created_at,
-               CASE WHEN jsonb_typeof(p->'packages') = 'array' THEN p->'packages' ELSE '[]'::jsonb END AS pk
-          FROM batch b CROSS JOIN LATERAL jsonb_array_elements(b.result->'patterns') p
+        SELECT p->>'key' AS key, coalesce(nullif(p->>'kind', ''), 'pattern') AS kind, m.confidence, m.created_at,
+               CASE WHEN jsonb_typeof(p->'packages') = 'array' THEN p->'packages' END AS pk
+          FROM marked m CROSS JOIN LATERAL jsonb_array_elements(m.result->'patterns') p
+    ), kp AS (
+        SELECT key, pkg FROM pats CROSS JOIN LATERAL jsonb_array_elements_text(pk) pkg
+         WHERE pk IS NOT NULL GROUP BY key, pkg
     ), pkgs AS (
-        SELECT key, array_agg(DISTINCT pkg ORDER BY pkg) AS packages
-          FROM pats CROSS JOIN LATERAL jsonb_array_elements_text(pk) pkg GROUP BY key
+        SELECT key, array_agg(pkg ORDER BY pkg) AS packages FROM kp GROUP BY key
+    ), agg0 AS (
+        SELECT key, max(kind) AS kind, count(*) AS n, avg(confidence) AS conf,
+               min(created_at) AS first_seen, max(created_at) AS last_seen
+          FROM pats GROUP BY key
     ), agg AS (
-        SELECT a.key, max(a.kind) AS kind, count(*) AS n, avg(a.confidence) AS conf,
-               min(a.created_at) AS first_seen, max(a.created_at) AS last_seen,
-               coalesce(max(k.packages), '{}') AS packages
-          FROM pats a LEFT JOIN pkgs k USING (key) GROUP BY a.key
+        SELECT a.*, coalesce(k.packages, '{}') AS packages FROM agg0 a LEFT JOIN pkgs k USING (key)
     ), up AS (
         INSERT INTO core.learned_patterns AS lp (key, kind, occurrences, confidence, packages, first_seen, last_seen,
                                                  source_instance, updated_at)

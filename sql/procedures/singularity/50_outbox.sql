@@ -2,6 +2,17 @@
 -- dblink (server `bus`, user mapping of this database's roles) and deletes rows only after the remote
 -- commit; the inbox consumer folds knowledge and templates sent to this instance.
 
+-- The bus envelope of an outbox row: its id, source and created_at = when the business transaction
+-- wrote it (not when the drain sent it), so receivers can order messages drained in the same batch.
+CREATE OR REPLACE FUNCTION outbox._envelope(p_message jsonb, p_id text, p_created_at timestamptz, p_source text)
+RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT p_message || jsonb_build_object(
+        'id', p_id, 'source', coalesce(p_message->>'source', p_source),
+        'created_at', coalesce(p_message->>'created_at',
+                               to_char(p_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+$$;
+
 -- Open (or reuse) the named dblink connection CONN to shared_queue; NULL on success, else the error.
 CREATE OR REPLACE FUNCTION outbox._connect(p_conn text)
 RETURNS text LANGUAGE plpgsql VOLATILE
@@ -67,7 +78,7 @@ BEGIN
     END IF;
     FOR q IN
         SELECT queue, array_agg(id ORDER BY id) AS qids,
-               array_agg(message || jsonb_build_object('id', id, 'source', coalesce(message->>'source', src))
+               array_agg(outbox._envelope(message, id, created_at, src)
                          ORDER BY id) AS msgs
           FROM outbox.messages WHERE NOT dead AND id > p_after AND id <= last_id GROUP BY queue
     LOOP
@@ -85,10 +96,10 @@ BEGIN
                 EXIT;
             END IF;
             -- The bus refused the batch: find the culprit(s) one message at a time.
-            FOR m IN SELECT id, message FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
+            FOR m IN SELECT id, message, created_at FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
                 BEGIN
                     PERFORM * FROM dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
-                        m.message || jsonb_build_object('id', m.id, 'source', coalesce(m.message->>'source', src))))
+                        outbox._envelope(m.message, m.id, m.created_at, src)))
                         AS r(id bigint);
                     DELETE FROM outbox.messages WHERE id = m.id;
                     sent := sent + 1;
@@ -111,7 +122,7 @@ $$;
 -- Drain up to P_MAX messages in batches of P_BATCH, in the caller's transaction (core.run_job uses
 -- it). One drainer per database at a time (advisory lock): this one waits for a running drain.
 -- Returns {sent, failed, dead, error}.
-CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 500, p_max int DEFAULT 100000,
+CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 200, p_max int DEFAULT 100000,
                                         p_max_attempts int DEFAULT 5)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, outbox, public
@@ -145,7 +156,7 @@ COMMENT ON FUNCTION outbox.drain(int, int, int) IS
 -- What pg_cron runs: the drain committing after every batch (short local transactions keep the bus
 -- fast and release sent rows early), recorded in core.job_runs as drain_outbox like core.run_job.
 -- SECURITY INVOKER without SET (a procedure that commits may have neither): every name is qualified.
-CREATE OR REPLACE PROCEDURE outbox.drain_all(p_batch int DEFAULT 500, p_max int DEFAULT 1000000,
+CREATE OR REPLACE PROCEDURE outbox.drain_all(p_batch int DEFAULT 200, p_max int DEFAULT 1000000,
                                             p_max_attempts int DEFAULT 5)
 LANGUAGE plpgsql
 AS $$
@@ -212,11 +223,20 @@ BEGIN
             HINT = 'Start the server that holds shared_queue; the inbox waits there until the next run.';
     END IF;
     FOREACH q IN ARRAY ARRAY[kq, tq] LOOP
-        mids := '{}'; rcts := '{}';
-        FOR r IN SELECT * FROM dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 60, %s)', q, p_max))
+        -- First ack what earlier runs folded in and committed (never before the local commit).
+        SELECT array_agg(msg_id ORDER BY msg_id), array_agg(read_ct ORDER BY msg_id) INTO mids, rcts
+          FROM outbox.inbox_acks WHERE queue = q;
+        IF mids IS NOT NULL THEN
+            PERFORM * FROM dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
+                AS t(id bigint);
+            DELETE FROM outbox.inbox_acks WHERE queue = q AND msg_id = ANY (mids);
+        END IF;
+        -- Then fold new deliveries in; they are acked at the next run (the 120 s lease outlasts the 1 min schedule).
+        FOR r IN SELECT * FROM dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 120, %s)', q, p_max))
                           AS t(msg_id bigint, read_ct int, message text) LOOP
             msg := r.message::jsonb;
-            mids := mids || r.msg_id; rcts := rcts || r.read_ct;
+            INSERT INTO outbox.inbox_acks (queue, msg_id, read_ct) VALUES (q, r.msg_id, r.read_ct)
+            ON CONFLICT (queue, msg_id) DO UPDATE SET read_ct = EXCLUDED.read_ct, folded_at = now();
             CONTINUE WHEN msg->>'id' IS NOT NULL
                       AND EXISTS (SELECT 1 FROM outbox.inbox_seen WHERE message_id = msg->>'id');
             IF msg->>'type' = 'aggregated_patterns' THEN
@@ -246,13 +266,10 @@ BEGIN
                 INSERT INTO outbox.inbox_seen (message_id, queue) VALUES (msg->>'id', q) ON CONFLICT DO NOTHING;
             END IF;
         END LOOP;
-        IF cardinality(mids) > 0 THEN
-            PERFORM * FROM dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
-                AS t(id bigint);
-        END IF;
     END LOOP;
     RETURN jsonb_build_object('knowledge', nk, 'templates', nt);
 END;
 $$;
 COMMENT ON FUNCTION outbox.consume_inbox(int) IS
-    'Folds this instance''s knowledge_updates and template_updates into global_knowledge and templates.';
+    'Folds this instance''s knowledge_updates and template_updates into global_knowledge and templates; '
+    'acks them at the next run, after the fold committed (nothing lost if a run fails midway).';

@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(20);
-TRUNCATE core.agents, core.tasks, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
+TRUNCATE core.agents, core.agent_knowledge, core.tasks, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
 
 INSERT INTO core.agents (id) VALUES ('s1');
 SET LOCAL ROLE svc_singularity;

@@ -3,7 +3,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(19);
-TRUNCATE core.agents, core.tasks, core.tasks_archive, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
+TRUNCATE core.agents, core.agent_knowledge, core.tasks, core.tasks_archive, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
 
 INSERT INTO core.agents (id, capacity, status) VALUES ('big', 2, 'active'), ('small', 1, 'active'),
     ('paused', 5, 'paused'), ('full', 1, 'active');

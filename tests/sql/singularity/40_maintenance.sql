@@ -2,7 +2,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(15);
-TRUNCATE core.agents, core.tasks, core.tasks_archive, core.analysis_results, core.agent_sessions, core.logs,
+TRUNCATE core.agents, core.agent_knowledge, core.tasks, core.tasks_archive, core.analysis_results, core.agent_sessions, core.logs,
          outbox.messages CASCADE;
 
 INSERT INTO core.agents (id, capacity) VALUES ('m1', 10);

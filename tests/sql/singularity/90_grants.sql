@@ -2,7 +2,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(27);
-TRUNCATE core.agents, core.tasks, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
+TRUNCATE core.agents, core.agent_knowledge, core.tasks, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
 INSERT INTO core.agents (id) VALUES ('g1');
 INSERT INTO core.tasks (id) VALUES ('gt');
 

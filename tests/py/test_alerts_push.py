@@ -1,0 +1,115 @@
+"""The daemon's alert pusher: new and cleared alerts reach a real webhook; a failing webhook is retried."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from orchestrator.bus import Bus
+from orchestrator.db import role_conninfo
+from orchestrator.workers.alerts import AlertPusher
+
+LLM = {"agent_id": "a1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording JSON bodies; answers STATUS (settable)."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.auth: list[str | None] = []
+        self.status = 200
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                rec.bodies.append(json.loads(self.rfile.read(n)))
+                rec.auth.append(self.headers.get("Authorization"))
+                self.send_response(rec.status)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def low_thresholds(s, admin):
+    a = admin("shared_queue")
+    old = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings WHERE key LIKE 'alert%'")}
+    a.execute("SELECT bus.set_setting('alert_oldest_s', '1')")
+    yield
+    a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
+    for k, v in old.items():
+        a.execute("SELECT bus.set_setting(%s, %s)", (k, v))
+
+
+def test_new_and_cleared_alerts_reach_the_webhook_and_failures_are_retried(s, clean_queues, sq_owner, receiver,
+                                                                          low_thresholds):
+    nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), pool_size=1)
+    sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=1)
+    try:
+        pusher = AlertPusher(nexus, receiver.url, token="t0ken")
+        pusher.sent = pusher.current()  # what was already alerting before this test is not this test's business
+        sender.publish("llm_requests", LLM)
+        time.sleep(2.2)  # the message is now older than alert_oldest_s with nobody consuming it
+
+        receiver.status = 503  # the receiver is down: nothing is marked as sent
+        assert pusher.check() == {}
+        assert len(receiver.bodies) == 1
+
+        receiver.status = 200  # back: the same alert is pushed at the next check
+        got = pusher.check()
+        assert [a["subject"] for a in got["new"]] == ["llm_requests"]
+        assert "oldest message has waited" in got["new"][0]["message"] and got["new"][0]["fix"]
+        assert receiver.bodies[-1]["new"][0]["subject"] == "llm_requests"
+        assert receiver.auth[-1] == "Bearer t0ken"
+
+        assert pusher.check() == {}  # nothing changed: nothing pushed again
+        assert len(receiver.bodies) == 2
+
+        sq_owner.execute("SELECT pgmq.purge_queue('llm_requests')")
+        got = pusher.check()
+        assert got["cleared"] == [{"severity": "warning", "subject": "llm_requests"}] and got["new"] == []
+        assert receiver.bodies[-1]["cleared"][0]["subject"] == "llm_requests"
+    finally:
+        nexus.close()
+        sender.close()
+
+
+def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
+    from orchestrator.dashboard import Dashboard
+    from orchestrator.db import make_pool
+
+    one, two = bus_for("svc_singularity"), bus_for("svc_nexus")
+    one.publish("llm_requests", LLM)
+    two.ack(two.read("llm_requests", 1)[0])
+    bus_pool = make_pool(role_conninfo(s, "shared_queue", "svc_nexus"), max_size=1)
+    nexus_pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=1)
+    try:
+        text = Dashboard(bus_pool, nexus_pool).prometheus()
+    finally:
+        bus_pool.close()
+        nexus_pool.close()
+    assert 'bus_queue_latency_seconds{queue="llm_requests",quantile="0.99"}' in text
+    assert 'bus_queue_archived_last_hour{queue="llm_requests"}' in text
+    assert 'bus_alerts{severity="critical"}' in text
