@@ -23,6 +23,15 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
+# The sandbox's pid 1 (bash). Two children: a watcher that ends when the lifeline pipe reaches EOF
+# (the worker closed it at a timeout, or died), and the program, with bash's own variables removed.
+# Whichever ends first, pid 1 exits (with the program's status if it was the program; else after
+# killing and reaping the program, so that its peak memory is still counted) and the kernel kills
+# everything left in the namespace. So no process outlives its job even if bwrap was
+# killed mid-setup, before its --die-with-parent took effect; and the program is not pid 1, which
+# the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
+INIT = ('{{ read -r -u {fd} _; }} & /usr/bin/env -u _ -u SHLVL -u OLDPWD "$@" {fd}<&- & c=$!; '
+        'wait -n -p done; r=$?; [ "$done" = "$c" ] && exit $r; kill -9 $c; wait $c; exit 137')
 # Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
 USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
@@ -73,8 +82,13 @@ class Sandbox:
             self._uids.put(base + i if self.root else None)
         self.bwrap = shutil.which(os.environ.get("GENESIS_BWRAP") or "bwrap") or ""
         self.prlimit = shutil.which("prlimit") or ""
-        if not self.prlimit:
-            raise SandboxUnavailable("prlimit is missing (Debian package util-linux); it sets the rlimits")
+        self.setpriv = shutil.which("setpriv") or ""
+        self.time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else ""
+        if not self.prlimit or not self.setpriv:
+            raise SandboxUnavailable("prlimit or setpriv is missing (Debian package util-linux): they set the "
+                                     "rlimits and drop to the job's uid")
+        if not self.time:
+            raise SandboxUnavailable("/usr/bin/time is missing (Debian package time): it measures peak memory")
         if self.kind == "none":
             log.warning(UNSAFE_WARNING)
         elif not self.bwrap:
@@ -124,7 +138,7 @@ class Sandbox:
                 f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
-    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int]) -> list[str]:
+    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int) -> list[str]:
         # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
         # the namespace dies with bash, taking every leftover process down; the program's peak memory
         # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
@@ -145,10 +159,10 @@ class Sandbox:
         for fd, name in zip(fds, names, strict=True):
             argv += ["--file", str(fd), f"/work/{name}"]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
-        return argv + ["/usr/bin/bash", "-c", '/usr/bin/env -u _ -u SHLVL -u OLDPWD "$@"; exit $?', "genesis", *cmd.argv]
+        return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline), "genesis", *cmd.argv]
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
-        workdir = None
+        workdir, lifeline = None, None
         files = [(cmd.filename, code), *cmd.files]
         fds = []
         try:
@@ -157,8 +171,10 @@ class Sandbox:
                 os.write(fds[-1], content.encode())
                 os.lseek(fds[-1], 0, os.SEEK_SET)
             if self.kind == "bwrap":
-                argv, cwd, env = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fds), "/", {"PATH": "/usr/bin:/bin"}
-                pass_fds = tuple(fds)
+                life_r, lifeline = os.pipe()  # only the sandbox holds the read end, only we the write end
+                fds.append(life_r)
+                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, fds[:-1], life_r)
+                cwd, env, pass_fds = "/", {"PATH": "/usr/bin:/bin"}, tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
                 for name, content in files:
@@ -172,19 +188,35 @@ class Sandbox:
                 argv = self._prlimit(cmd, lim) + [inside.get(a, a) for a in cmd.argv]
                 cwd, env, pass_fds = workdir, {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
                                                "LANG": "C.UTF-8", **dict(cmd.env)}, ()
-            ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-            return self._supervise(argv, cwd, env, pass_fds, ids, lim, uid)
+            if uid is not None:
+                # setpriv, not Popen(user=...): Python must then fork() the whole worker instead of
+                # vfork(), which costs ~10 ms of CPU per job in a big multi-threaded process
+                argv = [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
+            # GNU time reports the peak RSS of the tree it forks. Our own wait4() cannot: a vfork()ed
+            # child's maxrss counts the worker's memory it shared until exec.
+            peak = os.memfd_create("genesis-peak", 0)
+            argv = [self.time, "--quiet", "-f", "%M", "-o", f"/proc/self/fd/{peak}", *argv]
+            life = [lifeline] if lifeline is not None else []
+            try:
+                return self._supervise(argv, cwd, env, (*pass_fds, peak), lim, uid, fds, life, peak)
+            finally:
+                os.close(peak)
+                for fd in life:  # not closed by _supervise (it closes and removes it at a timeout)
+                    os.close(fd)
         finally:
-            for fd in fds:
+            for fd in fds:  # emptied by _supervise once the child has its copies
                 os.close(fd)
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _supervise(self, argv, cwd, env, pass_fds, ids, lim: Limits, uid: int | None) -> dict:
+    def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
+                   life: list[int], peak_fd: int) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True, **ids)
+                             stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True)
+        while fds:  # the child has its copies; ours would keep the lifeline from ever reaching EOF
+            os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
         stopped, truncated = None, False
@@ -217,12 +249,17 @@ class Sandbox:
                 if stopped:
                     break
         finally:
+            waited = None
             if stopped:
-                _kill_group(p.pid)
+                if life:
+                    os.close(life.pop())  # EOF on the lifeline: the sandbox ends itself and everything in it
+                    waited = _wait_briefly(p.pid, 1.0)  # so that time still reports the peak memory
+                if waited is None:
+                    _kill_group(p.pid)
             sel.close()
             p.stdout.close()
             p.stderr.close()
-        _, status, ru = os.wait4(p.pid, 0)
+        _, status, ru = waited or os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         duration_ms = round((time.monotonic() - t0) * 1000, 1)
         if uid is not None and self.kind == "none":
@@ -257,7 +294,7 @@ class Sandbox:
         else:
             error = None
         return {"exit_code": exit_code, "stdout": out, "stderr": err, "output": out, "error": error,
-                "duration_ms": duration_ms, "peak_memory_kb": int(ru.ru_maxrss), "killed_reason": killed,
+                "duration_ms": duration_ms, "peak_memory_kb": _peak_kb(peak_fd), "killed_reason": killed,
                 "exceeded": exceeded, "truncated": truncated}
 
 
@@ -266,6 +303,25 @@ def _limit_text(exceeded: str | None, lim: Limits) -> str:
             "disk": f"tmpfs_mb={lim.tmpfs_mb}", "file_size": f"file_size_mb={lim.file_size_mb}",
             "open_files": f"open_files={lim.open_files}", "cpu": f"cpu_s={lim.cpu_s:g}",
             "output": f"output_kb={lim.output_kb}"}.get(exceeded or "", "")
+
+
+def _wait_briefly(pid: int, seconds: float):
+    """wait4(PID) if it exits within SECONDS, else None."""
+    end = time.monotonic() + seconds
+    while True:
+        got = os.wait4(pid, os.WNOHANG)
+        if got[0] == pid:
+            return got
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.005)
+
+
+def _peak_kb(fd: int) -> int:
+    """The first line GNU time wrote (the sandbox inherits the file too; time writes last, at offset 0)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    first = os.read(fd, 64).split(b"\n", 1)[0].strip()
+    return int(first) if first.isdigit() else 0
 
 
 def _kill_group(pid: int) -> None:

@@ -52,3 +52,13 @@ def procs_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+def forget_genesis_heartbeats(s, since) -> None:
+    """Drop the heartbeats our test workers sent since SINCE: a stopped test worker must not leave a
+    'genesis:default gone' alert behind for the tests that follow (alerts look back an hour)."""
+    from orchestrator.db import connect, owner_conninfo
+
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        for t in ("pgmq.q_instance_heartbeat", "pgmq.a_instance_heartbeat"):
+            c.execute(f"DELETE FROM {t} WHERE message->>'service' = 'genesis' AND enqueued_at >= %s", (since,))

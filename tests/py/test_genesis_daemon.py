@@ -10,13 +10,23 @@ import subprocess
 import sys
 import time
 
-from genesis_tools import one_each, results, submit
+import pytest
+from genesis_tools import forget_genesis_heartbeats, one_each, results, submit
 
 from helpers import ROOT, run_cli
 from orchestrator.db import connect, owner_conninfo
 
 ENV = {"GENESIS_CONCURRENCY": "4", "GENESIS_LEASE_MARGIN_S": "1", "SHARED_QUEUE_VT_S": "2",
        "SHARED_QUEUE_POLL_MS": "200", "ORCHESTRATOR_HEARTBEAT_S": "60"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_heartbeats_left_behind(s):
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC)
+    yield
+    forget_genesis_heartbeats(s, since)
 
 
 def daemon(log_path, **extra) -> subprocess.Popen:
@@ -39,8 +49,8 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
     p = daemon(log)
     try:
         one_each(results(sing, quick, 30), quick)
-        slow = submit(sing, [{"language": "python", "code": f"import time; time.sleep(1.5); print('slow {i}')",
-                              "timeout_s": 3} for i in range(8)])
+        slow = submit(sing, [{"language": "python", "code": f"import time; time.sleep(3); print('slow {i}')",
+                              "timeout_s": 5} for i in range(8)])
         end = time.monotonic() + 20
         while time.monotonic() < end:
             if sum(r["status"] == "running" for r in executions(s, slow).values()) >= 4:
@@ -52,7 +62,7 @@ def test_kill_9_while_holding_jobs_gives_every_job_exactly_one_result(s, bus_for
         p.kill()
         p.wait(10)
     base = 600000 + 64 * (p.pid % 4096)  # the killed daemon's job uids (GENESIS_UID_BASE unset)
-    end = time.monotonic() + 0.5  # well before the cut-off jobs (1.5 s sleeps) would end by themselves
+    end = time.monotonic() + 1.5  # before the cut-off jobs (3 s sleeps) would end by themselves
     while _procs_of_uids(range(base, base + 4)) and time.monotonic() < end:
         time.sleep(0.05)
     assert _procs_of_uids(range(base, base + 4)) == [], "sandboxed jobs outlived their kill -9'd worker"
@@ -137,8 +147,6 @@ def test_no_bwrap_refuses_to_start_and_none_warns_loudly(tmp_path):
 def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
     """Started as an ordinary user (here: nobody), the sandbox still isolates and limits the job."""
     if os.geteuid() != 0:
-        import pytest
-
         pytest.skip("needs root to become another user")
     code = ("from orchestrator.sandbox import Sandbox, Limits\n"
             "sb = Sandbox(slots=1)\n"
@@ -151,3 +159,27 @@ def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "65534", "['bin',", "'dev',", "'lib',", "'lib64',", "'proc',", "'usr',",
                                 "'work']", "resource_exceeded", "processes"], r.stdout
+
+
+def test_no_orphans_when_jobs_are_killed_mid_setup():
+    """Jobs timed out within 50 ms (often while bwrap is still setting up), then the parent killed -9 while
+    spawning more: the lifeline leaves no sandboxed process behind."""
+    base = 720000 + 8 * (os.getpid() % 1000)
+    code = ("import threading, time\n"
+            "from orchestrator.sandbox import Sandbox, Limits\n"
+            f"sb = Sandbox(slots=4, uid_base={base})\n"
+            "def loop():\n"
+            "    while True:\n"
+            "        sb.run('import time; time.sleep(60)', 'python', 'run', Limits(timeout_s=0.05))\n"
+            "for _ in range(4):\n"
+            "    threading.Thread(target=loop, daemon=True).start()\n"
+            "time.sleep(60)\n")
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        time.sleep(1.5)
+        p.kill()
+        p.wait(10)
+        end = time.monotonic() + 1.5
+        while _procs_of_uids(range(base, base + 4)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert _procs_of_uids(range(base, base + 4)) == [], "a sandboxed process outlived its job and worker"
