@@ -364,3 +364,20 @@ class Bus:
 
     def read_job_results(self, limit: int = 10, queue: str = "job_results") -> list[Message]:
         return self.read(queue, limit)
+
+
+class SelfSettlingBus(Bus):
+    """For handlers that settle the message themselves (reply_and_ack, extend when busy): no ack follows.
+    Reject -> dead letter at once; database away -> handed back without counting an attempt;
+    anything else -> fail (backoff, dead letter after max_attempts)."""
+
+    def handle(self, m: Message, handler: Callable[[Message], None]) -> None:
+        try:
+            handler(m)
+        except Reject as e:
+            self._safe(self.dead_letter, m, f"rejected: {e}")
+        except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
+            if self.away(m, e):
+                return
+            log.exception("%s: handler failed on msg %s", self.source or "worker", m.msg_id)
+            self._safe(self.fail, m, f"{type(e).__name__}: {e}")

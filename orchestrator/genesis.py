@@ -117,16 +117,3 @@ class Genesis:
             self.bus.reply_and_ack(m, queue, result)
         except ValidationError as e:
             raise Reject(f"cannot answer on {queue}: {e}") from e
-
-
-class SelfSettlingBus(Bus):
-    """The handler settles the request itself (reply_and_ack, or extend when busy): no second ack."""
-
-    def handle(self, m: Message, handler) -> None:
-        try:
-            handler(m)
-        except Reject as e:
-            self._safe(self.dead_letter, m, f"rejected: {e}")
-        except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
-            log.exception("genesis: handler failed on msg %s", m.msg_id)
-            self._safe(self.fail, m, f"{type(e).__name__}: {e}")

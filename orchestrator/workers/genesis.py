@@ -7,13 +7,14 @@ import logging
 import os
 import threading
 
+from ..bus import SelfSettlingBus
 from ..config import Settings
 from ..daemon import Worker
 from ..db import make_pool, role_conninfo
-from ..genesis import Genesis, SelfSettlingBus
+from ..genesis import Genesis
 from ..sandbox import Sandbox, SandboxUnavailable
 from . import register
-from .heartbeat import beat
+from .heartbeat import beat, last_beat
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def make(s: Settings) -> Worker:
 
     def on_stop() -> None:
         stop.set()
+        last_beat(bus, s.instance_id, "genesis")
         pool.close()
         bus.close()
 

@@ -35,10 +35,25 @@ def beat(bus: Bus, instance_id: str, service: str, stats: dict | None = None) ->
     })
 
 
+def last_beat(bus: Bus, instance_id: str, service: str) -> None:
+    """On a graceful stop: a heartbeat with state "stopped", so bus.alerts() does not call the service late
+    (a crash sends none, and then the alert is right)."""
+    try:
+        beat(bus, instance_id, service, {"state": "stopped"})
+    except Exception as e:  # noqa: BLE001 - best effort at shutdown
+        import logging
+
+        logging.getLogger(__name__).warning("could not send the stopping heartbeat (%s)", type(e).__name__)
+
+
 @register("heartbeat")
 def make(s: Settings, service: str = "singularity") -> Worker:
     role = service_role(service, s.instance_id)
     bus = Bus(role_conninfo(s, "shared_queue", role), source=f"{service}:{s.instance_id}", poll_ms=s.poll_ms,
               pool_size=1)
+    def on_stop() -> None:
+        last_beat(bus, s.instance_id, service)
+        bus.close()
+
     return Worker(name="heartbeat", bus=bus, every_s=s.heartbeat_s,
-                  tick=lambda: beat(bus, s.instance_id, service), on_stop=bus.close)
+                  tick=lambda: beat(bus, s.instance_id, service), on_stop=on_stop)

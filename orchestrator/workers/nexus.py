@@ -5,30 +5,13 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
-from ..bus import Bus, Message, Reject
+from ..bus import Bus, Message, Reject, SelfSettlingBus
 from ..config import Settings
 from ..daemon import Worker
 from ..db import make_pool, role_conninfo
 from ..llm.router import Router, fast_commit
 from ..messages import ValidationError
 from . import register
-
-
-class _SelfSettlingBus(Bus):
-    """The handler settles the request itself (reply_and_ack), so no second ack follows it."""
-
-    def handle(self, m: Message, handler) -> None:
-        try:
-            handler(m)
-        except Reject as e:
-            self._safe(self.dead_letter, m, f"rejected: {e}")
-        except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
-            if self.away(m, e):
-                return
-            import logging
-
-            logging.getLogger(__name__).exception("nexus: handler failed on msg %s", m.msg_id)
-            self._safe(self.fail, m, f"{type(e).__name__}: {e}")
 
 
 def make_handler(bus: Bus, router: Router):
@@ -56,7 +39,7 @@ def make_handler(bus: Bus, router: Router):
 
 @register("nexus")
 def make(s: Settings) -> Worker:
-    bus = _SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
+    bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
                            vt_s=s.visibility_timeout_s, pool_size=4)
     pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
     router = Router(pool)

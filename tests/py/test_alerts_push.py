@@ -113,3 +113,26 @@ def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
     assert 'bus_queue_latency_seconds{queue="llm_requests",quantile="0.99"}' in text
     assert 'bus_queue_archived_last_hour{queue="llm_requests"}' in text
     assert 'bus_alerts{severity="critical"}' in text
+
+
+def test_a_service_that_stopped_on_purpose_is_not_late_but_a_crashed_one_is(s, admin, sq_owner):
+    from orchestrator.workers.heartbeat import beat, last_beat
+
+    a = admin("shared_queue")
+    old = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings WHERE key LIKE 'alert%'")}
+    a.execute("SELECT bus.set_setting('alert_heartbeat_late_s', '1')")
+    g = Bus(role_conninfo(s, "shared_queue", "svc_genesis"), pool_size=1)
+    try:
+        beat(g, "crashed", "genesis")          # then nothing: a kill -9
+        beat(g, "stopped", "genesis")
+        last_beat(g, "stopped", "genesis")     # a graceful shutdown says so
+        time.sleep(2.2)
+        subjects = {r["subject"] for r in a.execute("SELECT subject FROM bus.alerts()")}
+        assert "genesis:crashed" in subjects
+        assert "genesis:stopped" not in subjects
+    finally:
+        g.close()
+        sq_owner.execute("DELETE FROM pgmq.q_instance_heartbeat WHERE message->>'instance_id' IN ('crashed', 'stopped')")
+        a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
+        for k, v in old.items():
+            a.execute("SELECT bus.set_setting(%s, %s)", (k, v))

@@ -38,14 +38,16 @@ BEGIN
            h.service || ':' || h.instance_id,
            format('no heartbeat for %s s (%s)', h.age_s, CASE WHEN h.age_s > gone_s THEN 'gone' ELSE 'late' END),
            'restart its daemon (orchestrator daemon) or remove the instance if it was retired'
-      FROM (SELECT x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
-                   extract(epoch FROM now() - max(x.enqueued_at))::int AS age_s
+      FROM (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
+                   extract(epoch FROM now() - x.enqueued_at)::int AS age_s,
+                   x.message->'stats'->>'state' IS NOT DISTINCT FROM 'stopped' AS stopped
               FROM (SELECT message, enqueued_at FROM pgmq.q_instance_heartbeat
                     UNION ALL
                     SELECT message, enqueued_at FROM pgmq.a_instance_heartbeat
                      WHERE enqueued_at > now() - make_interval(secs => gone_s * 6)) x
-             GROUP BY 1, 2) h
+             ORDER BY 1, 2, x.enqueued_at DESC) h
      WHERE h.age_s > late_s
+       AND NOT h.stopped  -- its last heartbeat said it stopped on purpose (graceful shutdown)
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
        AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id));
 END;
