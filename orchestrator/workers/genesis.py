@@ -55,7 +55,7 @@ def make(s: Settings) -> Worker:
 
     def on_stop() -> None:
         stop.set()
-        last_beat(bus, s.instance_id, "genesis")
+        last_beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n})
         pool.close()
         bus.close()
 

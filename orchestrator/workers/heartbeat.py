@@ -35,11 +35,11 @@ def beat(bus: Bus, instance_id: str, service: str, stats: dict | None = None) ->
     })
 
 
-def last_beat(bus: Bus, instance_id: str, service: str) -> None:
+def last_beat(bus: Bus, instance_id: str, service: str, stats: dict | None = None) -> None:
     """On a graceful stop: a heartbeat with state "stopped", so bus.alerts() does not call the service late
     (a crash sends none, and then the alert is right)."""
     try:
-        beat(bus, instance_id, service, {"state": "stopped"})
+        beat(bus, instance_id, service, {**(stats or {}), "state": "stopped"})
     except Exception as e:  # noqa: BLE001 - best effort at shutdown
         import logging
 
