@@ -31,9 +31,40 @@ class Unsupported(Exception):
     """Unknown language or mode, or its tool is missing on this machine; the message lists what works."""
 
 
+_staged: dict[str, str] = {}
+
+
+def _open_to_all(path: str) -> bool:
+    """Can any uid read and run PATH (every parent directory searchable by others)?"""
+    p = Path(path).resolve()
+    if p.stat().st_mode & 0o005 != 0o005:
+        return False
+    return all(d.stat().st_mode & 0o001 for d in p.parents)
+
+
+def _staged_copy(path: str) -> str:
+    """PATH itself if every uid can reach it, else a copy in a private 0755 temp directory (once per process):
+    bwrap binds it as the job's unprivileged uid, which may not enter the checkout (e.g. a 0700 CI folder)."""
+    if _open_to_all(path):
+        return path
+    if path not in _staged:
+        import atexit
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="orchestrator-genesis-tools-")
+        os.chmod(d, 0o755)
+        dst = os.path.join(d, os.path.basename(path))
+        shutil.copy2(path, dst)
+        os.chmod(dst, 0o755)
+        atexit.register(shutil.rmtree, d, True)
+        _staged[path] = dst
+    return _staged[path]
+
+
 def _ruff() -> str | None:
     cand = [os.environ.get("GENESIS_RUFF"), str(Path(sys.executable).parent / "ruff"), shutil.which("ruff")]
-    return next((c for c in cand if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+    found = next((c for c in cand if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+    return _staged_copy(found) if found else None
 
 
 def _python() -> str:

@@ -5,10 +5,13 @@ refuses to start; GENESIS_SANDBOX=none warns."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from genesis_tools import forget_genesis_heartbeats, one_each, results, submit
@@ -153,9 +156,19 @@ def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
             "r = sb.run('import os; print(os.getuid(), sorted(os.listdir(\"/\")))', 'python', 'run', Limits())\n"
             "b = sb.run('import os\\nwhile True: os.fork()', 'python', 'run', Limits(timeout_s=5, processes=32))\n"
             "print(sb.root, r['stdout'].strip(), b['killed_reason'], b['exceeded'])\n")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "GENESIS_RUFF": "/nonexistent"},
-                       capture_output=True, text=True, timeout=60, cwd="/")
+    # nobody may not enter the checkout (CI clones into a 0700 folder): give it a readable copy of the package
+    pkg = Path(tempfile.mkdtemp(prefix="genesis-nonroot-"))
+    try:
+        shutil.copytree(ROOT / "orchestrator", pkg / "orchestrator",
+                        ignore=shutil.ignore_patterns("__pycache__", "web", "templates"))
+        for d in (pkg, *pkg.rglob("*")):
+            d.chmod(0o755)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
+                            code], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pkg), "GENESIS_RUFF": "/nonexistent",
+                                        "PYTHONDONTWRITEBYTECODE": "1"},
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(pkg, ignore_errors=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "65534", "['bin',", "'dev',", "'lib',", "'lib64',", "'proc',", "'usr',",
                                 "'work']", "resource_exceeded", "processes"], r.stdout
