@@ -397,9 +397,12 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
     """Drive the whole flow (task, LLM, code, approval, question, learning, knowledge) and time each step."""
     from . import demo as demo_mod
 
+    if log.getEffectiveLevel() >= logging.INFO:  # keep the step display readable; --log-level DEBUG shows all
+        for name in ("orchestrator", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     s = settings()
     click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod._web_url()}/ "
-               "(nexus, hitl and genesis workers run in this process for the demo)")
+               "(the workers it needs run in this process; a running daemon shares the work)")
     try:
         demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
     except demo_mod.DemoError as e:

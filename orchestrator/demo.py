@@ -179,7 +179,11 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
     agent_id = f"demo-{secrets.token_hex(3)}"
     p = Progress(total=11, out=out)
     web = _web_url()
-    with workers_in_process(s), connect(role_conninfo(s, db, role)) as sq:
+    names = NEEDED_WORKERS
+    if _page_is_up(web):  # a running daemon (make run) serves the page: use it instead of a second one
+        names = tuple(n for n in NEEDED_WORKERS if n != "hitl")
+        out.write(f"using the page of the running daemon at {web}\n")
+    with workers_in_process(s, names), connect(role_conninfo(s, db, role)) as sq:
         hitl: HitlClient | None = None
         task: dict = {}
         agent: AgentClient | None = None
@@ -287,6 +291,13 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
 def _short(v: object) -> str:
     text = v if isinstance(v, str) else str(v)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _page_is_up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/login", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _web_url() -> str:
