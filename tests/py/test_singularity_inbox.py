@@ -48,3 +48,24 @@ def test_a_failed_fold_loses_nothing_and_acks_wait_for_the_commit(s, clean_queue
         c.commit()
         assert r["knowledge"] == 0
         assert _count(sq_owner, "q_knowledge_updates") == 0 and _count(sq_owner, "a_knowledge_updates") == 1
+
+
+def test_templates_are_recorded_and_deleted_files_removed(s, clean_queues, bus_for, admin):
+    admin("singularity").execute("DELETE FROM core.templates WHERE path LIKE 'inbox-test/%'")
+    cc = bus_for("svc_centralcloud")
+    files = [{"path": "inbox-test/a.md", "hash": "h1", "content": "A"},
+             {"path": "inbox-test/b.md", "hash": "h2", "content": "B"}]
+    cc.publish("template_updates", {"type": "templates_updated", "git_url": "file:///t", "commit": "c1",
+                                    "updated_files": files})
+    with connect(role_conninfo(s, "singularity", "svc_singularity")) as c:
+        c.execute("SELECT outbox.consume_inbox()")
+        got = {r["path"]: r["commit"] for r in c.execute(
+            "SELECT path, commit FROM core.templates WHERE path LIKE 'inbox-test/%'")}
+        assert got == {"inbox-test/a.md": "c1", "inbox-test/b.md": "c1"}
+        cc.publish("template_updates", {"type": "templates_updated", "git_url": "file:///t", "commit": "c2",
+                                        "updated_files": [{"path": "inbox-test/b.md", "hash": "h3", "content": "B2"}],
+                                        "deleted_files": ["inbox-test/a.md"]})
+        c.execute("SELECT outbox.consume_inbox()")
+        got = {r["path"]: (r["commit"], r["content"]) for r in c.execute(
+            "SELECT path, commit, content FROM core.templates WHERE path LIKE 'inbox-test/%'")}
+        assert got == {"inbox-test/b.md": ("c2", "B2")}

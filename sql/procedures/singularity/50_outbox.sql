@@ -257,6 +257,11 @@ BEGIN
                   FROM jsonb_array_elements(msg->'updated_files') f WHERE f->>'path' IS NOT NULL
                 ON CONFLICT (path) DO UPDATE SET hash = EXCLUDED.hash, content = EXCLUDED.content,
                     commit = EXCLUDED.commit, updated_at = now();
+                -- files removed from the templates repository go away here too
+                IF jsonb_typeof(msg->'deleted_files') = 'array' THEN
+                    DELETE FROM core.templates
+                     WHERE path IN (SELECT jsonb_array_elements_text(msg->'deleted_files'));
+                END IF;
                 nt := nt + 1;
             ELSE
                 INSERT INTO core.logs (level, message, detail)
