@@ -100,27 +100,37 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      max_leaves=20)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.dictionaries(st.sampled_from(["agent_id", "task_type", "messages", "reply_to", "id", "type",
-                                             "created_at", "model", "max_tokens", "junk"]), _json, max_size=6))
-def test_fuzzed_messages_are_refused_or_valid(s, body):
-    """Whatever arrives, the client and SQL agree: refused with a clear error, or a valid message."""
+# Every queue the bus validates, and every field name any of them knows (plus junk).
+FUZZ_QUEUES = ["llm_requests", "llm_results", "approval_requests", "approval_responses", "question_requests",
+               "question_responses", "job_requests", "job_results", "pattern_messages", "learned_patterns",
+               "knowledge_updates", "template_updates", "instance_heartbeat", "dead_letters"]
+FUZZ_KEYS = ["agent_id", "task_type", "messages", "reply_to", "id", "type", "created_at", "model", "max_tokens",
+             "request_id", "result", "error", "usage", "file_path", "diff", "approved", "decided_by", "question",
+             "options", "response", "code", "language", "mode", "timeout_s", "output", "exit_code", "instance_id",
+             "patterns", "artifacts", "branch", "artifacts_count", "git_url", "updated_files", "service", "at",
+             "stats", "queue", "message", "attempts", "junk"]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(queue=st.sampled_from(FUZZ_QUEUES), body=st.dictionaries(st.sampled_from(FUZZ_KEYS), _json, max_size=7))
+def test_fuzzed_messages_are_refused_or_valid(s, queue, body):
+    """Whatever arrives on whichever queue, the client and SQL agree: refused with a clear error, or valid."""
     with Bus(owner_conninfo(s, "shared_queue"), pool_size=1) as bus:
         try:
-            py = bus.rules.validate("llm_requests", body)
+            py = bus.rules.validate(queue, body)
         except ValidationError as e:
-            assert "llm_requests:" in str(e)
+            assert f"{queue}:" in str(e)
             py = None
         with connect(owner_conninfo(s, "shared_queue"), autocommit=False) as c:
             try:
-                c.execute("SELECT bus.validate_message('llm_requests', %s::jsonb)", (json.dumps(body),))
+                c.execute("SELECT bus.validate_message(%s, %s::jsonb)", (queue, json.dumps(body)))
                 sql_ok = True
             except Exception as e:  # noqa: BLE001
                 # 22P02: json.dumps writes Infinity, which PostgreSQL refuses as JSON text
                 assert getattr(e, "sqlstate", None) in ("22023", "54000", "22P05", "22P02"), e
                 sql_ok = False
             c.rollback()
-        assert (py is not None) == sql_ok, (body, py)
+        assert (py is not None) == sql_ok, (queue, body, py)
 
 
 def test_hostile_bodies_refused_at_send(s, clean_queues, sq_owner):
