@@ -74,7 +74,7 @@ class Progress:
 
 
 class DemoError(RuntimeError):
-    pass
+    """A demo step failed; the message names the step and what went wrong."""
 
 
 @contextmanager

@@ -7,6 +7,7 @@ shared_queue. `default` is the database `singularity`.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import psycopg
@@ -14,6 +15,8 @@ from psycopg import sql
 
 from .config import Settings
 from .db import admin_conninfo, connect, owner_conninfo, role_conninfo, service_role
+
+log = logging.getLogger(__name__)
 
 INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
@@ -85,8 +88,8 @@ def list_instances(s: Settings) -> list[dict]:
             try:
                 with connect(admin_conninfo(s, db)) as c:
                     r["outbox"] = c.execute("SELECT count(*) AS n FROM outbox.messages").fetchone()["n"]
-            except psycopg.Error:
-                pass
+            except psycopg.Error as e:  # shown instead of a count: e.g. not migrated yet (orchestrator migrate)
+                r["outbox"] = f"unreadable: {str(e).strip().splitlines()[0][:80]}"
         out.append(r)
     return out
 
@@ -122,8 +125,8 @@ def remove_instance(s: Settings, instance: str) -> None:
             try:
                 with connect(admin_conninfo(s, d)) as c:
                     c.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            except psycopg.Error:
-                pass
+            except psycopg.Error as e:  # DROP ROLE below names what still depends on the role
+                log.warning("instance remove: DROP OWNED BY %s in %s failed: %s", role, d, e)
         pg.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

@@ -100,19 +100,16 @@ def plot(data: dict[str, list[dict]], path: Path, days: int) -> None:
     else:
         empty(ax, "Approval rate per day")
 
-    ax = axes[1][0]
-    if data["questions"]:
-        ax.barh([r["agent_id"] for r in data["questions"]][::-1], [r["questions"] for r in data["questions"]][::-1])
-        ax.set_title("Questions per agent")
-    else:
-        empty(ax, "Questions per agent")
+    def ranked(ax, rows: list[dict], label: str, value: str, title: str) -> None:
+        """Horizontal bars, first row on top."""
+        if not rows:
+            empty(ax, title)
+            return
+        ax.barh([r[label] for r in rows][::-1], [r[value] for r in rows][::-1])
+        ax.set_title(title)
 
-    ax = axes[1][1]
-    if data["patterns"]:
-        ax.barh([r["key"] for r in data["patterns"]][::-1], [r["total_occurrences"] for r in data["patterns"]][::-1])
-        ax.set_title("Top patterns (occurrences)")
-    else:
-        empty(ax, "Top patterns (occurrences)")
+    ranked(axes[1][0], data["questions"], "agent_id", "questions", "Questions per agent")
+    ranked(axes[1][1], data["patterns"], "key", "total_occurrences", "Top patterns (occurrences)")
 
     ax = axes[1][2]
     if data["llm"]:

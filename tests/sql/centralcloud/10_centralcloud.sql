@@ -4,7 +4,7 @@
 -- aggregated_patterns messages, bad input, and what svc_centralcloud may not do.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(42);
+SELECT plan(45);
 
 TRUNCATE centralcloud.received, centralcloud.instance_patterns, centralcloud.patterns, centralcloud.packages,
          centralcloud.instances, centralcloud._batch_patterns, centralcloud._batch_heartbeats;
@@ -115,6 +115,27 @@ SELECT throws_ok($$SET LOCAL ROLE svc_centralcloud; SELECT centralcloud.set_sett
                  'svc_centralcloud may not change settings');
 SELECT throws_ok($$SET LOCAL ROLE svc_centralcloud; UPDATE centralcloud.settings SET value = '1'; RESET ROLE$$, '42501', NULL,
                  'svc_centralcloud may not write the settings table');
+
+-- A re-sent copy (same envelope id, new msg_id: an outbox drain that crashed before its local delete)
+-- is dropped; a delta written before a total (by created_at) is already in that total.
+TRUNCATE centralcloud._batch_patterns;
+INSERT INTO centralcloud._batch_patterns VALUES
+  ('pattern_messages', 901, 1, '2030-02-01 00:00:01+00', '{"id": "01JENVELOPE0000000000000001", "type": "pattern_detection",
+     "instance_id": "E", "patterns": [{"key": "kd", "occurrences": 4}]}'),
+  ('pattern_messages', 902, 1, '2030-02-01 00:00:02+00', '{"id": "01JENVELOPE0000000000000001", "type": "pattern_detection",
+     "instance_id": "E", "patterns": [{"key": "kd", "occurrences": 4}]}');
+SELECT is(centralcloud._fold_patterns()->>'duplicates', '1', 'a re-sent copy with the same envelope id is a duplicate');
+SELECT is((SELECT occurrences FROM centralcloud.instance_patterns WHERE instance_id = 'E' AND key = 'kd'), 4::bigint,
+          'the re-sent copy is counted once');
+TRUNCATE centralcloud._batch_patterns;
+INSERT INTO centralcloud._batch_patterns VALUES
+  ('learned_patterns', 903, 1, '2030-02-01 00:00:03+00', '{"type": "learned_patterns", "instance_id": "F",
+     "created_at": "2030-02-01T00:00:00.002Z", "artifacts": [{"key": "kt", "occurrences": 5}]}'),
+  ('pattern_messages', 904, 1, '2030-02-01 00:00:04+00', '{"type": "pattern_detection", "instance_id": "F",
+     "created_at": "2030-02-01T00:00:00.001Z", "patterns": [{"key": "kt", "occurrences": 2}]}');
+SELECT centralcloud._fold_patterns();
+SELECT is((SELECT occurrences FROM centralcloud.instance_patterns WHERE instance_id = 'F' AND key = 'kt'), 5::bigint,
+          'a delta written before the total (enqueued after it) is not added to it');
 
 SELECT * FROM finish();
 ROLLBACK;

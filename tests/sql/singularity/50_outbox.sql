@@ -3,7 +3,7 @@
 -- (Delivery itself commits in shared_queue, outside this transaction: tests/py/test_singularity_outbox.py.)
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(14);
+SELECT plan(18);
 SELECT pg_advisory_xact_lock(hashtext('outbox.drain'));  -- pg_cron's drain skips while we hold it
 TRUNCATE outbox.messages, outbox.drain_runs;
 
@@ -40,6 +40,17 @@ SELECT results_eq($$SELECT attempts, dead FROM outbox.messages WHERE id = '$$ ||
 SELECT is((outbox.drain(500, 100000, 3))->>'failed', '0', 'refused: a dead message is no longer retried');
 SELECT matches((SELECT value FROM core.queue_status() WHERE item = 'outbox pattern_messages'), '^0 waiting, 1 dead',
             'queue_status shows the dead message');
+
+-- The bus envelope of an outbox row: id, source, and created_at = when the business transaction wrote it.
+SELECT is(outbox._envelope('{"type": "x"}', '01JID', '2030-01-02 03:04:05.123456+00', 'singularity:default'),
+          '{"type": "x", "id": "01JID", "source": "singularity:default", "created_at": "2030-01-02T03:04:05.123456Z"}'::jsonb,
+          '_envelope adds id, source and the business time');
+SELECT is(outbox._envelope('{"source": "agent:a1", "created_at": "2029-01-01T00:00:00Z"}', '01JID', now(), 's'),
+          '{"id": "01JID", "source": "agent:a1", "created_at": "2029-01-01T00:00:00Z"}'::jsonb,
+          '_envelope keeps a source and created_at the message already has');
+SELECT has_pk('outbox', 'inbox_acks', 'outbox.inbox_acks is keyed by (queue, msg_id)');
+SELECT throws_ok($$SET LOCAL ROLE svc_singularity; DELETE FROM outbox.inbox_acks; RESET ROLE$$, '42501', NULL,
+                 'svc_singularity may not touch the pending inbox acks (only consume_inbox does)');
 
 SELECT * FROM finish();
 ROLLBACK;
