@@ -156,6 +156,7 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
     body = {**LLM, "agent_id": "churn"}
     total, batch = 100_000, 10
     lat: list[float] = []
+    at: list[float] = []  # wall-clock time of each read
     dead: list[int] = []
     done = 0
     vac0 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
@@ -167,6 +168,7 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
             t0 = time.perf_counter()
             msgs = nexus.read("llm_requests", batch)
             lat.append(time.perf_counter() - t0)
+            at.append(time.time())
             nexus.ack_many(msgs)
             done += len(msgs)
             if len(lat) % 500 == 0:
@@ -176,8 +178,14 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
         sender.close()
         nexus.close()
     n = len(lat)
-    first = sorted(lat[: n // 10])
-    last = sorted(lat[-n // 10:])
+    # pg_cron starts every database's per-minute jobs (outbox drains, inbox, heartbeats) at second 0: reads
+    # in the first 3 s of a minute measure that machine-wide burst, not the queue table, so they are left
+    # out of both windows (the same filter for the start and the end)
+    def window(idx: range) -> list[float]:
+        return sorted(lat[i] for i in idx if time.gmtime(at[i]).tm_sec >= 3)
+
+    first = window(range(0, n // 10))
+    last = window(range(n - n // 10, n))
     p99_first, p99_last = first[int(len(first) * 0.99)], last[int(len(last) * 0.99)]
     vac1 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
                             "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
