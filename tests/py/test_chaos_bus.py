@@ -184,8 +184,9 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
     def window(idx: range) -> list[float]:
         return sorted(lat[i] for i in idx if time.gmtime(at[i]).tm_sec >= 3)
 
-    first = window(range(0, n // 10))
-    last = window(range(n - n // 10, n))
+    # the first and the last quarter (2,500 reads each): a p99 over fewer reads is a handful of outliers
+    first = window(range(0, n // 4))
+    last = window(range(n - n // 4, n))
     p99_first, p99_last = first[int(len(first) * 0.99)], last[int(len(last) * 0.99)]
     vac1 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
                             "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
@@ -193,4 +194,5 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
     # a sawtooth (autovacuum every naptime), not a ramp: the last third peaks no higher than the first
     third = max(1, len(dead) // 3)
     assert max(dead[-third:]) <= 1.5 * max(dead[:third]) + 5_000, f"dead tuples keep growing: {dead}"
+    print(f"read p99 {p99_first * 1000:.2f} -> {p99_last * 1000:.2f} ms over {n} reads")
     assert p99_last <= 2 * max(p99_first, 0.002), f"read p99 went from {p99_first * 1000:.2f} to {p99_last * 1000:.2f} ms"
