@@ -149,9 +149,14 @@ def test_every_option_is_an_env_var(s):
 
 def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
     a = admin("shared_queue")
-    # heartbeats of daemons that earlier tests started and stopped are rightly "late": start from none
+    pg = admin("postgres")
+    # Earlier tests leave rightly-raised alerts behind: heartbeats of daemons they stopped are "late",
+    # and a schedule running when a chaos test crashed the server is marked failed ("server restarted")
+    # until its next run, an hour later for hourly jobs. Start from none of either.
     a.execute("DELETE FROM pgmq.a_instance_heartbeat")
-    assert run_cli("alerts").returncode == 0
+    pg.execute("DELETE FROM cron.job_run_details WHERE status = 'failed'")
+    r = run_cli("alerts")
+    assert r.returncode == 0, r.stdout
     old_settings = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings")}
     try:
         a.execute("SELECT bus.set_setting('alert_oldest_s', '1'), bus.set_setting('alert_heartbeat_late_s', '1')")
@@ -164,15 +169,32 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
         nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"))
         sender.publish("llm_requests", LLM)
         nexus.dead_letter(nexus.read("llm_requests", 1)[0], "poison")
+        # a schedule whose last run failed, as pg_cron records it (1.4 has no sub-minute schedules to wait for;
+        # a daily job, so that no real run lands in between)
+        pg.execute("""INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status,
+                                                        return_message, start_time, end_time)
+                      SELECT jobid, nextval('cron.runid_seq'), 0, database, username, command, 'failed',
+                             'ERROR:  canceling statement due to statement timeout', now(), now()
+                        FROM cron.job WHERE jobname = 'postgres:prune_cron_history'
+                      UNION ALL
+                      SELECT jobid, nextval('cron.runid_seq'), 0, database, username, command, 'failed',
+                             'server restarted', now(), now()
+                        FROM cron.job WHERE jobname = 'centralcloud:package_sync'""")
         time.sleep(2.2)
         r = run_cli("alerts")
         assert r.returncode == 1
+        assert 'postgres:prune_cron_history: last run failed: ERROR:  canceling statement due to statement timeout' in r.stdout
+        assert "fix the job's SQL or its database" in r.stdout
+        assert "centralcloud:package_sync: last run failed: server restarted" in r.stdout
+        assert ("nothing is wrong with the job: the server restarted while it ran; it runs again on schedule, "
+                "or `orchestrator centralcloud run package-sync` runs it now") in r.stdout
         assert "llm_requests: oldest message has waited" in r.stdout
         assert "dead_letters: 1 dead letters from llm_requests" in r.stdout and "dlq replay" in r.stdout
         assert "genesis:default: no heartbeat for" in r.stdout
         sender.close()
         nexus.close()
     finally:
+        pg.execute("DELETE FROM cron.job_run_details WHERE status = 'failed'")
         a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
         for k, v in old_settings.items():
             a.execute("SELECT bus.set_setting(%s, %s)", (k, v))
