@@ -327,36 +327,23 @@ def status() -> None:
                    f"{_fmt(j['start_time']) if j['start_time'] else ''}")
 
 
-def _schedule_fix(jobname: str, restarted: bool) -> str:
-    """What to do about a schedule whose last run failed: a restart is not the job's fault."""
-    db, _, job = jobname.partition(":")
-    now = {"singularity": "`orchestrator autonomous --help` lists its run-now command",
-           "centralcloud": f"`orchestrator centralcloud run {job.replace('_', '-')}` runs it now"}.get(db)
-    if restarted:
-        return ("nothing is wrong with the job: the server restarted while it ran; it runs again on schedule"
-                + (f", or {now}" if now else ""))
-    return "orchestrator status; fix the job's SQL or its database, it runs again on schedule" + (
-        f" ({now})" if now else "")
-
-
 @main.command()
 def alerts() -> None:
     """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
+    import psycopg
+
     from .db import admin_conninfo, connect
 
+    with connect(admin_conninfo(settings(), "postgres")) as conn:
+        try:  # the schedules' last runs, fresh (pg_cron also reports them each minute)
+            conn.execute("SELECT ops.report_schedules()")
+        except psycopg.Error as e:
+            click.echo(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
+                       "orchestrator status lists them from pg_cron directly.", err=True)
     with _operator() as conn:
         rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
-    with connect(admin_conninfo(settings(), "postgres")) as conn:
-        rows += conn.execute("""
-            SELECT 'warning' AS severity, j.jobname AS subject,
-                   'last run ' || d.status || ': ' || left(coalesce(d.return_message, ''), 120) AS message,
-                   d.return_message ILIKE '%server restarted%' AS restarted
-              FROM cron.job j
-              JOIN LATERAL (SELECT status, return_message FROM cron.job_run_details r WHERE r.jobid = j.jobid
-                             ORDER BY start_time DESC LIMIT 1) d ON d.status = 'failed'""").fetchall()
     for r in rows:
-        fix = r.get("fix") or _schedule_fix(r["subject"], r["restarted"])
-        click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {fix}")
+        click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {r['fix']}")
     click.echo(f"{len(rows)} alert(s)")
     sys.exit(1 if rows else 0)
 

@@ -1,7 +1,8 @@
 """Figures for the dashboard page and /metrics.
 
 Bus figures come from shared_queue's bus.dashboard_* functions (SECURITY DEFINER wrappers over
-bus.queue_overview(), bus.archived_messages and bus.archive_daily, granted to svc_nexus); LLM calls,
+bus.queue_overview(), bus.archived_messages, bus.archive_daily, bus.alerts() and bus.schedule_runs,
+granted to svc_nexus); LLM calls,
 budgets and HITL counts from nexus views. Charts are inline SVG made here (no JavaScript).
 """
 
@@ -84,6 +85,8 @@ class Dashboard:
             "budgets": _rows(self.nexus_pool, "SELECT * FROM nexus.budget_today ORDER BY cost DESC, agent_id"),
             "hitl": _rows(self.nexus_pool, "SELECT * FROM nexus.hitl_counts ORDER BY kind, status"),
             "decisions": _rows(self.nexus_pool, "SELECT * FROM nexus.hitl_recent LIMIT 10"),
+            "alerts": _rows(self.bus_pool, "SELECT * FROM bus.dashboard_alerts()"),
+            "schedules": _rows(self.bus_pool, "SELECT * FROM bus.dashboard_schedules()"),
         }
 
     def replay(self, dlq_id: int) -> int:
@@ -120,6 +123,17 @@ class Dashboard:
         al = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_alerts()")
         metric("bus_alerts", "gauge", "Alerts now (orchestrator alerts), by severity.",
                [({"severity": sev}, sum(1 for a in al if a["severity"] == sev)) for sev in ("warning", "critical")])
+        sch = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_schedules()")
+        metric("pg_cron_job_last_run_failed", "gauge", "1 if the schedule's last run failed, by job.",
+               [({"job": j["jobname"]}, 1 if j["last_status"] == "failed" else 0) for j in sch])
+        metric("pg_cron_job_runs_24h", "gauge", "Runs of the schedule in the last 24 h, by job.",
+               [({"job": j["jobname"]}, j["runs_24h"]) for j in sch])
+        metric("pg_cron_job_failures_24h", "gauge", "Failed runs of the schedule in the last 24 h, by job.",
+               [({"job": j["jobname"]}, j["failures_24h"]) for j in sch])
+        if sch:
+            age = (datetime.now(UTC) - max(j["reported_at"] for j in sch)).total_seconds()
+            metric("pg_cron_report_age_seconds", "gauge", "Seconds since pg_cron last reported the schedules.",
+                   [({}, age)])
         tot = _rows(self.nexus_pool, "SELECT * FROM nexus.call_totals")
         key = lambda r: {"provider": r["provider"] or "-", "model": r["model"] or "-"}  # noqa: E731
         metric("nexus_llm_calls_total", "counter", "LLM attempts and refusals by provider, model and status.",

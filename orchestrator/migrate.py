@@ -301,7 +301,15 @@ def migrate(s: Settings, progress: Progress = print, only: list[Target] | None =
             njobs = 0
             for t in targets:
                 njobs += sync_schedules(admin, s, t)
-            progress(f"  pg_cron: {njobs} schedules in place; done in {time.monotonic() - t0:.1f}s")
+            reported = ""
+            if any(t.kind == "postgres" for t in targets):
+                try:  # the dashboard's and alerts' view of the schedules, refreshed each minute by pg_cron
+                    n = admin.execute("SELECT ops.report_schedules() AS n").fetchone()["n"]
+                    reported = f", {n} reported to shared_queue"
+                except psycopg.Error as e:
+                    reported = (f"; WARNING: reporting them to shared_queue failed ({str(e).strip()}): the dashboard "
+                                "and alerts will not see schedules until postgres:report_schedules succeeds")
+            progress(f"  pg_cron: {njobs} schedules in place{reported}; done in {time.monotonic() - t0:.1f}s")
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 

@@ -1,3 +1,7 @@
 -- pg_cron lives in the `postgres` database (cron.database_name); jobs run in other databases
 -- through cron.schedule_in_database, as the role each database names in ops.cron_jobs.
 CREATE EXTENSION IF NOT EXISTS pg_cron;
+-- ops.report_schedules() pushes the jobs' last runs to shared_queue over dblink each minute.
+CREATE EXTENSION IF NOT EXISTS dblink;
+-- pg_cron reads its run history by job; without this the report scans two weeks of runs per job.
+CREATE INDEX IF NOT EXISTS job_run_details_jobid_start_idx ON cron.job_run_details (jobid, start_time DESC);

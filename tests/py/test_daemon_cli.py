@@ -184,10 +184,15 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
         r = run_cli("alerts")
         assert r.returncode == 1
         assert 'postgres:prune_cron_history: last run failed: ERROR:  canceling statement due to statement timeout' in r.stdout
-        assert "fix the job's SQL or its database" in r.stdout
+        assert "fix its SQL or its database" in r.stdout
         assert "centralcloud:package_sync: last run failed: server restarted" in r.stdout
         assert ("nothing is wrong with the job: the server restarted while it ran; it runs again on schedule, "
-                "or `orchestrator centralcloud run package-sync` runs it now") in r.stdout
+                "or now: orchestrator centralcloud run package-sync") in r.stdout
+        # the same alerts reach svc_nexus (dashboard, /metrics, the alert pusher) through bus.dashboard_alerts()
+        with Bus(role_conninfo(s, "shared_queue", "svc_nexus")) as nx:
+            subjects = {x["subject"] for x in nx._run(lambda c: c.execute("SELECT * FROM bus.dashboard_alerts()")
+                                                        .fetchall())}
+        assert {"postgres:prune_cron_history", "centralcloud:package_sync"} <= subjects
         assert "llm_requests: oldest message has waited" in r.stdout
         assert "dead_letters: 1 dead letters from llm_requests" in r.stdout and "dlq replay" in r.stdout
         assert "genesis:default: no heartbeat for" in r.stdout
@@ -195,6 +200,7 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
         nexus.close()
     finally:
         pg.execute("DELETE FROM cron.job_run_details WHERE status = 'failed'")
+        pg.execute("SELECT ops.report_schedules()")
         a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
         for k, v in old_settings.items():
             a.execute("SELECT bus.set_setting(%s, %s)", (k, v))

@@ -238,8 +238,9 @@ def test_redelivery_after_a_crash_never_decides_twice(s, system, sing):
     assert n + a == 1
 
 
-def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, sing):
+def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, sing, admin):
     hitl, url = system
+    admin("postgres").execute("SELECT ops.report_schedules()")  # what pg_cron pushes each minute, now
     qid = ulid()
     question = {"id": qid, "type": "question_request", "agent_id": "agent-9", "question": "replayed?"}
     sing.publish("dead_letters", {"queue": "question_requests", "msg_id": 1, "message": question,
@@ -249,6 +250,10 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, s
     assert "approval_requests" in page.locator("#queues").inner_text()
     assert int(page.locator("#dlq-count").inner_text()) >= 1
     assert page.locator("svg").count() >= 1
+    schedules = page.locator("#schedules").inner_text()
+    assert "singularity:drain_outbox" in schedules and "postgres:report_schedules" in schedules
+    assert "dead_letters" in page.locator("#alerts").inner_text()  # the dead letter above, with its fix
+    assert "orchestrator dlq list" in page.locator("#alerts").inner_text()
     row = page.locator("#dead-letters tr", has_text="boom <script>")
     row.locator("button").click()
     assert "replayed as msg" in page.locator("#msg").inner_text()
@@ -258,6 +263,7 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, s
     body = metrics.text()
     assert 'bus_queue_depth{queue="approval_requests"}' in body and "# TYPE nexus_llm_calls_total counter" in body
     assert 'nexus_hitl_items{kind="question",status="pending"}' in body
+    assert 'pg_cron_job_runs_24h{job="singularity:drain_outbox"}' in body and "pg_cron_report_age_seconds" in body
     ctx.close()
 
 

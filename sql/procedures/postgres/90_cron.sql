@@ -1,8 +1,54 @@
--- pg_cron never cleans cron.job_run_details: keep two weeks of history.
-DELETE FROM ops.cron_jobs WHERE jobname NOT IN ('prune_cron_history');
+-- Schedules of the `postgres` database (pg_cron's own): prune pg_cron's history, and report every
+-- job's last run to shared_queue, where the dashboard, /metrics and bus.alerts() read it (no service
+-- role may connect here).
+
+-- Push every pg_cron job with its last finished run and 24 h counts to shared_queue (bus._report_schedules),
+-- over dblink as the superuser on the server's own socket. Returns how many jobs were reported.
+CREATE OR REPLACE FUNCTION ops.report_schedules()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    jobs jsonb;
+    sock text := nullif(trim(split_part(current_setting('unix_socket_directories'), ',', 1)), '');
+    conninfo text;
+    n integer;
+BEGIN
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'jobname', j.jobname, 'schedule', j.schedule, 'database', j.database, 'active', j.active,
+               'last_status', d.status, 'last_start', d.start_time, 'last_end', d.end_time,
+               'last_message', d.return_message, 'runs_24h', c.runs, 'failures_24h', c.failures)
+               ORDER BY j.jobname), '[]'::jsonb)
+      INTO jobs
+      FROM cron.job j
+      LEFT JOIN LATERAL (SELECT r.status, r.start_time, r.end_time, r.return_message
+                           FROM cron.job_run_details r
+                          WHERE r.jobid = j.jobid AND r.status IN ('succeeded', 'failed')  -- finished runs
+                          ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
+      LEFT JOIN LATERAL (SELECT count(*) AS runs, count(*) FILTER (WHERE r.status = 'failed') AS failures
+                           FROM cron.job_run_details r
+                          WHERE r.jobid = j.jobid AND r.start_time > now() - interval '1 day') c ON true
+     WHERE j.jobname IS NOT NULL;
+    -- libpq conninfo values in single quotes, backslash and quote escaped
+    conninfo := format('dbname=shared_queue user=%s port=%s', quote_ident(current_user), current_setting('port'))
+                || CASE WHEN sock IS NULL THEN ''
+                        ELSE ' host=''' || replace(replace(sock, '\', '\\'), '''', '\''') || '''' END;
+    SELECT t.n INTO n
+      FROM public.dblink(conninfo, format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
+    RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION ops.report_schedules() IS
+    'Reports every pg_cron job''s last run to shared_queue (bus.schedule_runs); run each minute by pg_cron.';
+REVOKE EXECUTE ON FUNCTION ops.report_schedules() FROM PUBLIC;
+
+DELETE FROM ops.cron_jobs WHERE jobname NOT IN ('prune_cron_history', 'report_schedules');
 INSERT INTO ops.cron_jobs (jobname, schedule, command, run_as, comment) VALUES
     ('prune_cron_history', '23 3 * * *',
      $$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '14 days'$$, 'postgres',
-     'pg_cron keeps every run forever otherwise')
+     'pg_cron keeps every run forever otherwise'),
+    ('report_schedules', '* * * * *', 'SELECT ops.report_schedules()', 'postgres',
+     'the jobs'' last runs for the dashboard, /metrics and alerts in shared_queue')
 ON CONFLICT (jobname) DO UPDATE SET schedule = EXCLUDED.schedule, command = EXCLUDED.command,
     run_as = EXCLUDED.run_as, comment = EXCLUDED.comment;

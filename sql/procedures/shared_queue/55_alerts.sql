@@ -1,7 +1,7 @@
 -- Alerts over the bus (seed 002's "monitoring/alerting for queue depth"): each row says what is
 -- wrong and what to do. Thresholds are operator settings (bus.settings), with defaults here.
 
--- Current alerts: deep or stale queues, dead letters, late heartbeats.
+-- Current alerts: deep or stale queues, dead letters, late heartbeats, failing schedules.
 CREATE OR REPLACE FUNCTION bus.alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE plpgsql STABLE
@@ -49,7 +49,9 @@ BEGIN
      WHERE h.age_s > late_s
        AND NOT h.stopped  -- its last heartbeat said it stopped on purpose (graceful shutdown)
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
-       AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id));
+       AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id))
+    UNION ALL
+    SELECT * FROM bus._schedule_alerts();
 END;
 $$;
 COMMENT ON FUNCTION bus.alerts() IS 'What needs attention on the bus now, each with the fix; thresholds in bus.settings.';

@@ -1,5 +1,5 @@
 -- Read-only figures for the Nexus dashboard (svc_nexus), plus dead-letter replay from the page.
--- SECURITY DEFINER wrappers owned by the shared_queue owner: svc_nexus gets these five functions,
+-- SECURITY DEFINER wrappers owned by the shared_queue owner: svc_nexus gets these functions,
 -- not the operator functions or the queue tables they read.
 
 CREATE OR REPLACE FUNCTION bus.dashboard_overview()
@@ -91,9 +91,23 @@ AS $$
 $$;
 COMMENT ON FUNCTION bus.dashboard_latency(int) IS 'Enqueue-to-archive latency percentiles per queue over the last minutes.';
 
+-- Every pg_cron job with its last run (reported each minute from the postgres database).
+CREATE OR REPLACE FUNCTION bus.dashboard_schedules()
+RETURNS TABLE (jobname text, schedule text, database text, active boolean, last_status text,
+               last_start timestamptz, last_end timestamptz, last_message text, runs_24h int, failures_24h int,
+               reported_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+    SELECT s.jobname, s.schedule, s.database, s.active, s.last_status, s.last_start, s.last_end, s.last_message,
+           s.runs_24h, s.failures_24h, s.reported_at
+      FROM bus.schedule_runs s ORDER BY s.jobname;
+$$;
+COMMENT ON FUNCTION bus.dashboard_schedules() IS 'pg_cron jobs and their last runs for the Nexus dashboard and /metrics.';
+
 REVOKE EXECUTE ON FUNCTION bus.dashboard_overview(), bus.dashboard_hourly(int), bus.dashboard_daily(int),
     bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint), bus.dashboard_alerts(),
-    bus.dashboard_latency(int) FROM PUBLIC;
+    bus.dashboard_latency(int), bus.dashboard_schedules() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bus.dashboard_overview(), bus.dashboard_hourly(int), bus.dashboard_daily(int),
     bus.dashboard_dead_letters(int), bus.dashboard_dlq_replay(bigint), bus.dashboard_alerts(),
-    bus.dashboard_latency(int) TO svc_nexus;
+    bus.dashboard_latency(int), bus.dashboard_schedules() TO svc_nexus;

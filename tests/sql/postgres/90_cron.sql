@@ -3,7 +3,7 @@
 -- re-running the same upsert path migrate uses (schedule_in_database / alter_job) never duplicates.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(22);
+SELECT plan(27);
 
 SELECT has_extension('pg_cron', 'pg_cron is installed in the postgres database');
 SELECT is(current_setting('cron.database_name'), 'postgres', 'cron.database_name is postgres');
@@ -61,6 +61,18 @@ SELECT is((SELECT jobid FROM cron.job WHERE jobname = 'shared_queue:prune_archiv
           'the job kept its id (history in cron.job_run_details stays attached)');
 SELECT throws_ok($$SELECT cron.schedule_in_database('x_bad_schedule', 'every hour', 'SELECT 1', 'shared_queue', 'own_shared_queue', true)$$,
                  '22023', NULL, 'pg_cron refuses an invalid schedule (22023)');
+
+-- postgres:report_schedules pushes every job's last run to shared_queue each minute, as the superuser.
+SELECT results_eq($$SELECT database, username, schedule, command FROM cron.job WHERE jobname = 'postgres:report_schedules'$$,
+                  $$VALUES ('postgres'::text, 'postgres'::text, '* * * * *'::text, 'SELECT ops.report_schedules()'::text)$$,
+                  'postgres:report_schedules runs ops.report_schedules() each minute in postgres as postgres');
+SELECT has_extension('dblink', 'dblink is installed in the postgres database (the report''s way to shared_queue)');
+SELECT has_index('cron', 'job_run_details', 'job_run_details_jobid_start_idx',
+                 'cron.job_run_details has an index by job and start time (the report reads the last run per job)');
+SELECT ok(NOT has_function_privilege('public', 'ops.report_schedules()', 'EXECUTE'),
+          'PUBLIC may not run ops.report_schedules()');
+SELECT is(ops.report_schedules(), (SELECT count(*)::int FROM cron.job WHERE jobname IS NOT NULL),
+              'ops.report_schedules() reports every job to shared_queue over dblink');
 
 SELECT * FROM finish();
 ROLLBACK;
