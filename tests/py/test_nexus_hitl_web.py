@@ -101,7 +101,8 @@ def test_unsigned_visitor_is_sent_to_sign_in(system, browser):
     page = ctx.new_page()
     for path in ("/approvals", "/questions", "/dashboard", "/"):
         page.goto(url + path)
-        assert "/login" in page.url and page.locator("#signin").is_visible()
+        page.locator("#signin").wait_for(state="visible", timeout=10_000)  # is_visible() does not wait
+        assert "/login" in page.url
     r = page.request.post(url + "/approvals/whatever", form={"decision": "approve"}, max_redirects=0)
     assert r.status == 303 and "/login" in r.headers["location"]
     assert page.request.get(url + "/metrics").status == 401
@@ -109,7 +110,9 @@ def test_unsigned_visitor_is_sent_to_sign_in(system, browser):
     page.fill("#username", "alice")
     page.fill("#password", "wrong-password")
     page.click("#signin")
-    assert page.locator("#error").is_visible()
+    # the click returns before the redirected page is rendered: wait for it (is_visible() does not)
+    page.locator("#error").wait_for(state="visible", timeout=10_000)
+    assert "error=1" in page.url
     ctx.close()
 
 
