@@ -327,13 +327,13 @@ class Bus:
         deadline = time.monotonic() + timeout
         while True:
             gen = self.notifier.generation(reply_to)
-            try:
-                got = self.read(reply_to, 1, vt_s=30, where={"request_id": request_id})
+            try:  # read and archive in one statement (bus.take): one commit, not two
+                got = self._run(lambda c: c.execute("SELECT message FROM bus.take(%s, %s)",
+                                                    (reply_to, Jsonb({"request_id": request_id}))).fetchall())
             except TRANSIENT:
                 got = []
             if got:
-                self._safe(self.ack, got[0])
-                return got[0].body
+                return got[0]["message"]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no reply on {reply_to} for request {request_id} within {timeout}s; "

@@ -50,6 +50,37 @@ END;
 $$;
 COMMENT ON FUNCTION bus.ack(text, bigint[], int[]) IS 'Fenced ack of a batch; returns the ids actually archived.';
 
+-- Take the reply a requester waits for: archive the first visible message of P_QUEUE whose body
+-- contains P_MATCH (e.g. {"request_id": ...}) and return it, in one statement and one commit (a read
+-- then an ack would be two). Two waiters never both get it (SKIP LOCKED). No row: nothing there yet.
+CREATE OR REPLACE FUNCTION bus.take(p_queue text, p_match jsonb)
+RETURNS SETOF pgmq.message_record
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    q bus.queues := bus._queue(p_queue);
+BEGIN
+    IF p_match IS NULL OR jsonb_typeof(p_match) <> 'object' OR p_match = '{}'::jsonb THEN
+        RAISE EXCEPTION 'bus.take(%): match must be a non-empty JSON object, got %', p_queue, left(coalesce(p_match::text, 'NULL'), 60)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name what the reply carries, e.g. {"request_id": "<the request''s id>"}.';
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH m AS (SELECT msg_id FROM pgmq.%1$I WHERE vt <= clock_timestamp() AND message @> $1
+                    ORDER BY msg_id LIMIT 1 FOR UPDATE SKIP LOCKED),
+             d AS (DELETE FROM pgmq.%1$I t USING m WHERE t.msg_id = m.msg_id
+                   RETURNING t.msg_id, t.vt, t.read_ct + 1 AS read_ct, t.enqueued_at, t.message, t.headers),
+             a AS (INSERT INTO pgmq.%2$I (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
+                   SELECT msg_id, vt, read_ct, enqueued_at, clock_timestamp(), message, headers FROM d)
+        SELECT msg_id, read_ct, enqueued_at, clock_timestamp(), vt, message, headers FROM d$q$,
+        'q_' || q.queue_name, 'a_' || q.queue_name)
+    USING p_match;
+END;
+$$;
+COMMENT ON FUNCTION bus.take(text, jsonb) IS
+    'Archives and returns the first visible message containing P_MATCH (a reply, taken once).';
+
 -- Why a fenced operation on MSG_ID did nothing: 'stale' (redelivered since) or 'gone'.
 CREATE OR REPLACE FUNCTION bus._why_not(p_queue text, p_msg_id bigint)
 RETURNS text

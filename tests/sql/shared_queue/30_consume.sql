@@ -4,7 +4,7 @@
 -- An expired visibility timeout is simulated by moving vt into the past (as the superuser).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(58);
+SELECT plan(66);
 
 -- Start from empty live queues (rolled back at the end).
 DELETE FROM pgmq.q_job_requests;
@@ -175,6 +175,32 @@ RESET ROLE;
 SELECT is(:purged_all::int, 2, 'dlq_purge() purges the rest');
 SELECT is((SELECT count(*)::int FROM pgmq.a_dead_letters WHERE msg_id IN (:dl_bad, :dl_noq)), 2,
           'purged dead letters are in the archive until retention');
+
+-- bus.take: a requester takes its reply (read + archive in one statement), as svc_singularity.
+DELETE FROM pgmq.q_llm_results;
+SET LOCAL ROLE svc_nexus;
+SELECT pgmq.send('llm_results', '{"request_id": "req-a", "result": "A"}') AS ra \gset
+SELECT pgmq.send('llm_results', '{"request_id": "req-b", "result": "B"}') AS rb \gset
+SELECT pgmq.send('llm_results', '{"request_id": "req-c", "result": "C"}', 60) AS rc \gset
+RESET ROLE;
+SET LOCAL ROLE svc_singularity;
+SELECT msg_id AS took_id, message->>'result' AS took_result, read_ct AS took_ct
+  FROM bus.take('llm_results', '{"request_id": "req-b"}') \gset
+SELECT count(*) AS again FROM bus.take('llm_results', '{"request_id": "req-b"}') \gset
+SELECT count(*) AS delayed FROM bus.take('llm_results', '{"request_id": "req-c"}') \gset
+RESET ROLE;
+SELECT is(:took_id::bigint, :rb::bigint, 'bus.take returns the message whose body matches, not the first one');
+SELECT is(:'took_result'::text, 'B', 'with its body');
+SELECT is(:took_ct, 1, 'counted as one delivery (read_ct 1)');
+SELECT is((SELECT count(*)::int FROM pgmq.a_llm_results WHERE msg_id = :rb AND last_read_at IS NOT NULL), 1,
+          'the taken reply is archived in the same statement');
+SELECT is(:again::int, 0, 'a reply is taken once: a second take finds nothing');
+SELECT is(:delayed::int, 0, 'a message not yet visible (delayed or leased) is not taken');
+SELECT is((SELECT count(*)::int FROM pgmq.q_llm_results WHERE msg_id IN (:ra, :rc)), 2,
+          'the other replies stay in the queue');
+SELECT throws_ok($$SELECT * FROM bus.take('llm_results', '{}')$$, '22023',
+                 'bus.take(llm_results): match must be a non-empty JSON object, got {}',
+                 'an empty match (it would take any message) is refused');
 
 SELECT * FROM finish();
 ROLLBACK;
