@@ -382,7 +382,10 @@ def daemon(only: str, list_: bool, grace: float) -> None:
     if unknown:
         _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     s = settings()
-    workers = [registry[n](s) for n in names]
+    try:
+        workers = [registry[n](s) for n in names]
+    except ValueError as e:  # a worker's setting from the environment is out of range
+        _fail(str(e))
     click.echo(_banner(names), err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 

@@ -147,6 +147,12 @@ def test_every_option_is_an_env_var(s):
     assert r.returncode != 0 and "LIMIT" in r.stderr.upper()
 
 
+def test_a_worker_setting_out_of_range_stops_the_daemon_with_the_fix(s):
+    r = run_cli("daemon", "--only", "nexus", env={"NEXUS_LEASE_MARGIN_S": "0"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "NEXUS_LEASE_MARGIN_S='0': give seconds between 1 and 3600" in r.stderr
+
+
 def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
     a = admin("shared_queue")
     pg = admin("postgres")
