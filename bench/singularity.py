@@ -88,13 +88,13 @@ def _assignment(s) -> list[tuple[str, str, str]]:
 def _drain(s) -> list[tuple[str, str, str]]:
     msg = ("jsonb_build_object('type', 'heartbeat', 'instance_id', 'bench', 'service', 'singularity', "
            "'at', '2026-01-01T00:00:00Z', 'stats', jsonb_build_object('n', g))")
-    with connect(admin_conninfo(s, DB)) as a, connect(role_conninfo(s, DB, ROLE)) as c, \
+    with connect(admin_conninfo(s, DB)) as a, connect(role_conninfo(s, DB, "own_singularity")) as c, \
             connect(owner_conninfo(s, "shared_queue")) as sq:
         a.execute("TRUNCATE outbox.messages")
         a.execute(f"INSERT INTO outbox.messages (id, queue, message) SELECT ops.ulid(), 'instance_heartbeat', {msg} "
                   "FROM generate_series(1, %s) g", (DRAIN_N,))
         t0 = time.perf_counter()
-        c.execute("CALL outbox.drain_all(%s, %s)", (BATCH, DRAIN_N))  # what pg_cron runs
+        c.execute("CALL outbox.drain_all(%s, %s)", (BATCH, DRAIN_N))  # what pg_cron runs, as the owner
         t = time.perf_counter() - t0
         r = a.execute("SELECT sent, error FROM outbox.drain_runs ORDER BY id DESC LIMIT 1").fetchone()
         assert r["sent"] == DRAIN_N, r

@@ -73,7 +73,9 @@ def _cron_command(s, job: str) -> tuple[str, str]:
     with connect(admin_conninfo(s, "postgres")) as pg:
         r = pg.execute("SELECT command, username, database FROM cron.job WHERE jobname = %s", (f"singularity:{job}",)).fetchone()
     assert r, f"pg_cron has no job singularity:{job}; run orchestrator migrate"
-    assert r["database"] == "singularity" and r["username"] == "svc_singularity"
+    # every job runs as the service role but the drain (a committing procedure), which runs as the owner
+    assert r["database"] == "singularity"
+    assert r["username"] == ("own_singularity" if job == "drain_outbox" else "svc_singularity")
     return r["command"], r["username"]
 
 
@@ -95,11 +97,11 @@ def _enqueue_heartbeats(c, n: int, tag: str) -> list[str]:
 
 def test_drain_as_pg_cron_runs_it_delivers_exactly_once(s, sing):
     ids = _enqueue_heartbeats(sing, 1200, uuid.uuid4().hex)
-    command, _user = _cron_command(s, "drain_outbox")
+    command, user = _cron_command(s, "drain_outbox")
     assert command == "CALL outbox.drain_all()"
 
     def drain() -> None:
-        with svc(s) as c:  # the job's own command, as the job's own role, no daemon running
+        with connect(role_conninfo(s, "singularity", user)) as c:  # the job's command, as its role, no daemon
             c.execute(command)
 
     for _tick in range(3):  # concurrent drains (and pg_cron's): one runs, the others skip; next tick retries

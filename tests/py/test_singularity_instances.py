@@ -38,7 +38,9 @@ def test_instance_has_its_own_everything(s, inst, run_cli):
     assert {f"llm_results_{inst}", f"job_results_{inst}", f"knowledge_updates_{inst}"} <= queues
     with connect(admin_conninfo(s, "postgres")) as pg:
         jobs = pg.execute("SELECT jobname, username, database FROM cron.job WHERE jobname LIKE %s", (f"{db}:%",)).fetchall()
-    assert len(jobs) == 10 and {j["username"] for j in jobs} == {role} and {j["database"] for j in jobs} == {db}
+    assert len(jobs) == 10 and {j["database"] for j in jobs} == {db}
+    # every job as the instance's own role, but the drain (a committing procedure) as the owner
+    assert {j["jobname"]: j["username"] for j in jobs if j["username"] != role} == {f"{db}:drain_outbox": "own_singularity"}
     assert any(i["instance_id"] == inst and i["exists"] for i in list_instances(s))
     out = run_cli("instance", "list", check=True).stdout
     assert f"singularity_{inst}" in out

@@ -1,6 +1,7 @@
 -- What the service role (svc_singularity or svc_singularity_<instance>) may do: insert agents,
 -- tasks, analysis results, sessions and logs; read everything but the ciphertext; change state only
 -- through the functions. It may not delete, truncate, touch the outbox, decrypt or alter the schema.
+-- Re-applied on every migrate: everything is revoked from it and granted again in one transaction.
 DO $$
 DECLARE
     svc name := 'svc_' || current_database();
@@ -12,6 +13,7 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA core, outbox FROM %I', svc);
+    EXECUTE format('REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA core, outbox FROM %I', svc);  -- granted again below
     EXECUTE format('GRANT USAGE ON SCHEMA core, outbox, ops TO %I', svc);
     EXECUTE format('GRANT SELECT ON ops.cron_jobs TO %I', svc);
     EXECUTE format('GRANT SELECT ON core.agents, core.tasks, core.tasks_archive, core.analysis_results,
@@ -33,7 +35,7 @@ BEGIN
                     core.cleanup_logs(interval, interval), core.archive_completed_tasks(interval), core.queue_heartbeat(),
                     core.get_cdc_changes(boolean, int), core.get_pattern_changes(boolean, int),
                     core.get_session_changes(boolean, int), core.run_job(text), core.jobs_status(),
-                    core.queue_status(), outbox.drain(int, int, int), outbox._drain_batch(int, text, int),
-                    outbox._record_drain(timestamptz, int, int, text), outbox.consume_inbox(int) TO %I', svc);
-    EXECUTE format('GRANT EXECUTE ON PROCEDURE outbox.drain_all(int, int, int) TO %I', svc);
+                    core.queue_status(), outbox.drain(int, int, int), outbox.consume_inbox(int) TO %I', svc);
+    -- not outbox.drain_all (pg_cron runs it as the owner), _drain_batch or _record_drain: the service
+    -- role drains only through outbox.drain (SECURITY DEFINER), so it cannot write drain records.
 END $$;

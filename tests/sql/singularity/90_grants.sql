@@ -1,7 +1,7 @@
 -- What svc_singularity may do, and what it may NOT do (42501), plus the schedules it runs.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(27);
+SELECT plan(32);
 TRUNCATE core.agents, core.agent_knowledge, core.tasks, core.analysis_results, core.agent_sessions, outbox.messages CASCADE;
 INSERT INTO core.agents (id) VALUES ('g1');
 INSERT INTO core.tasks (id) VALUES ('gt');
@@ -34,6 +34,17 @@ SELECT throws_ok($$SET LOCAL ROLE svc_singularity; REFRESH MATERIALIZED VIEW cor
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT vault.rotate_key(); RESET ROLE$$, '42501', NULL, 'may not rotate keys');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT cdc.skip(); RESET ROLE$$, '42501', NULL, 'may not discard CDC changes');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; DELETE FROM ops.cron_jobs; RESET ROLE$$, '42501', NULL, 'may not change schedules');
+-- the drain: only through outbox.drain (SECURITY DEFINER); its parts and pg_cron's procedure are the owner's
+SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT outbox._record_drain(now(), 1000, 0, NULL); RESET ROLE$$, '42501', NULL,
+                 'may not write drain records (outbox._record_drain)');
+SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT outbox._drain_batch(10, '', 5); RESET ROLE$$, '42501', NULL,
+                 'may not call the drain''s batch step directly');
+SELECT throws_ok($$SET LOCAL ROLE svc_singularity; CALL outbox.drain_all(); RESET ROLE$$, '42501', NULL,
+                 'may not run pg_cron''s drain procedure (it runs as the owner)');
+SELECT ok(has_function_privilege('svc_singularity', 'outbox.drain(int, int, int)', 'EXECUTE'),
+          'may drain through outbox.drain (orchestrator autonomous drain-now)');
+SELECT is((SELECT run_as FROM ops.cron_jobs WHERE jobname = 'drain_outbox'), 'own_singularity'::name,
+          'the drain_outbox schedule runs as the owner');
 
 -- schedules: the seed's intervals plus the drain, inbox and heartbeat every minute; re-applying is an upsert
 SELECT results_eq($$SELECT jobname, schedule FROM ops.cron_jobs ORDER BY jobname$$,
