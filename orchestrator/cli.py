@@ -288,7 +288,6 @@ def dlq_purge(queue: str | None) -> None:
 @main.command()
 def status() -> None:
     """Is everything up: database, migrations, queues, dead letters, schedules, heartbeats."""
-    from .db import admin_conninfo, connect
     from .migrate import status as mstatus
 
     s = settings()
@@ -316,30 +315,33 @@ def status() -> None:
         seen[k] = max(seen.get(k, r["last_seen"]), r["last_seen"])
     for (svc, inst), at in sorted(seen.items()):
         click.echo(f"heartbeat  {svc}:{inst} last seen {_fmt(at)}")
-    with connect(admin_conninfo(s, "postgres")) as conn:
-        jobs = conn.execute("""SELECT j.jobname, j.schedule, d.status, d.start_time
-                                 FROM cron.job j LEFT JOIN LATERAL (
-                                   SELECT status, start_time FROM cron.job_run_details r
-                                    WHERE r.jobid = j.jobid ORDER BY start_time DESC LIMIT 1) d ON true
-                                ORDER BY 1""").fetchall()
+    _refresh_schedules()
+    with _operator() as conn:
+        jobs = conn.execute("SELECT * FROM bus.dashboard_schedules()").fetchall()
     for j in jobs:
-        click.echo(f"schedule   {j['jobname']:<40} {j['schedule']:<14} last: {j['status'] or 'never run'} "
-                   f"{_fmt(j['start_time']) if j['start_time'] else ''}")
+        click.echo(f"schedule   {j['jobname']:<40} {j['schedule']:<14} last: {j['last_status'] or 'never run'} "
+                   f"{_fmt(j['last_start']) if j['last_start'] else ''}"
+                   + (f" ({(j['last_message'] or '')[:120]})" if j["last_status"] == "failed" else ""))
+
+
+def _refresh_schedules() -> None:
+    """Have pg_cron's jobs reported into shared_queue now (postgres:report_schedules does it each minute)."""
+    import psycopg
+
+    from .db import admin_conninfo, connect
+
+    try:
+        with connect(admin_conninfo(settings(), "postgres")) as conn:
+            conn.execute("SELECT ops.report_schedules()")
+    except psycopg.Error as e:
+        click.echo(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
+                   "Is pg_cron loaded (orchestrator doctor)?", err=True)
 
 
 @main.command()
 def alerts() -> None:
     """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
-    import psycopg
-
-    from .db import admin_conninfo, connect
-
-    with connect(admin_conninfo(settings(), "postgres")) as conn:
-        try:  # the schedules' last runs, fresh (pg_cron also reports them each minute)
-            conn.execute("SELECT ops.report_schedules()")
-        except psycopg.Error as e:
-            click.echo(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
-                       "orchestrator status lists them from pg_cron directly.", err=True)
+    _refresh_schedules()  # the schedules' last runs, fresh
     with _operator() as conn:
         rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
     for r in rows:

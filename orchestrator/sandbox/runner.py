@@ -328,7 +328,7 @@ def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return  # the group already exited: nothing left to kill
 
 
 def _kill_uid(uid: int) -> None:

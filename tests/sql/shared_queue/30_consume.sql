@@ -4,7 +4,7 @@
 -- An expired visibility timeout is simulated by moving vt into the past (as the superuser).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(66);
+SELECT plan(68);
 
 -- Start from empty live queues (rolled back at the end).
 DELETE FROM pgmq.q_job_requests;
@@ -201,6 +201,10 @@ SELECT is((SELECT count(*)::int FROM pgmq.q_llm_results WHERE msg_id IN (:ra, :r
 SELECT throws_ok($$SELECT * FROM bus.take('llm_results', '{}')$$, '22023',
                  'bus.take(llm_results): match must be a non-empty JSON object, got {}',
                  'an empty match (it would take any message) is refused');
+SELECT throws_ok($$SELECT * FROM bus.take('no_such_queue', '{"request_id": "x"}')$$, '42P01', NULL,
+                 'taking from an unknown queue names the known ones (42P01)');
+SELECT throws_ok($$SET LOCAL ROLE svc_genesis; SELECT * FROM bus.take('llm_results', '{"request_id": "req-a"}')$$,
+                 '42501', NULL, 'svc_genesis may not take replies meant for Singularity (llm_results)');
 
 SELECT * FROM finish();
 ROLLBACK;

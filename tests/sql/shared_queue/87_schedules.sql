@@ -3,7 +3,7 @@
 -- reads them through bus.dashboard_schedules() and nobody but the owner may write them.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(18);
+SELECT plan(19);
 
 SELECT has_table('bus', 'schedule_runs', 'bus.schedule_runs exists');
 SELECT is_definer('bus', 'dashboard_schedules', ARRAY[]::text[], 'dashboard_schedules is SECURITY DEFINER');
@@ -67,6 +67,8 @@ SELECT throws_ok($$SET LOCAL ROLE svc_nexus; SELECT * FROM bus.schedule_runs$$, 
                  'svc_nexus may not read bus.schedule_runs directly');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT * FROM bus.dashboard_schedules()$$, '42501', NULL,
                  'svc_singularity may not read the schedules');
+SELECT throws_ok($$SET LOCAL ROLE svc_nexus; SELECT * FROM bus._schedule_alerts()$$, '42501', NULL,
+                 'svc_nexus may not call the internal bus._schedule_alerts() (it reads them through dashboard_alerts)');
 
 SELECT * FROM finish();
 ROLLBACK;
