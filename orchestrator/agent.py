@@ -74,8 +74,7 @@ class AgentClient:
             raise ValueError(f"unknown request kind {kind!r}; use one of {', '.join(KINDS)}")
         queue, reply_to = KINDS[kind][0], self.reply_queue(kind)
         m = self.bus._stamp(queue, {**body, "agent_id": self.agent_id, "reply_to": reply_to})
-        self._sql("INSERT INTO core.agent_results (request_id, agent_id, kind, request, reply_to) VALUES (%s, %s, %s, %s, %s)",
-                  (m["id"], self.agent_id, kind, Jsonb(m), reply_to))
+        self._sql("SELECT core.record_request(%s, %s, %s, %s, %s)", (m["id"], self.agent_id, kind, Jsonb(m), reply_to))
         self.bus.notifier.subscribe(reply_to)
         self.bus.publish(queue, m)
         return m["id"]
@@ -110,9 +109,14 @@ class AgentClient:
             except TRANSIENT:
                 got = []
             if got:
-                self._sql("UPDATE core.agent_results SET result = %s, completed_at = now() WHERE request_id = %s",
-                          (Jsonb(got[0].body), request_id))
+                status = self._sql("SELECT core.store_result(%s, %s) AS s", (request_id, Jsonb(got[0].body)))[0]["s"]
+                if status == "conflict":  # answers other content under this id: never taken as this request's result
+                    self.bus._safe(self.bus.dead_letter, got[0], f"result for request {request_id} answers other "
+                                   "content (its request_sha256 is not the hash of the request this agent sent)")
+                    continue
                 self.bus._safe(self.bus.ack, got[0])
+                if status == "already":  # a duplicate delivery: the first stored result stands
+                    return self.stored(request_id)
                 return got[0].body
             left = deadline - time.monotonic()
             if left <= 0:

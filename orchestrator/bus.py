@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .db import make_pool
+from .db import Undecodable, make_pool
 from .messages import Rules, ValidationError
 from .notify import Notifier
 
@@ -64,6 +64,16 @@ class Message:
     @property
     def id(self) -> str | None:
         return self.body.get("id")
+
+    @property
+    def sender(self) -> str | None:
+        """The role that sent it, as the server recorded it at send (headers.sender); senders cannot forge it."""
+        return (self.headers or {}).get("sender")
+
+    @property
+    def content_sha256(self) -> str | None:
+        """The server's hash of what the message asks (ops.request_hash): dedupes compare it to catch id reuse."""
+        return (self.headers or {}).get("content_sha256")
 
 
 def _translate(e: psycopg.Error, queue: str) -> Exception:
@@ -184,13 +194,18 @@ class Bus:
         """Read up to QTY visible messages, hiding them for VT_S seconds (pgmq.read)."""
         qty = qty or self.batch_size
         vt = vt_s if vt_s is not None else self.vt_s
-        if where:
-            rows = self._run(lambda c: c.execute("SELECT * FROM pgmq.read(%s, %s, %s, %s)",
-                                                 (queue, vt, qty, Jsonb(where))).fetchall())
-        else:
-            rows = self._run(lambda c: c.execute("SELECT * FROM pgmq.read(%s, %s, %s)", (queue, vt, qty)).fetchall())
-        return [Message(queue, r["msg_id"], r["read_ct"], r["enqueued_at"], r["vt"], r["message"], r["headers"])
-                for r in rows]
+        rows = self._run(lambda c: c.execute("SELECT * FROM bus.read(%s, %s, %s, %s)",
+                                             (queue, vt, qty, Jsonb(where or {}))).fetchall())
+        out = []
+        for r in rows:
+            m = Message(queue, r["msg_id"], r["read_ct"], r["enqueued_at"], r["vt"], r["message"], r["headers"])
+            if not isinstance(m.body, dict):  # undecodable here (db.Undecodable) or not an object: never retried
+                why = m.body if isinstance(m.body, Undecodable) else f"not a JSON object ({type(m.body).__name__})"
+                log.error("%s msg %s cannot be decoded (%s); dead-lettered", queue, m.msg_id, why)
+                self._safe(self.dead_letter, m, f"cannot be decoded by the consumer: {why}")
+                continue
+            out.append(m)
+        return out
 
     def ack(self, msg: Message, conn: psycopg.Connection | None = None) -> str:
         """Fenced archive of MSG: 'acked', or 'stale'/'gone' when this delivery no longer holds it."""

@@ -203,6 +203,8 @@ def send(queue: str, message: str, role: str | None) -> None:
         body = json.loads(message)
     except json.JSONDecodeError as e:
         _fail(f"MESSAGE is not valid JSON ({e.msg} at position {e.pos}); pass one JSON object, e.g. '{{\"k\": \"v\"}}'")
+    except RecursionError:
+        _fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
     s = settings()
     conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
     with Bus(conninfo, pool_size=1, source=role or "operator") as bus:
@@ -229,11 +231,19 @@ def read(queue: str, archive: bool, limit: int) -> None:
     for r in rows:
         when = f" archived {_fmt(r['archived_at'])}" if archive else f" vt {_fmt(r['vt'])}"
         click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {_fmt(r['enqueued_at'])}{when}")
-        click.echo("  " + json.dumps(r["message"]))
+        click.echo("  " + _json_line(r["message"]))
         if r["headers"]:
-            click.echo("  headers " + json.dumps(r["headers"]))
+            click.echo("  headers " + _json_line(r["headers"]))
     if not rows:
         click.echo("(empty)")
+
+
+def _json_line(v) -> str:
+    """One message as JSON text for the terminal; what cannot be encoded is shown as its reason, never a traceback."""
+    try:
+        return json.dumps(v, ensure_ascii=True)
+    except (RecursionError, ValueError, TypeError) as e:
+        return f"<cannot be shown: {type(e).__name__}>"
 
 
 @main.group()

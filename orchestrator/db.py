@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from functools import cache
@@ -9,6 +10,7 @@ from functools import cache
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .cluster import Cluster
@@ -108,6 +110,22 @@ class _Pool(ConnectionPool):
                 self.putconn(conn)
 
 
+class Undecodable(str):
+    """A json/jsonb value this process could not decode (e.g. nested deeper than Python's recursion limit):
+    the value is the reason. Returned instead of raising, so one bad row never fails a whole batch."""
+
+
+def _tolerant_loads(data):
+    try:
+        return json.loads(data)
+    except (RecursionError, ValueError) as e:
+        return Undecodable(f"{type(e).__name__}: {str(e)[:200] or 'nested too deeply for this client'}")
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    set_json_loads(_tolerant_loads, conn)
+
+
 def _stamp_return(conn: psycopg.Connection) -> None:
     conn._orch_returned = time.monotonic()
 
@@ -128,6 +146,7 @@ def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "
         min_size=min_size,
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=_configure,
         reset=_stamp_return,
         # psycopg_pool's reconnect backoff doubles without a cap (1, 2, 4, 8 s ...) and clients already
         # waiting are not woken by a new attempt: give an attempt up after 5 s and start a fresh one

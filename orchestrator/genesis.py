@@ -25,16 +25,19 @@ log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _result_message(request_id: str, r: dict) -> dict:
+def _result_message(request_id: str, r: dict, request_sha256: str | None = None) -> dict:
     keep = ("output", "error", "exit_code", "duration_ms", "killed_reason", "exceeded", "stdout", "stderr",
             "peak_memory_kb", "truncated", "language", "mode", "limits", "sandbox")
-    return {"type": "job_result", "request_id": request_id, **{k: r.get(k) for k in keep}}
+    out = {"type": "job_result", "request_id": request_id, **{k: r.get(k) for k in keep}}
+    if request_sha256:  # what this result answers: the agent checks it against the request it stored
+        out["request_sha256"] = request_sha256
+    return out
 
 
-def error_result(request_id: str, body: dict, error: str) -> dict:
+def error_result(request_id: str, body: dict, error: str, request_sha256: str | None = None) -> dict:
     return _result_message(request_id, {"error": error, "exit_code": None, "output": "", "stdout": "", "stderr": "",
                                         "duration_ms": 0, "peak_memory_kb": 0, "truncated": False,
-                                        "language": body.get("language"), "mode": body.get("mode")})
+                                        "language": body.get("language"), "mode": body.get("mode")}, request_sha256)
 
 
 class Genesis:
@@ -71,14 +74,18 @@ class Genesis:
         body, rid = m.body, m.id or f"msg-{m.msg_id}"
         queue = body.get("reply_to") or "job_results"
         code = body.get("code") or ""
+        sha = m.content_sha256
         try:
-            claim = self._sql("SELECT genesis.claim(%s, %s, %s, %s, %s, %s, %s, %s) AS r",
+            claim = self._sql("SELECT genesis.claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) AS r",
                               (rid, body.get("agent_id"), body.get("language"), body.get("mode"),
                                hashlib.sha256(code.encode()).hexdigest(), Jsonb(self.requested_limits(body)),
-                               WORKER_ID, self.lease_margin_s))
+                               WORKER_ID, self.lease_margin_s, m.sender, sha))
         except psycopg.errors.InvalidParameterValue as e:
             return self._reply(m, queue, error_result(rid, body, f"bad limits: {e.diag.message_primary}"
-                                                      + (f" ({e.diag.message_hint})" if e.diag.message_hint else "")))
+                                                      + (f" ({e.diag.message_hint})" if e.diag.message_hint else ""), sha))
+        if claim["action"] == "conflict":  # an id reused for other code or by another sender: never the stored result
+            log.warning("genesis: %s from %s refused: %s", rid, m.sender, claim["reason"])
+            return self._reply(m, queue, error_result(rid, body, claim["reason"], sha))
         if claim["action"] == "done":
             log.info("genesis: %s already finished; publishing the stored result", rid)
             return self._reply(m, queue, claim["result"])
@@ -96,7 +103,7 @@ class Genesis:
                         rid, claim["runs"])
         r = self.sandbox.run(code, body.get("language") or "", body.get("mode") or "run", lim)
         self.ran += 1
-        stored = self._record(rid, _result_message(rid, r))
+        stored = self._record(rid, _result_message(rid, r, sha))
         return self._reply(m, queue, stored)
 
     def _record(self, rid: str, result: dict, patience_s: float = 30.0) -> dict:

@@ -52,17 +52,38 @@ class Hitl:
         self.publish()
 
     def claim_new(self) -> int:
-        """Read new requests (long lease) and record them; already decided ones are published again."""
+        """Read new requests (long lease) and record them; already decided ones are published again.
+
+        Each message of a batch is handled on its own: one that fails (or is refused) never keeps the
+        others of its batch from reaching a person."""
         n = 0
         for queue, kind in KINDS.items():
             for m in self.bus.read(queue, self.batch, vt_s=int(self.lease_s)):
-                reply_to = m.body.get("reply_to") or RESULT[queue]
-                status = self._q("SELECT nexus.hitl_claim(%s, %s, %s, %s, %s, %s, %s, %s) AS s",
-                                 (kind, queue, m.msg_id, m.read_ct, self.lease_s, Jsonb(m.body), reply_to,
-                                  self.default_timeout_s))[0]["s"]
-                log.info("hitl: holding %s %s from %s (%s)", kind, m.id, m.body.get("agent_id"), status)
-                n += 1
+                try:
+                    self._claim(m, queue, kind)
+                    n += 1
+                except Exception as e:  # noqa: BLE001 - recorded on the message (retried, then dead-lettered)
+                    if self.bus.away(m, e):
+                        continue
+                    log.exception("hitl: %s msg %s could not be held", queue, m.msg_id)
+                    self.bus._safe(self.bus.fail, m, f"{type(e).__name__}: {e}")
         return n
+
+    def _claim(self, m: Message, queue: str, kind: str) -> None:
+        reply_to = m.body.get("reply_to") or RESULT[queue]
+        status = self._q("SELECT nexus.hitl_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) AS s",
+                         (kind, queue, m.msg_id, m.read_ct, self.lease_s, Jsonb(m.body), reply_to,
+                          self.default_timeout_s, m.sender, m.content_sha256))[0]["s"]
+        if status == "conflict":  # an id reused for another request: answer this one with an error, never a decision
+            answer = self._q("SELECT nexus.hitl_conflict_response(%s, %s, %s) AS r",
+                             (kind, m.id, m.content_sha256))[0]["r"]
+            log.warning("hitl: %s %s from %s refused: its id is held for another request", kind, m.id, m.sender)
+            try:
+                self.bus.reply_and_ack(m, reply_to, answer)
+            except ValidationError as e:
+                self.bus.dead_letter(m, f"request id reused, and the error answer cannot be sent on {reply_to}: {e}")
+            return
+        log.info("hitl: holding %s %s from %s (%s)", kind, m.id, m.body.get("agent_id"), status)
 
     def renew_leases(self) -> int:
         """Extend every held delivery whose lease ends within half a lease."""

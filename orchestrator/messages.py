@@ -81,6 +81,13 @@ class Rules:
         m = dict(message)
         try:
             text = json.dumps(m, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
+            text.encode()
+        except RecursionError:
+            raise ValidationError(f"{queue}: message is nested too deeply to encode; flatten it, or send deeply "
+                                  "nested data as a JSON string") from None
+        except UnicodeEncodeError:
+            raise ValidationError(f"{queue}: message contains a lone UTF-16 surrogate (e.g. \\ud800), which is not "
+                                  "valid Unicode; remove it or encode the data (e.g. base64)") from None
         except ValueError as e:
             raise ValidationError(f"{queue}: message is not valid JSON ({e}); send finite numbers only") from None
         except TypeError as e:

@@ -54,8 +54,19 @@ class Router:
     def close(self) -> None:
         self.client.close()
 
-    def route(self, req: dict, on_attempt: Callable[[dict], None] | None = None) -> dict:
-        """Answer one llm_requests message: {request_id, result, model, usage} or {request_id, error}."""
+    def route(self, req: dict, on_attempt: Callable[[dict], None] | None = None, *, sender: str | None = None,
+              sha256: str | None = None) -> dict:
+        """Answer one llm_requests message: {request_id, result, model, usage} or {request_id, error}.
+
+        SENDER and SHA256 are the bus's record of who sent it and what it asks (Message.sender,
+        Message.content_sha256): an id reused while its request is in flight is refused in SQL, and the
+        answer carries request_sha256 so the agent can check it answers the request it stored."""
+        out = self._route(req, on_attempt, sender, sha256)
+        if sha256:
+            out["request_sha256"] = sha256
+        return out
+
+    def _route(self, req: dict, on_attempt, sender: str | None, sha256: str | None) -> dict:
         rid = req.get("id") or "?"
         agent, task = req.get("agent_id"), req.get("task_type")
         # messages are {role, content} objects; a bare string is taken as a user message
@@ -67,9 +78,9 @@ class Router:
                     "error": f"max_tokens must be an integer from 1 to {MAX_TOKENS} (got {str(mt)[:40]}); "
                              "send the request again with a smaller max_tokens, or leave it out for the model's own"}
         with self.pool.connection() as c:
-            adm = c.execute("SELECT nexus.admit(%s, %s, %s, %s, %s, %s) AS a",
+            adm = c.execute("SELECT nexus.admit(%s, %s, %s, %s, %s, %s, %s, %s) AS a",
                             (rid, agent, task, req.get("model"), prompt_chars(messages),
-                             req.get("max_tokens"))).fetchone()["a"]
+                             req.get("max_tokens"), sender, sha256)).fetchone()["a"]
         if not adm["admitted"]:
             return {"request_id": rid, "result": None, "model": None, "usage": None, "error": adm["reason"]}
         calls: list[dict] = []

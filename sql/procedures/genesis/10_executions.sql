@@ -40,14 +40,18 @@ END;
 $$;
 COMMENT ON FUNCTION genesis.effective_limits(jsonb) IS 'Requested limits capped at the operator maxima, defaults for the rest (22023 on bad input).';
 
--- Claim REQUEST_ID for a run. Returns {action: run|done|busy, ...}: done carries the stored result,
--- busy the time another live worker's lease ends; run is returned for a new id or a crashed worker's.
+-- Claim REQUEST_ID for a run. Returns {action: run|done|busy|conflict, ...}: done carries the stored
+-- result, busy the time another live worker's lease ends, conflict why the id cannot be used; run is
+-- returned for a new id or a crashed worker's. The same id from another sender, or with other content
+-- (P_SHA256, the bus's hash of the request), is a conflict: never the stored result of someone else's
+-- code (DESIGN.md 8b). Rows from before hashes were kept compare the code's hash and language/mode.
 CREATE OR REPLACE FUNCTION genesis.start_execution(p_request_id text, p_agent_id text, p_language text, p_mode text,
                                                    p_code_sha256 text, p_limits jsonb, p_worker text,
-                                                   p_lease_s double precision)
+                                                   p_lease_s double precision, p_sender text DEFAULT NULL,
+                                                   p_sha256 text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, genesis
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e genesis.executions;
@@ -56,13 +60,27 @@ BEGIN
     IF coalesce(p_request_id, '') = '' THEN
         RAISE EXCEPTION 'request id is required' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO genesis.executions (request_id, agent_id, language, mode, code_sha256, limits, worker, lease_until)
-    VALUES (p_request_id, p_agent_id, p_language, p_mode, p_code_sha256, coalesce(p_limits, '{}'), p_worker, lease)
+    INSERT INTO genesis.executions (request_id, agent_id, language, mode, code_sha256, limits, worker, lease_until,
+                                    sender, request_sha256)
+    VALUES (p_request_id, p_agent_id, p_language, p_mode, p_code_sha256, coalesce(p_limits, '{}'), p_worker, lease,
+            p_sender, p_sha256)
     ON CONFLICT (request_id) DO NOTHING;
     IF FOUND THEN
         RETURN jsonb_build_object('action', 'run', 'runs', 1);
     END IF;
-    SELECT * INTO e FROM genesis.executions WHERE request_id = p_request_id FOR UPDATE;
+    SELECT * INTO e FROM genesis.executions x WHERE x.request_id = p_request_id FOR UPDATE;
+    IF e.sender IS DISTINCT FROM p_sender AND e.sender IS NOT NULL AND p_sender IS NOT NULL THEN
+        RETURN jsonb_build_object('action', 'conflict', 'reason',
+            format('request id %s was already used by another sender; send the job again with a new id '
+                   '(leave "id" out and the bus assigns one)', p_request_id));
+    END IF;
+    IF (CASE WHEN e.request_sha256 IS NOT NULL AND p_sha256 IS NOT NULL THEN e.request_sha256 <> p_sha256
+             ELSE e.code_sha256 IS DISTINCT FROM p_code_sha256 OR e.language IS DISTINCT FROM p_language
+                  OR e.mode IS DISTINCT FROM p_mode END) THEN
+        RETURN jsonb_build_object('action', 'conflict', 'reason',
+            format('request id %s was already used for a different job; send this one with a new id '
+                   '(leave "id" out and the bus assigns one)', p_request_id));
+    END IF;
     IF e.status = 'finished' THEN
         RETURN jsonb_build_object('action', 'done', 'result', e.result);
     END IF;
@@ -74,27 +92,28 @@ BEGIN
     RETURN jsonb_build_object('action', 'run', 'runs', e.runs + 1);
 END;
 $$;
-COMMENT ON FUNCTION genesis.start_execution(text, text, text, text, text, jsonb, text, double precision) IS
-    'Claim a request id: run (new, or its worker died), done (stored result) or busy (another worker holds it).';
+COMMENT ON FUNCTION genesis.start_execution(text, text, text, text, text, jsonb, text, double precision, text, text) IS
+    'Claim a request id: run (new, or its worker died), done (stored result), busy (held elsewhere) or conflict (id reused).';
 
 -- The worker's one call per delivery: the effective limits of the request, and the claim on its id
 -- with a lease of the job's timeout + LEASE_MARGIN_S. Returns start_execution's answer plus limits.
 CREATE OR REPLACE FUNCTION genesis.claim(p_request_id text, p_agent_id text, p_language text, p_mode text,
                                          p_code_sha256 text, p_requested jsonb, p_worker text,
-                                         p_lease_margin_s double precision)
+                                         p_lease_margin_s double precision, p_sender text DEFAULT NULL,
+                                         p_sha256 text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, genesis
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     lim jsonb := genesis.effective_limits(p_requested);
 BEGIN
     RETURN genesis.start_execution(p_request_id, p_agent_id, p_language, p_mode, p_code_sha256, lim, p_worker,
-                                   (lim ->> 'timeout_s')::double precision + p_lease_margin_s)
+                                   (lim ->> 'timeout_s')::double precision + p_lease_margin_s, p_sender, p_sha256)
            || jsonb_build_object('limits', lim);
 END;
 $$;
-COMMENT ON FUNCTION genesis.claim(text, text, text, text, text, jsonb, text, double precision) IS
+COMMENT ON FUNCTION genesis.claim(text, text, text, text, text, jsonb, text, double precision, text, text) IS
     'Effective limits + start_execution in one round trip (22023 on bad limits, nothing recorded).';
 
 -- Record the outcome of REQUEST_ID once; returns the stored result (the first one wins, so a

@@ -50,7 +50,8 @@ COMMENT ON FUNCTION nexus._budget_of(text) IS 'The budget row that applies to an
 -- against the agent's daily budget in ONE conditional UPDATE (concurrent requests serialise on the
 -- usage row, so two can never overspend). Returns {admitted, reason?, candidates, est_tokens, est_cost}.
 CREATE OR REPLACE FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_type text, p_model text,
-                                       p_prompt_chars int, p_max_tokens int DEFAULT NULL)
+                                       p_prompt_chars int, p_max_tokens int DEFAULT NULL, p_sender text DEFAULT NULL,
+                                       p_sha256 text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, nexus
@@ -63,6 +64,7 @@ DECLARE
     d        date := (now() AT TIME ZONE 'UTC')::date;
     ok       boolean;
     used     nexus.budget_usage;
+    held     nexus.reservations;
     reason   text;
     prompt   int := greatest(1, coalesce(p_prompt_chars, 0) / 4);
 BEGIN
@@ -78,7 +80,18 @@ BEGIN
         VALUES (p_request_id, p_agent_id, p_task_type, 'refused', reason);
         RETURN jsonb_build_object('admitted', false, 'reason', reason, 'candidates', cands);
     END IF;
-    IF EXISTS (SELECT 1 FROM nexus.reservations r WHERE r.request_id = p_request_id) THEN
+    SELECT * INTO held FROM nexus.reservations r WHERE r.request_id = p_request_id;
+    IF FOUND THEN
+        IF (held.sender IS DISTINCT FROM p_sender AND held.sender IS NOT NULL AND p_sender IS NOT NULL)
+           OR (held.request_sha256 IS DISTINCT FROM p_sha256 AND held.request_sha256 IS NOT NULL AND p_sha256 IS NOT NULL)
+           OR held.agent_id IS DISTINCT FROM p_agent_id THEN
+            -- the id of a request in flight, reused: it must not ride on that request's reservation
+            reason := format('request id %s is already in use for a different request (or by another sender); send '
+                             'this one again with a new id (leave "id" out and the bus assigns one)', p_request_id);
+            INSERT INTO nexus.llm_calls (request_id, agent_id, task_type, status, error)
+            VALUES (p_request_id, p_agent_id, p_task_type, 'refused', reason);
+            RETURN jsonb_build_object('admitted', false, 'reason', reason, 'candidates', cands, 'conflict', true);
+        END IF;
         -- a redelivery of a request already admitted: its reservation stands
         RETURN jsonb_build_object('admitted', true, 'candidates', cands, 'est_tokens', est_tok, 'est_cost', est_cost);
     END IF;
@@ -105,12 +118,12 @@ BEGIN
         VALUES (p_request_id, p_agent_id, p_task_type, 'refused', reason);
         RETURN jsonb_build_object('admitted', false, 'reason', reason, 'candidates', cands);
     END IF;
-    INSERT INTO nexus.reservations (request_id, agent_id, day, tokens, cost)
-    VALUES (p_request_id, p_agent_id, d, est_tok, est_cost);
+    INSERT INTO nexus.reservations (request_id, agent_id, day, tokens, cost, sender, request_sha256)
+    VALUES (p_request_id, p_agent_id, d, est_tok, est_cost, p_sender, p_sha256);
     RETURN jsonb_build_object('admitted', true, 'candidates', cands, 'est_tokens', est_tok, 'est_cost', est_cost);
 END;
 $$;
-COMMENT ON FUNCTION nexus.admit(text, text, text, text, int, int) IS
+COMMENT ON FUNCTION nexus.admit(text, text, text, text, int, int, text, text) IS
     'Plans a request and atomically reserves its worst-case cost against the agent''s daily budget, or refuses.';
 
 -- Settle: log every attempt (cost from the model's prices), replace the reservation by the real

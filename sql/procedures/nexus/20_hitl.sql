@@ -3,38 +3,72 @@
 -- so a redelivery after a crash finds the same item (and its votes) and never decides twice.
 
 -- Record (or re-attach after a redelivery) a request held by delivery (msg_id, read_ct).
--- Returns the item's status: 'pending', or 'decided'/'published' when it only needs (re)publishing.
+-- Returns the item's status: 'pending', or 'decided'/'published' when it only needs (re)publishing,
+-- or 'conflict' when the id is already held for another request: another sender (P_SENDER, the
+-- bus's headers.sender) or other content (P_SHA256, the bus's hash of the request). A conflict
+-- changes nothing: the caller answers that delivery with an error, never with the held item's
+-- decision (DESIGN.md 8b: reusing an approved request's id must not approve another diff).
 CREATE OR REPLACE FUNCTION nexus.hitl_claim(p_kind text, p_queue text, p_msg_id bigint, p_read_ct int,
                                             p_lease_s double precision, p_payload jsonb, p_reply_to text,
-                                            p_default_timeout_s double precision)
+                                            p_default_timeout_s double precision, p_sender text DEFAULT NULL,
+                                            p_sha256 text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    st text;
-    t  double precision;
+    st  text;
+    t   double precision;
+    i   nexus.hitl_items;
+    sha text := coalesce(p_sha256, ops.request_hash(p_payload));
 BEGIN
     IF p_payload->>'id' IS NULL THEN
         RAISE EXCEPTION 'hitl request on % msg % has no id', p_queue, p_msg_id USING ERRCODE = '22023';
     END IF;
+    SELECT * INTO i FROM nexus.hitl_items x WHERE x.request_id = p_payload->>'id' FOR UPDATE;
+    IF FOUND THEN
+        IF i.kind <> p_kind OR (i.sender IS DISTINCT FROM p_sender AND i.sender IS NOT NULL AND p_sender IS NOT NULL)
+           OR coalesce(i.request_sha256, ops.request_hash(i.payload)) <> sha THEN
+            RETURN 'conflict';
+        END IF;
+        UPDATE nexus.hitl_items x SET queue = p_queue, msg_id = p_msg_id, read_ct = p_read_ct,
+               lease_until = now() + make_interval(secs => p_lease_s),
+               -- a request that was already published and arrives again (re-sent) is answered again
+               status = CASE WHEN x.status = 'published' THEN 'decided' ELSE x.status END
+         WHERE x.request_id = i.request_id
+        RETURNING x.status INTO st;
+        RETURN st;
+    END IF;
     t := CASE WHEN p_kind = 'approval' THEN coalesce((p_payload->>'timeout_s')::double precision, p_default_timeout_s) END;
-    INSERT INTO nexus.hitl_items AS i (request_id, kind, queue, msg_id, read_ct, lease_until, reply_to, agent_id,
-                                      payload, quorum, deadline)
+    INSERT INTO nexus.hitl_items AS x (request_id, kind, queue, msg_id, read_ct, lease_until, reply_to, agent_id,
+                                       payload, quorum, deadline, sender, request_sha256)
     VALUES (p_payload->>'id', p_kind, p_queue, p_msg_id, p_read_ct, now() + make_interval(secs => p_lease_s),
             p_reply_to, coalesce(p_payload->>'agent_id', '?'), p_payload,
             greatest(1, coalesce((p_payload->>'quorum')::int, 1)),
-            CASE WHEN t IS NOT NULL AND t > 0 THEN now() + make_interval(secs => t) END)
-    ON CONFLICT (request_id) DO UPDATE SET queue = EXCLUDED.queue, msg_id = EXCLUDED.msg_id,
-        read_ct = EXCLUDED.read_ct, lease_until = EXCLUDED.lease_until,
-        -- a request that was already published and arrives again (re-sent) is answered again
-        status = CASE WHEN i.status = 'published' THEN 'decided' ELSE i.status END
-    RETURNING status INTO st;
+            CASE WHEN t IS NOT NULL AND t > 0 THEN now() + make_interval(secs => t) END, p_sender, sha)
+    RETURNING x.status INTO st;
     RETURN st;
 END;
 $$;
-COMMENT ON FUNCTION nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision) IS
-    'Records a held approval/question delivery keyed by request id (idempotent on redelivery); returns its status.';
+COMMENT ON FUNCTION nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision, text, text) IS
+    'Records a held approval/question delivery keyed by request id (idempotent on redelivery; conflict on id reuse).';
+
+-- The error answer to a delivery whose request id is held for another request (nexus.hitl_claim
+-- returned 'conflict'): an approval is not approved, a question gets no answer, and both say why.
+CREATE OR REPLACE FUNCTION nexus.hitl_conflict_response(p_kind text, p_request_id text, p_sha256 text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('request_id', p_request_id, 'request_sha256', p_sha256,
+               'error', format('request id %s is already used for a different %s (or by another sender); nothing was '
+                               'shown to a person. Send the request again with a new id (leave "id" out and the bus '
+                               'assigns one).', p_request_id, p_kind))
+        || CASE WHEN p_kind = 'approval'
+                THEN jsonb_build_object('approved', false, 'decided_by', 'nexus:conflict', 'comment', 'request id reused')
+                ELSE jsonb_build_object('response', '', 'answered_by', 'nexus:conflict') END;
+$$;
+COMMENT ON FUNCTION nexus.hitl_conflict_response(text, text, text) IS 'The error response to a reused approval/question id.';
 
 -- Deliveries whose lease ends within P_WITHIN_S (the worker extends them with bus.set_lease).
 CREATE OR REPLACE FUNCTION nexus.hitl_leases_due(p_within_s double precision)
@@ -66,7 +100,10 @@ SET search_path = pg_catalog, nexus
 AS $$
     SELECT CASE WHEN i.kind = 'approval'
                 THEN jsonb_build_object('request_id', i.request_id, 'approved', p_approved, 'comment', p_text, 'decided_by', p_by)
-                ELSE jsonb_build_object('request_id', i.request_id, 'response', p_text, 'answered_by', p_by) END;
+                ELSE jsonb_build_object('request_id', i.request_id, 'response', p_text, 'answered_by', p_by) END
+           -- what was decided: the agent checks it against the request it stored
+           || CASE WHEN i.request_sha256 IS NOT NULL THEN jsonb_build_object('request_sha256', i.request_sha256)
+                   ELSE '{}'::jsonb END;
 $$;
 
 -- A person's vote or answer. Approvals are decided when approvals or rejections reach the quorum

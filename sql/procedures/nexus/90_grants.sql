@@ -5,9 +5,10 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA nexus FROM PUBLIC;
 GRANT USAGE ON SCHEMA nexus TO svc_nexus;
 GRANT EXECUTE ON FUNCTION
     nexus.plan(text, text),
-    nexus.admit(text, text, text, text, int, int),
+    nexus.admit(text, text, text, text, int, int, text, text),
     nexus.settle(text, text, text, jsonb),
-    nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision),
+    nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision, text, text),
+    nexus.hitl_conflict_response(text, text, text),
     nexus.hitl_leases_due(double precision),
     nexus.hitl_leased(text, int, double precision),
     nexus.hitl_decide(text, text, boolean, text, text),

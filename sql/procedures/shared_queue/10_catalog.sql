@@ -34,6 +34,7 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('llm_results', '*', 'model', 'string', false, true, false, NULL),
     ('llm_results', '*', 'usage', 'object', false, true, false, NULL),
     ('llm_results', '*', 'error', 'string', false, true, false, NULL),
+    ('llm_results', '*', 'request_sha256', 'string', false, true, false, NULL),
     ('approval_requests', '*', 'type', 'string', true, false, true, '["approval_request"]'),
     ('approval_requests', '*', 'agent_id', 'string', true, false, true, NULL),
     ('approval_requests', '*', 'file_path', 'string', true, false, true, NULL),
@@ -47,6 +48,8 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('approval_responses', '*', 'approved', 'boolean', true, false, false, NULL),
     ('approval_responses', '*', 'comment', 'string', false, true, false, NULL),
     ('approval_responses', '*', 'decided_by', 'string', true, false, true, NULL),
+    ('approval_responses', '*', 'error', 'string', false, true, false, NULL),
+    ('approval_responses', '*', 'request_sha256', 'string', false, true, false, NULL),
     ('question_requests', '*', 'type', 'string', true, false, true, '["question_request"]'),
     ('question_requests', '*', 'agent_id', 'string', true, false, true, NULL),
     ('question_requests', '*', 'question', 'string', true, false, true, NULL),
@@ -56,6 +59,8 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('question_responses', '*', 'request_id', 'string', true, false, true, NULL),
     ('question_responses', '*', 'response', 'string', true, false, false, NULL),
     ('question_responses', '*', 'answered_by', 'string', true, false, true, NULL),
+    ('question_responses', '*', 'error', 'string', false, true, false, NULL),
+    ('question_responses', '*', 'request_sha256', 'string', false, true, false, NULL),
     ('job_requests', '*', 'type', 'string', true, false, true, '["job_request"]'),
     ('job_requests', '*', 'code', 'string', true, false, false, NULL),
     ('job_requests', '*', 'language', 'string', true, false, true, NULL),
@@ -69,6 +74,7 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('job_results', '*', 'error', 'string', false, true, false, NULL),
     ('job_results', '*', 'exit_code', 'integer', false, true, false, NULL),
     ('job_results', '*', 'duration_ms', 'number', false, true, false, NULL),
+    ('job_results', '*', 'request_sha256', 'string', false, true, false, NULL),
     ('pattern_messages', '*', 'type', 'string', true, false, true, '["pattern_detection"]'),
     ('pattern_messages', '*', 'instance_id', 'string', true, false, true, NULL),
     ('pattern_messages', '*', 'patterns', 'array', true, false, false, NULL),
@@ -94,11 +100,15 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('dead_letters', '*', 'msg_id', 'integer', false, true, false, NULL),
     ('dead_letters', '*', 'message', 'any', true, true, false, NULL),
     ('dead_letters', '*', 'error', 'string', true, false, true, NULL),
-    ('dead_letters', '*', 'attempts', 'integer', true, false, false, NULL);
+    ('dead_letters', '*', 'attempts', 'integer', true, false, false, NULL),
+    ('dead_letters', '*', 'sender', 'string', false, true, false, NULL),
+    ('dead_letters', '*', 'dead_lettered_by', 'string', false, true, false, NULL);
 
 -- The flow table (DESIGN.md section 5). CentralCloud also reads every archive (granted in
 -- bus.apply_grants). Broadcasts to instances (templates, aggregated patterns) go to one inbox
--- queue per instance, because a pgmq message is delivered to one consumer only.
+-- queue per instance, because a pgmq message is delivered to one consumer only. No service sends
+-- to dead_letters: only a consumer's failure path (bus.fail, bus.dead_letter, bus.read) moves a
+-- message there, from the real message, with the server's record of its sender (DESIGN.md 8b).
 DELETE FROM bus.flows;
 INSERT INTO bus.flows (kind, service, action) VALUES
     ('llm_requests', 'singularity', 'send'),       ('llm_requests', 'nexus', 'consume'),
@@ -115,6 +125,7 @@ INSERT INTO bus.flows (kind, service, action) VALUES
     ('template_updates', 'centralcloud', 'send'),  ('template_updates', 'singularity', 'consume'),
     ('instance_heartbeat', 'singularity', 'send'), ('instance_heartbeat', 'genesis', 'send'),
     ('instance_heartbeat', 'nexus', 'send'),       ('instance_heartbeat', 'centralcloud', 'send'),
-    ('instance_heartbeat', 'centralcloud', 'consume'),
-    ('dead_letters', 'singularity', 'send'),       ('dead_letters', 'genesis', 'send'),
-    ('dead_letters', 'nexus', 'send'),             ('dead_letters', 'centralcloud', 'send');
+    ('instance_heartbeat', 'centralcloud', 'consume');
+
+-- Defaults of the bus's own settings (the operator changes them with bus.set_setting).
+INSERT INTO bus.settings (key, value) VALUES ('max_json_depth', '64') ON CONFLICT (key) DO NOTHING;

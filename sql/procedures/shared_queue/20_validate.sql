@@ -64,6 +64,13 @@ BEGIN
                   HINT = 'Store large payloads elsewhere (a file, a table) and send a reference to them.';
     END IF;
 
+    IF bus._too_deep(m) THEN
+        RAISE EXCEPTION '%: message is nested % levels deep, over the limit of %', p_queue, bus.json_depth(m),
+                        coalesce(bus.setting('max_json_depth'), '64')
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Flatten the data, or send deeply nested data as a JSON string inside the message.';
+    END IF;
+
     -- Envelope: stamp what is missing, check what is given.
     IF NOT m ? 'id' OR m->'id' = 'null'::jsonb THEN
         m := m || jsonb_build_object('id', ops.ulid());
@@ -140,6 +147,50 @@ $$;
 COMMENT ON FUNCTION bus.validate_message(text, jsonb) IS
     'Validates a message for a queue against bus.message_fields and returns it with its envelope stamped.';
 
+-- Container nesting of V: 0 for a scalar, 1 for {} or [], 2 for [[]] (what a JSON decoder recurses).
+CREATE OR REPLACE FUNCTION bus.json_depth(v jsonb)
+RETURNS int
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lo int := 0;      -- a container exists at level lo - 1 (or lo = 0)
+    hi int := 1;
+    mid int;
+BEGIN
+    IF jsonb_typeof(v) NOT IN ('object', 'array') THEN
+        RETURN 0;
+    END IF;
+    -- jsonpath levels start at 0 (the root); depth = 1 + the deepest level holding a container
+    WHILE bus._container_at(v, hi) LOOP
+        lo := hi;
+        hi := hi * 2;
+    END LOOP;
+    WHILE hi - lo > 1 LOOP
+        mid := (lo + hi) / 2;
+        IF bus._container_at(v, mid) THEN lo := mid; ELSE hi := mid; END IF;
+    END LOOP;
+    RETURN lo + 1;
+END;
+$$;
+COMMENT ON FUNCTION bus.json_depth(jsonb) IS 'How deeply objects and arrays nest in a JSON value (0 for a scalar).';
+
+-- True when V holds an object or array at jsonpath level P_LEVEL or deeper.
+CREATE OR REPLACE FUNCTION bus._container_at(v jsonb, p_level int)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.jsonb_path_exists(v, pg_catalog.format(
+           'strict $.**{%s to last} ? (@.type() == "object" || @.type() == "array")', p_level)::jsonpath);
+
+-- True when MSG nests deeper than the max_json_depth setting (64): clients' JSON decoders recurse
+-- per level, so a message 3,000 levels deep would pass here and then fail in every consumer.
+CREATE OR REPLACE FUNCTION bus._too_deep(m jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN bus._container_at(m, coalesce(bus.setting('max_json_depth'), '64')::int);
+
 -- True when TXT parses as a timestamptz (PostgreSQL 15 has no pg_input_is_valid).
 CREATE OR REPLACE FUNCTION bus.pg_input_is_valid_ts(txt text)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE
@@ -152,18 +203,137 @@ EXCEPTION WHEN others THEN
 END;
 $$;
 
--- BEFORE INSERT trigger on every pgmq queue table managed by the bus.
+-- Who role P_ROLE is on the bus: {sender, service, instance_id, trusted}. Service roles are known
+-- from bus.instances (Singularity instances) and the three fixed service roles; the database owner
+-- (and superusers) are trusted: they may send on behalf of a service by naming it in
+-- headers.sender (that is how a replay keeps the original sender). Any other role is itself.
+CREATE OR REPLACE FUNCTION bus._identity(p_role name, p_headers jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    inst text;
+    said text := p_headers->>'sender';
+BEGIN
+    SELECT i.instance_id INTO inst FROM bus.instances i WHERE i.role = p_role;
+    IF FOUND THEN
+        RETURN jsonb_build_object('sender', p_role, 'service', 'singularity', 'instance_id', inst, 'trusted', false);
+    ELSIF p_role IN ('svc_genesis', 'svc_nexus', 'svc_centralcloud') THEN
+        RETURN jsonb_build_object('sender', p_role, 'service', substr(p_role, 5), 'trusted', false);
+    ELSIF pg_has_role(p_role, (SELECT d.datdba FROM pg_database d WHERE d.datname = current_database()), 'MEMBER') THEN
+        IF said IS NOT NULL AND said <> p_role::text
+           AND (said IN ('svc_genesis', 'svc_nexus', 'svc_centralcloud')
+                OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.role::text = said)) THEN
+            RETURN bus._identity(said::name) || jsonb_build_object('on_behalf_by', p_role);
+        END IF;
+        RETURN jsonb_build_object('sender', p_role, 'trusted', true);
+    END IF;
+    RETURN jsonb_build_object('sender', p_role, 'trusted', false);
+END;
+$$;
+COMMENT ON FUNCTION bus._identity(name, jsonb) IS
+    'The sender identity the server stamps for a role (service, instance); the owner may name a service (replays).';
+
+-- Stamp the sender's identity into message M of queue Q (kind K): a Singularity instance's
+-- instance_id is its own (another one is refused, 42501); a service's heartbeat names that service
+-- (42501 otherwise). Runs before shape validation (which then finds the fields it requires);
+-- `source` is stamped after it (bus._check_message), so the size limit counts what was sent.
+CREATE OR REPLACE FUNCTION bus._stamp_identity(p_queue text, p_kind text, m jsonb, ident jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    svc  text := ident->>'service';
+    inst text := ident->>'instance_id';
+BEGIN
+    IF jsonb_typeof(m) IS DISTINCT FROM 'object' THEN
+        RETURN m;   -- validation reports it
+    END IF;
+    IF svc IS NULL THEN
+        RETURN m;
+    END IF;
+    IF inst IS NOT NULL AND EXISTS (SELECT 1 FROM bus.message_fields f WHERE f.kind = p_kind AND f.field = 'instance_id') THEN
+        IF m ? 'instance_id' AND m->'instance_id' <> 'null'::jsonb AND m->>'instance_id' IS DISTINCT FROM inst THEN
+            RAISE EXCEPTION '%: % is instance "%" and may not send as instance "%"', p_queue, ident->>'sender', inst,
+                            left(coalesce(m->>'instance_id', (m->'instance_id')::text), 60)
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Leave "instance_id" out: the bus stamps the sending instance.';
+        END IF;
+        m := m || jsonb_build_object('instance_id', inst);
+    END IF;
+    IF EXISTS (SELECT 1 FROM bus.message_fields f WHERE f.kind = p_kind AND f.field = 'service') THEN
+        IF m ? 'service' AND m->'service' <> 'null'::jsonb AND m->>'service' IS DISTINCT FROM svc THEN
+            RAISE EXCEPTION '%: % is service "%" and may not send as service "%"', p_queue, ident->>'sender', svc,
+                            left(coalesce(m->>'service', (m->'service')::text), 60)
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Each service reports only its own liveness; leave "service" out and the bus stamps it.';
+        END IF;
+        m := m || jsonb_build_object('service', svc);
+    END IF;
+    RETURN m;
+END;
+$$;
+COMMENT ON FUNCTION bus._stamp_identity(text, text, jsonb, jsonb) IS
+    'Stamps source / instance_id / service from the sending role; refuses speaking for another (42501).';
+
+-- A request's reply_to must be one of the sender's own reply queues (42501): an instance cannot
+-- route answers to another instance. Trusted senders (the operator) may name any reply queue.
+CREATE OR REPLACE FUNCTION bus._check_reply_to(p_queue text, m jsonb, ident jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_inst text;
+BEGIN
+    IF NOT m ? 'reply_to' OR coalesce((ident->>'trusted')::boolean, false) THEN
+        RETURN;
+    END IF;
+    SELECT q.instance_id INTO owner_inst FROM bus.queues q WHERE q.queue_name = m->>'reply_to';
+    IF owner_inst IS DISTINCT FROM ident->>'instance_id' THEN
+        RAISE EXCEPTION '%: reply_to "%" belongs to instance "%", not to % (instance "%")', p_queue,
+                        left(m->>'reply_to', 60), coalesce(owner_inst, '?'), ident->>'sender', coalesce(ident->>'instance_id', 'none')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Name one of your own reply queues (or leave reply_to out for the default one of your instance).';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION bus._check_reply_to(text, jsonb, jsonb) IS 'A request may ask for its reply only on its sender''s own queues.';
+
+-- BEFORE INSERT trigger on every pgmq queue table managed by the bus: identity from the inserting
+-- role (current_user: the trigger runs as the sender), then the shape rules, then reply_to; the
+-- headers get the server's record of the sender and the request's hash (consumers cannot change
+-- headers: they may update only vt, read_ct and last_read_at).
 CREATE OR REPLACE FUNCTION bus._check_message()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    q     text := substr(TG_TABLE_NAME, 3);
+    ident jsonb := bus._identity(current_user, NEW.headers);
 BEGIN
-    NEW.message := bus.validate_message(substr(TG_TABLE_NAME, 3), NEW.message);
+    IF NEW.headers IS NOT NULL AND jsonb_typeof(NEW.headers) <> 'object' THEN
+        RAISE EXCEPTION '%: headers must be a JSON object, got %', q, jsonb_typeof(NEW.headers)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Send headers as a JSON object, or none.';
+    END IF;
+    NEW.message := bus._stamp_identity(q, (SELECT b.kind FROM bus.queues b WHERE b.queue_name = q), NEW.message, ident);
+    NEW.message := bus.validate_message(q, NEW.message);
+    IF ident ? 'service' THEN
+        NEW.message := NEW.message || jsonb_build_object('source', ident->>'service');
+    END IF;
+    PERFORM bus._check_reply_to(q, NEW.message, ident);
+    NEW.headers := coalesce(NEW.headers, '{}'::jsonb) - 'on_behalf_by'
+                   || jsonb_build_object('sender', ident->>'sender', 'content_sha256', ops.request_hash(NEW.message))
+                   || CASE WHEN ident ? 'on_behalf_by' THEN jsonb_build_object('on_behalf_by', ident->>'on_behalf_by')
+                           ELSE '{}'::jsonb END;
     RETURN NEW;
 END;
 $$;
-COMMENT ON FUNCTION bus._check_message() IS 'Validation trigger on pgmq.q_* tables: stamps the envelope, refuses bad messages.';
+COMMENT ON FUNCTION bus._check_message() IS
+    'Validation trigger on pgmq.q_* tables: stamps identity and envelope, refuses bad messages, records sender and hash.';
 
 -- All rules as one JSON document, for clients that validate before they send.
 CREATE OR REPLACE FUNCTION bus.message_rules()

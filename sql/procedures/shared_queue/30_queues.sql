@@ -49,7 +49,9 @@ BEGIN
                 -- pgmq.send is INSERT ... RETURNING msg_id: insert plus reading back the id only.
                 EXECUTE format('GRANT INSERT, SELECT (msg_id) ON pgmq.%I TO %I', qt, role_);
             ELSE
-                EXECUTE format('GRANT SELECT, UPDATE, DELETE ON pgmq.%I TO %I', qt, role_);
+                -- consumers move vt and count reads (pgmq.read, set_vt), never the message or its
+                -- headers (the server's record of the sender): those change only through bus._fail
+                EXECUTE format('GRANT SELECT, UPDATE (vt, read_ct, last_read_at), DELETE ON pgmq.%I TO %I', qt, role_);
                 EXECUTE format('GRANT SELECT, INSERT ON pgmq.%I TO %I', at, role_);
             END IF;
         END LOOP;
@@ -134,9 +136,12 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA pgmq, bus, ops TO %I', p_role);
-    EXECUTE format('GRANT SELECT ON bus.queues, bus.queue_kinds, bus.message_fields, bus.instances TO %I', p_role);
+    EXECUTE format('GRANT SELECT ON bus.queues, bus.queue_kinds, bus.message_fields, bus.instances, bus.settings TO %I', p_role);
     EXECUTE format('GRANT SELECT ON pgmq.meta, pgmq.notify_insert_throttle TO %I', p_role);
     EXECUTE format('GRANT UPDATE (last_notified_at) ON pgmq.notify_insert_throttle TO %I', p_role);
+    -- the dead-letter path (definers that check the caller is a consumer of the queue)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION bus._bury(name, text, bigint, int, text),
+                    bus._fail(name, text, bigint, int, text, int, double precision) TO %I', p_role);
 END;
 $$;
 COMMENT ON FUNCTION bus.grant_common(name) IS 'Schema usage and catalog read access every service role needs.';

@@ -119,71 +119,172 @@ $$;
 COMMENT ON FUNCTION bus.set_lease(text, bigint, int, double precision) IS
     'Fenced set_vt: extends (or with 0 releases) the lease of a message this delivery still holds.';
 
--- Send a dead letter for message M of P_QUEUE (already removed from its queue by the caller).
-CREATE OR REPLACE FUNCTION bus._send_dead_letter(p_queue text, p_msg_id bigint, p_message jsonb,
-                                                p_error text, p_attempts int)
-RETURNS bigint
-LANGUAGE sql
-SET search_path = pg_catalog
+-- P_CLAIMED if this session may act as that role (the role itself, or a role it is a member of,
+-- e.g. a superuser's SET ROLE); 42501 otherwise. Definers below get the caller's role from an
+-- invoker wrapper (current_user there) and check the claim here, so calling them directly with
+-- another role's name gets nowhere.
+CREATE OR REPLACE FUNCTION bus._caller(p_claimed name)
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pgmq.send('dead_letters', jsonb_build_object(
-        'queue', p_queue, 'msg_id', p_msg_id, 'message', p_message,
-        'error', left(coalesce(nullif(p_error, ''), 'no reason given'), 4000), 'attempts', p_attempts,
-        'failed_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+BEGIN
+    IF p_claimed IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = p_claimed)
+       OR NOT pg_catalog.pg_has_role(session_user, p_claimed, 'MEMBER') THEN
+        RAISE EXCEPTION 'role % may not act as %', session_user, coalesce(p_claimed::text, 'NULL')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Call bus.fail / bus.dead_letter / bus.read, which pass your own role.';
+    END IF;
+    RETURN p_claimed;
+END;
 $$;
+REVOKE EXECUTE ON FUNCTION bus._caller(name) FROM PUBLIC;
+
+-- 42501 unless ROLE consumes queue Q (holds DELETE on its table, as the flow table grants).
+CREATE OR REPLACE FUNCTION bus._require_consumer(p_role name, q bus.queues, p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF q.kind = 'dead_letters' OR NOT pg_catalog.has_table_privilege(p_role, pg_catalog.format('pgmq.%I', 'q_' || q.queue_name), 'DELETE') THEN
+        RAISE EXCEPTION '% does not consume %: only a consumer of a queue may % its messages', p_role, q.queue_name, p_what
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'See the flow table (bus.flows, DESIGN.md section 5) for who consumes which queue.';
+    END IF;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION bus._require_consumer(name, bus.queues, text) FROM PUBLIC;
+
+-- The dead-letter path, the only one (DESIGN.md 8b): remove delivery (P_MSG_ID, P_READ_CT) from
+-- P_QUEUE and record it in dead_letters with the real message, the server's record of its sender
+-- (headers.sender at send), the queue it died on and the consumer that gave up. Runs as the bus
+-- owner (no service role may insert into dead_letters); P_CALLER must be the session's own role
+-- and a consumer of P_QUEUE. Returns 'dead_lettered', or 'stale' / 'gone' (fenced like ack).
+CREATE OR REPLACE FUNCTION bus._bury(p_caller name, p_queue text, p_msg_id bigint, p_read_ct int, p_error text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := bus._caller(p_caller);
+    q      bus.queues := bus._queue(p_queue);
+    msg    jsonb;
+    hdr    jsonb;
+    rc     int;
+BEGIN
+    PERFORM bus._require_consumer(caller, q, 'dead-letter');
+    EXECUTE pg_catalog.format('DELETE FROM pgmq.%I WHERE msg_id = $1 AND read_ct = $2 RETURNING message, headers, read_ct',
+                              'q_' || q.queue_name)
+    INTO msg, hdr, rc USING p_msg_id, p_read_ct;
+    IF rc IS NULL THEN
+        RETURN bus._why_not(q.queue_name, p_msg_id);
+    END IF;
+    PERFORM pgmq.send('dead_letters',
+        pg_catalog.jsonb_build_object(
+            'queue', q.queue_name, 'msg_id', p_msg_id, 'message', msg,
+            'error', pg_catalog.left(coalesce(nullif(p_error, ''), 'no reason given'), 4000), 'attempts', rc,
+            'failed_at', pg_catalog.to_char(pg_catalog.clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'sender', hdr->>'sender', 'dead_lettered_by', caller),
+        pg_catalog.jsonb_build_object('sender', hdr->>'sender', 'dead_letter_of', q.queue_name,
+                                      'dead_letter_msg_id', p_msg_id, 'original_headers', hdr));
+    RETURN 'dead_lettered';
+END;
+$$;
+COMMENT ON FUNCTION bus._bury(name, text, bigint, int, text) IS
+    'Internal: moves a held message to dead_letters with its recorded sender (the only way in).';
+REVOKE EXECUTE ON FUNCTION bus._bury(name, text, bigint, int, text) FROM PUBLIC;
 
 -- Move a held message to the dead-letter queue now (malformed or poison), atomically and fenced.
 CREATE OR REPLACE FUNCTION bus.dead_letter(p_queue text, p_msg_id bigint, p_read_ct int, p_error text)
 RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    q   bus.queues := bus._queue(p_queue);
-    msg jsonb;
-    rc  int;
-BEGIN
-    EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = $1 AND read_ct = $2 RETURNING message, read_ct',
-                   'q_' || q.queue_name)
-    INTO msg, rc USING p_msg_id, p_read_ct;
-    IF rc IS NULL THEN
-        RETURN bus._why_not(q.queue_name, p_msg_id);
-    END IF;
-    PERFORM bus._send_dead_letter(q.queue_name, p_msg_id, msg, p_error, rc);
-    RETURN 'dead_lettered';
-END;
-$$;
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bus._bury(current_user, p_queue, p_msg_id, p_read_ct, p_error) $$;
 COMMENT ON FUNCTION bus.dead_letter(text, bigint, int, text) IS
-    'Moves a held message to dead_letters with the reason, in one transaction; fenced like ack.';
+    'Moves a held message to dead_letters with the reason, in one transaction; fenced like ack; consumers only.';
 
--- A processing failure: retry after a backoff, or dead-letter once attempts reach the kind's max.
-CREATE OR REPLACE FUNCTION bus.fail(p_queue text, p_msg_id bigint, p_read_ct int, p_error text,
-                                    p_max_attempts int DEFAULT NULL, p_backoff_s double precision DEFAULT 1)
+-- bus.fail for caller P_CALLER (see bus.fail): the backoff is written by the bus owner, because
+-- consumers may not change a message's headers (they could forge its recorded sender).
+CREATE OR REPLACE FUNCTION bus._fail(p_caller name, p_queue text, p_msg_id bigint, p_read_ct int, p_error text,
+                                     p_max_attempts int, p_backoff_s double precision)
 RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    q     bus.queues := bus._queue(p_queue);
-    maxa  int;
-    delay double precision;
-    id    bigint;
+    caller name := bus._caller(p_caller);
+    q      bus.queues := bus._queue(p_queue);
+    maxa   int;
+    delay  double precision;
+    id     bigint;
 BEGIN
-    SELECT coalesce(p_max_attempts, k.max_attempts) INTO maxa FROM bus.queue_kinds k WHERE k.kind = q.kind;
+    PERFORM bus._require_consumer(caller, q, 'fail');
+    maxa := coalesce(p_max_attempts, bus._max_attempts(q.kind));
     IF p_read_ct >= maxa THEN
-        RETURN bus.dead_letter(q.queue_name, p_msg_id, p_read_ct,
-                               format('failed %s times (max_attempts %s); last error: %s', p_read_ct, maxa, p_error));
+        RETURN bus._bury(caller, q.queue_name, p_msg_id, p_read_ct,
+                         pg_catalog.format('failed %s times (max_attempts %s); last error: %s', p_read_ct, maxa, p_error));
     END IF;
     -- exponential backoff with jitter, capped at 5 minutes
-    delay := least(p_backoff_s * power(2, greatest(p_read_ct - 1, 0)), 300) * (0.75 + random() * 0.5);
-    EXECUTE format($q$UPDATE pgmq.%I
-                        SET vt = clock_timestamp() + make_interval(secs => $3),
+    delay := least(p_backoff_s * pg_catalog.power(2, greatest(p_read_ct - 1, 0)), 300) * (0.75 + pg_catalog.random() * 0.5);
+    EXECUTE pg_catalog.format($q$UPDATE pgmq.%I
+                        SET vt = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3),
                             headers = coalesce(headers, '{}'::jsonb)
-                                      || jsonb_build_object('last_error', left($4, 4000), 'attempts', read_ct)
+                                      || pg_catalog.jsonb_build_object('last_error', pg_catalog.left($4, 4000), 'attempts', read_ct)
                       WHERE msg_id = $1 AND read_ct = $2 RETURNING msg_id$q$, 'q_' || q.queue_name)
     INTO id USING p_msg_id, p_read_ct, delay, p_error;
     RETURN CASE WHEN id IS NOT NULL THEN 'retry' ELSE bus._why_not(q.queue_name, p_msg_id) END;
 END;
 $$;
+REVOKE EXECUTE ON FUNCTION bus._fail(name, text, bigint, int, text, int, double precision) FROM PUBLIC;
+
+-- A processing failure: retry after a backoff, or dead-letter once attempts reach the kind's max.
+CREATE OR REPLACE FUNCTION bus.fail(p_queue text, p_msg_id bigint, p_read_ct int, p_error text,
+                                    p_max_attempts int DEFAULT NULL, p_backoff_s double precision DEFAULT 1)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bus._fail(current_user, p_queue, p_msg_id, p_read_ct, p_error, p_max_attempts, p_backoff_s) $$;
 COMMENT ON FUNCTION bus.fail(text, bigint, int, text, int, double precision) IS
-    'Records a failed attempt: backoff via vt, or dead_letters after max_attempts; fenced like ack.';
+    'Records a failed attempt: backoff via vt, or dead_letters after max_attempts; fenced like ack; consumers only.';
+
+-- Attempts a message of kind P_KIND gets before it is dead-lettered: the kind's max_attempts, or
+-- the operator's override (bus setting max_attempts, from SHARED_QUEUE_MAX_ATTEMPTS).
+CREATE OR REPLACE FUNCTION bus._max_attempts(p_kind text)
+RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN coalesce(nullif(bus.setting('max_attempts'), '')::int,
+                (SELECT k.max_attempts FROM bus.queue_kinds k WHERE k.kind = p_kind));
+
+-- Read up to P_QTY visible messages of P_QUEUE for P_VT seconds, as pgmq.read does (the caller's
+-- own privileges: the flow table applies), except that a message delivered more than its
+-- max_attempts times without being acked or failed (its consumer crashed on it, or could not even
+-- decode it) is moved to dead_letters instead of being delivered again. Headers always carry the
+-- request hash (messages sent before the bus stamped it get it computed here).
+CREATE OR REPLACE FUNCTION bus.read(p_queue text, p_vt int, p_qty int, p_conditional jsonb DEFAULT '{}')
+RETURNS SETOF pgmq.message_record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q    bus.queues := bus._queue(p_queue);
+    maxa int := bus._max_attempts(q.kind);
+    r    pgmq.message_record;
+BEGIN
+    FOR r IN SELECT * FROM pgmq.read(q.queue_name, p_vt, p_qty, coalesce(p_conditional, '{}'::jsonb)) LOOP
+        IF r.read_ct > maxa THEN
+            PERFORM bus._bury(current_user, q.queue_name, r.msg_id, r.read_ct,
+                              pg_catalog.format('delivered %s times without being acked or failed (max_attempts %s): '
+                                                'the consumer crashed on it or could not decode it', r.read_ct, maxa));
+            CONTINUE;
+        END IF;
+        IF r.headers IS NULL OR NOT r.headers ? 'content_sha256' THEN
+            r.headers := coalesce(r.headers, '{}'::jsonb) || pg_catalog.jsonb_build_object('content_sha256', ops.request_hash(r.message));
+        END IF;
+        RETURN NEXT r;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION bus.read(text, int, int, jsonb) IS
+    'pgmq.read that dead-letters messages delivered past max_attempts without being settled (poison).';

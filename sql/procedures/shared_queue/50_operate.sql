@@ -23,22 +23,48 @@ $$;
 COMMENT ON FUNCTION bus.queue_overview() IS 'Depth, visible, oldest age, total and dead-letter count per queue.';
 
 -- Put dead letter P_DLQ_MSG_ID back on its original queue (validated again); returns the new msg_id.
+-- Only what really died on a queue is replayed: dead letters are written by bus._bury alone, which
+-- records the queue, the msg_id and the sender the server stamped at send; the replay sends as that
+-- sender (its identity is stamped again) and only if the flow table still lets it send there.
 CREATE OR REPLACE FUNCTION bus.dlq_replay(p_dlq_msg_id bigint)
 RETURNS bigint
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    d   jsonb;
+    d      jsonb;
+    h      jsonb;
+    queue_ text;
+    sender text;
     new_id bigint;
 BEGIN
-    SELECT message INTO d FROM pgmq.q_dead_letters WHERE msg_id = p_dlq_msg_id FOR UPDATE;
+    SELECT message, headers INTO d, h FROM pgmq.q_dead_letters WHERE msg_id = p_dlq_msg_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'dead letter % does not exist', p_dlq_msg_id
             USING ERRCODE = 'no_data_found', HINT = 'orchestrator dlq list shows the ids that do.';
     END IF;
-    PERFORM bus._queue(d->>'queue');
-    SELECT pgmq.send(d->>'queue', d->'message') INTO new_id;
+    queue_ := h->>'dead_letter_of';
+    IF queue_ IS NULL OR queue_ IS DISTINCT FROM d->>'queue' THEN
+        RAISE EXCEPTION 'dead letter % was not written by the bus''s dead-letter path (no record of the queue it died on '
+                        'and of its sender), so it is not replayed', p_dlq_msg_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Read it (orchestrator dlq list), send what is right by hand (orchestrator send), then purge it.';
+    END IF;
+    PERFORM bus._queue(queue_);
+    sender := d->>'sender';
+    IF sender IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = sender) THEN
+        RAISE EXCEPTION 'dead letter %: its sender is unknown (%), so it is not replayed as anyone', p_dlq_msg_id,
+                        coalesce(sender, 'sent before the bus recorded senders')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Read it (orchestrator dlq list), send what is right by hand (orchestrator send), then purge it.';
+    END IF;
+    IF NOT pg_catalog.has_table_privilege(sender, pg_catalog.format('pgmq.%I', 'q_' || queue_), 'INSERT') THEN
+        RAISE EXCEPTION 'dead letter %: its sender % may not send to % (flow table)', p_dlq_msg_id, sender, queue_
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The flow table (bus.flows) no longer lets that sender use this queue; purge the dead letter.';
+    END IF;
+    SELECT pgmq.send(queue_, d->'message', pg_catalog.jsonb_build_object('sender', sender, 'replayed_from', p_dlq_msg_id))
+      INTO new_id;
     PERFORM pgmq.archive('dead_letters', p_dlq_msg_id);
     RETURN new_id;
 END;

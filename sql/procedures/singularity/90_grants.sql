@@ -35,7 +35,8 @@ BEGIN
                     core.cleanup_logs(interval, interval), core.archive_completed_tasks(interval), core.queue_heartbeat(),
                     core.get_cdc_changes(boolean, int), core.get_pattern_changes(boolean, int),
                     core.get_session_changes(boolean, int), core.run_job(text), core.jobs_status(),
-                    core.queue_status(), outbox.drain(int, int, int), outbox.consume_inbox(int) TO %I', svc);
+                    core.queue_status(), core.record_request(text, text, text, jsonb, text),
+                    core.store_result(text, jsonb), outbox.drain(int, int, int), outbox.consume_inbox(int) TO %I', svc);
     -- not outbox.drain_all (pg_cron runs it as the owner), _drain_batch or _record_drain: the service
     -- role drains only through outbox.drain (SECURITY DEFINER), so it cannot write drain records.
 END $$;

@@ -217,7 +217,7 @@ RESET ROLE;
 SELECT is(pg_temp.depth('llm_requests'), (SELECT n + 1 FROM t_depth WHERE q = 'llm_requests'), 'the valid message was enqueued (one row)');
 SELECT ok(ops.is_ulid(message->>'id'), 'a ULID id was stamped') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
 SELECT is(message->>'type', 'llm_request', 'type was stamped with the queue''s message type') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
-SELECT is(message->>'source', 'svc_singularity', 'source was stamped with the sending role') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
+SELECT is(message->>'source', 'singularity', 'source was stamped with the sending service') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
 SELECT ok((message->>'created_at')::timestamptz BETWEEN now() - interval '1 minute' AND clock_timestamp(),
           'created_at was stamped with the send time') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
 SELECT matches(message->>'created_at', '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$', 'created_at is ISO-8601 UTC with microseconds')

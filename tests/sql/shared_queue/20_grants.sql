@@ -18,13 +18,14 @@ INSERT INTO t_expect VALUES
  ('question_responses', '{svc_nexus}',       '{svc_singularity}', '{"request_id": "r1", "response": "so", "answered_by": "alice"}'),
  ('job_requests',       '{svc_singularity}', '{svc_genesis}',     '{"code": "print(1)", "language": "python", "mode": "run"}'),
  ('job_results',        '{svc_genesis}',     '{svc_singularity}', '{"request_id": "r1", "output": "1", "exit_code": 0}'),
- ('pattern_messages',   '{svc_singularity}', '{svc_centralcloud}', '{"instance_id": "i1", "patterns": []}'),
- ('learned_patterns',   '{svc_singularity}', '{svc_centralcloud}', '{"instance_id": "i1", "artifacts": []}'),
+ ('pattern_messages',   '{svc_singularity}', '{svc_centralcloud}', '{"instance_id": "default", "patterns": []}'),
+ ('learned_patterns',   '{svc_singularity}', '{svc_centralcloud}', '{"instance_id": "default", "artifacts": []}'),
  ('knowledge_updates',  '{svc_centralcloud}', '{svc_singularity}', '{"type": "aggregated_patterns", "patterns": []}'),
  ('template_updates',   '{svc_centralcloud}', '{svc_singularity}', '{"git_url": "https://example.invalid/t.git", "updated_files": ["a"]}'),
  ('instance_heartbeat', '{svc_singularity,svc_genesis,svc_nexus,svc_centralcloud}', '{svc_centralcloud}',
-  '{"instance_id": "i1", "service": "nexus", "at": "2026-01-01T00:00:00Z"}'),
- ('dead_letters',       '{svc_singularity,svc_genesis,svc_nexus,svc_centralcloud}', '{}',
+  '{"instance_id": "default", "at": "2026-01-01T00:00:00Z"}'),
+ -- dead letters are written only by the consumers' failure path (bus._bury, as the bus owner)
+ ('dead_letters',       '{}', '{}',
   '{"queue": "llm_requests", "message": {}, "error": "boom", "attempts": 1}');
 CREATE TEMP TABLE t_roles (r name PRIMARY KEY) ON COMMIT DROP;
 INSERT INTO t_roles VALUES ('svc_singularity'), ('svc_genesis'), ('svc_nexus'), ('svc_centralcloud');
@@ -41,9 +42,9 @@ SELECT set_eq($$SELECT q, s FROM t_expect, unnest(senders) s$$,
               $$SELECT q, r FROM t_expect, t_roles WHERE has_table_privilege(r, format('pgmq.%I', 'q_' || q), 'INSERT')$$,
               'INSERT on the queue tables is granted to exactly the senders');
 SELECT set_eq($$SELECT q, c FROM t_expect, unnest(consumers) c$$,
-              $$SELECT q, r FROM t_expect, t_roles WHERE has_table_privilege(r, format('pgmq.%I', 'q_' || q), 'UPDATE')
+              $$SELECT q, r FROM t_expect, t_roles WHERE has_column_privilege(r, format('pgmq.%I', 'q_' || q), 'vt', 'UPDATE')
                                                        AND has_table_privilege(r, format('pgmq.%I', 'q_' || q), 'DELETE')$$,
-              'UPDATE and DELETE on the queue tables are granted to exactly the consumers');
+              'UPDATE (of vt) and DELETE on the queue tables are granted to exactly the consumers');
 SELECT is_empty($$SELECT q, r FROM t_expect, t_roles
                    WHERE has_table_privilege(r, format('pgmq.%I', 'q_' || q), 'TRUNCATE')
                       OR has_table_privilege(r, format('pgmq.%I', 'a_' || q), 'UPDATE')
@@ -56,7 +57,10 @@ SELECT is_empty($$SELECT q FROM t_expect WHERE has_table_privilege('public', for
 
 -- One message per queue, sent by the superuser, for the archive operations below.
 ALTER TABLE t_expect ADD COLUMN msg_id bigint;
-UPDATE t_expect SET msg_id = (SELECT pgmq.send(q, msg));
+-- (the superuser names the heartbeat's service and instance; a service role's are stamped from its role)
+UPDATE t_expect SET msg_id = (SELECT pgmq.send(q, msg || CASE WHEN q = 'instance_heartbeat'
+                                                             THEN '{"service": "nexus"}'::jsonb
+                                                             ELSE '{}'::jsonb END));
 
 -- The matrix: 4 roles x 14 queues x 6 operations = 336 real attempts.
 SELECT CASE WHEN allowed

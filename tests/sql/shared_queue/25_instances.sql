@@ -73,8 +73,8 @@ SELECT throws_ok($$SELECT bus.validate_message('approval_requests',
                    '{"agent_id": "a", "file_path": "f", "diff": "d", "reply_to": "llm_results_t25"}')$$, '22023',
                  'approval_requests: reply_to "llm_results_t25" is not a approval_responses queue',
                  'reply_to llm_results_t25 is not an approval reply queue');
-SELECT ok(EXISTS (SELECT 1 FROM pgmq.q_llm_results_t25 WHERE message->>'source' = 'svc_nexus'),
-          'the reply nexus sent to llm_results_t25 is there, stamped with its source');
+SELECT ok(EXISTS (SELECT 1 FROM pgmq.q_llm_results_t25 WHERE message->>'source' = 'nexus' AND headers->>'sender' = 'svc_nexus'),
+          'the reply nexus sent to llm_results_t25 is there, stamped with its source and sender');
 
 -- Idempotent, and the role name is checked.
 SET LOCAL ROLE own_shared_queue;

@@ -5,6 +5,7 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(68);
+SET LOCAL client_min_messages = warning;
 
 -- Start from empty live queues (rolled back at the end).
 DELETE FROM pgmq.q_job_requests;
@@ -119,8 +120,8 @@ SELECT is((SELECT (message->>'attempts')::int FROM pgmq.q_dead_letters WHERE (me
           'the dead letter carries the attempt count');
 SELECT is((SELECT message->'message'->>'code' FROM pgmq.q_dead_letters WHERE (message->>'msg_id')::bigint = :b3), 'c',
           'the dead letter carries the original message');
-SELECT is((SELECT message->>'source' FROM pgmq.q_dead_letters WHERE (message->>'msg_id')::bigint = :b3), 'svc_genesis',
-          'the dead letter is stamped with the consumer as source');
+SELECT is((SELECT message->>'dead_lettered_by' FROM pgmq.q_dead_letters WHERE (message->>'msg_id')::bigint = :b3), 'svc_genesis',
+          'the dead letter is stamped with the consumer that gave up on it');
 SELECT ok(ops.is_ulid((SELECT message->>'id' FROM pgmq.q_dead_letters WHERE (message->>'msg_id')::bigint = :b3)),
           'the dead letter is a validated bus message (ULID id stamped)');
 
@@ -151,12 +152,37 @@ SELECT is((SELECT read_ct FROM pgmq.q_job_requests WHERE msg_id = :replayed), 0,
 SELECT ok(NOT EXISTS (SELECT 1 FROM pgmq.q_dead_letters WHERE msg_id = :dl_b3)
           AND EXISTS (SELECT 1 FROM pgmq.a_dead_letters WHERE msg_id = :dl_b3),
           'the replayed dead letter moved to the dead_letters archive');
--- A dead letter whose message is invalid is not replayed, and stays in the DLQ.
-SELECT pgmq.send('dead_letters', '{"queue": "job_requests", "message": {"code": "x"}, "error": "malformed", "attempts": 1}') AS dl_bad \gset
+-- A dead letter whose message is invalid now (the rules changed since it was sent) is not replayed,
+-- and stays in the DLQ.
+SET LOCAL ROLE svc_singularity;
+SELECT pgmq.send('job_requests', '{"code": "x", "language": "python", "mode": "run"}') AS bad1 \gset
+RESET ROLE;
+UPDATE pgmq.q_job_requests SET vt = clock_timestamp() - interval '1 second' WHERE msg_id <> :bad1;
+SET LOCAL ROLE svc_genesis;
+SELECT read_ct AS bad1_ct FROM pgmq.read('job_requests', 30, 1, '{"code": "x"}') \gset
+SELECT bus.dead_letter('job_requests', :bad1, :bad1_ct, 'malformed') AS bad1_dl \gset
+RESET ROLE;
+SELECT msg_id AS dl_bad FROM pgmq.q_dead_letters WHERE (message->>'msg_id')::bigint = :bad1 \gset
+UPDATE bus.message_fields SET required = true WHERE kind = 'job_requests' AND field = 'timeout_s';
 SELECT throws_ok(format('SET LOCAL ROLE own_shared_queue; SELECT bus.dlq_replay(%s); RESET ROLE', :dl_bad), '22023',
-                 'job_requests: required field "language" is missing', 'dlq_replay validates again: a malformed message is refused');
+                 'job_requests: required field "timeout_s" is missing', 'dlq_replay validates again: a malformed message is refused');
+UPDATE bus.message_fields SET required = false WHERE kind = 'job_requests' AND field = 'timeout_s';
 SELECT ok(EXISTS (SELECT 1 FROM pgmq.q_dead_letters WHERE msg_id = :dl_bad), 'the refused dead letter stays in the DLQ');
-SELECT pgmq.send('dead_letters', '{"queue": "gone_queue", "message": {}, "error": "x", "attempts": 1}') AS dl_noq \gset
+-- A real dead letter of a queue that was dropped since.
+SET LOCAL ROLE own_shared_queue;
+SELECT bus.ensure_queue('gone_queue', 'job_requests');
+RESET ROLE;
+SET LOCAL ROLE svc_singularity;
+SELECT pgmq.send('gone_queue', '{"code": "y", "language": "python", "mode": "run"}') AS gone1 \gset
+RESET ROLE;
+SET LOCAL ROLE svc_genesis;
+SELECT read_ct AS gone1_ct FROM pgmq.read('gone_queue', 30, 1) \gset
+SELECT bus.dead_letter('gone_queue', :gone1, :gone1_ct, 'x') AS gone1_dl \gset
+RESET ROLE;
+SELECT msg_id AS dl_noq FROM pgmq.q_dead_letters WHERE message->>'queue' = 'gone_queue' \gset
+SET LOCAL ROLE own_shared_queue;
+SELECT bus.drop_queue('gone_queue');
+RESET ROLE;
 SELECT throws_ok(format('SELECT bus.dlq_replay(%s)', :dl_noq), '42P01', 'unknown queue "gone_queue"',
                  'dlq_replay to a queue that no longer exists is 42P01');
 SELECT throws_ok('SELECT bus.dlq_replay(-1)', 'P0002', 'dead letter -1 does not exist', 'dlq_replay of a missing id is P0002');

@@ -28,10 +28,10 @@ ALTER SERVER bus OPTIONS (SET port :'port');
 DELETE FROM outbox.messages;
 
 -- refused by the bus: retried message by message, dead after the attempts limit
-SELECT outbox.enqueue('pattern_messages', '{"type": "pattern_detection", "patterns": []}') AS bad \gset
+SELECT outbox.enqueue('pattern_messages', '{"type": "pattern_detection", "patterns": "none"}') AS bad \gset
 SELECT outbox.drain(500, 100000, 3) AS r2 \gset
 SELECT is((:'r2'::jsonb)->>'failed', '1', 'refused: counted as failed');
-SELECT matches((SELECT last_error FROM outbox.messages WHERE id = :'bad'), 'required field "instance_id" is missing',
+SELECT matches((SELECT last_error FROM outbox.messages WHERE id = :'bad'), 'field "patterns" must be a JSON array',
                'refused: the bus''s reason is kept on the row');
 SELECT outbox.drain(500, 100000, 3) AS r3 \gset
 SELECT outbox.drain(500, 100000, 3) AS r4 \gset
