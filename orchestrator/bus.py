@@ -140,8 +140,8 @@ class Bus:
             try:
                 with self.pool.connection() as c:
                     return fn(c)
-            except psycopg.OperationalError:
-                if attempt == 2:
+            except psycopg.OperationalError as e:
+                if attempt == 2 or not db_away(e):
                     raise
                 log.info("connection lost; probing the pool and retrying once")
                 self.pool.check()  # drop every other dead idle connection too (e.g. after a restart)
@@ -173,7 +173,7 @@ class Bus:
             raise BusError(f"{queue}: the database server is out of disk space ({e.diag.message_primary}); "
                            "free space there and send again. Nothing was enqueued.") from e
         except psycopg.errors.Error as e:
-            if isinstance(e, TRANSIENT):
+            if db_away(e):  # not OperationalError in general: 54000 (too big, too deep) is one too
                 raise
             raise _translate(e, queue) from e
 
@@ -184,7 +184,7 @@ class Bus:
             return self._run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",
                                                                    (queue, ms))])
         except psycopg.errors.Error as e:
-            if isinstance(e, TRANSIENT):
+            if db_away(e):  # not OperationalError in general: 54000 (too big, too deep) is one too
                 raise
             raise _translate(e, queue) from e
 
@@ -259,9 +259,16 @@ class Bus:
             return c.execute("SELECT bus.set_lease(%s, %s, %s, %s) AS r",
                              (msg.queue, msg.msg_id, msg.read_ct, seconds)).fetchone()["r"]
 
+    def give_back(self, msg: Message, seconds: float = 0) -> str:
+        """Hand MSG back for redelivery after SECONDS without counting an attempt (bus.give_back): shutdown,
+        the database lost mid-way, or another worker busy with the same request."""
+        with self.pool.connection() as c:
+            return c.execute("SELECT bus.give_back(%s, %s, %s, %s) AS r",
+                             (msg.queue, msg.msg_id, msg.read_ct, seconds)).fetchone()["r"]
+
     def release(self, msg: Message) -> str:
         """Give MSG back for immediate redelivery (shutdown with work not started or not finished)."""
-        return self.extend(msg, 0)
+        return self.give_back(msg, 0)
 
     def wait_for(self, queue: str, since: int, timeout: float) -> bool:
         return self.notifier.wait(queue, since, timeout)
@@ -316,7 +323,7 @@ class Bus:
             return False
         log.warning("%s msg %s: the database connection was lost mid-way (%s); redelivered in %.0fs, "
                     "not counted as a failed attempt", m.queue, m.msg_id, type(e).__name__, AWAY_RETRY_S)
-        self._safe(self.extend, m, AWAY_RETRY_S)
+        self._safe(self.give_back, m, AWAY_RETRY_S)
         return True
 
     def _safe(self, fn, *args) -> str | None:
@@ -324,8 +331,12 @@ class Bus:
         try:
             return fn(*args)
         except TRANSIENT as e:
-            log.warning("could not settle message (%s); it will be redelivered after its visibility timeout",
-                        type(e).__name__)
+            if db_away(e):
+                log.warning("could not settle message (%s); it will be redelivered after its visibility timeout",
+                            type(e).__name__)
+            else:  # refused by the server (e.g. a limit): say why; the message comes back after its timeout
+                log.error("could not settle message: %s; it will be redelivered after its visibility timeout",
+                          str(e).strip().splitlines()[0])
             return None
 
     # -- request / reply ---------------------------------------------------------------

@@ -277,12 +277,16 @@ def dlq_replay(dlq_ids: tuple[int, ...], all_: bool) -> None:
             ids = [r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_dead_letters ORDER BY msg_id")]
         if not ids:
             _fail("name the dead letters to replay (orchestrator dlq list shows their ids) or pass --all")
+        refused = 0
         for i in ids:
             try:
                 new = conn.execute("SELECT bus.dlq_replay(%s) AS id", (i,)).fetchone()["id"]
                 click.echo(f"dead letter {i} replayed as msg_id {new}")
             except psycopg.Error as e:
+                refused += 1
                 click.echo(f"dead letter {i} not replayed: {e.diag.message_primary} ({e.diag.message_hint or ''})")
+    if refused:
+        _fail(f"{refused} of {len(ids)} dead letters were not replayed (reasons above)")
 
 
 @dlq.command("purge")

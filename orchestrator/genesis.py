@@ -93,7 +93,7 @@ class Genesis:
             until = datetime.fromisoformat(claim["until"])
             wait = max(1.0, (until - datetime.now(UTC)).total_seconds() + 1)
             log.info("genesis: %s is running on %s; looking again in %.0fs", rid, claim.get("worker"), wait)
-            self.bus.extend(m, wait)
+            self.bus.give_back(m, wait)  # not an attempt: the request is being worked on elsewhere
             return None
         lim = Limits.from_dict(claim["limits"])
         lease = float(lim.timeout_s) + self.lease_margin_s

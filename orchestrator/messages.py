@@ -67,6 +67,19 @@ class Rules:
     def __init__(self, doc: dict):
         self.queues: dict[str, str] = doc.get("queues") or {}
         self.kinds: dict[str, dict] = doc.get("kinds") or {}
+        self.instance_of: dict[str, str | None] = doc.get("queue_instances") or {}
+        self.identity: dict = doc.get("identity") or {}  # the caller on the bus (bus._identity): service, instance
+
+    def _stamp_identity(self, queue: str, kind: dict, m: dict) -> None:
+        """As bus._stamp_identity: an instance's instance_id and a service's name are stamped; another is refused."""
+        fields = {f["field"] for f in kind["fields"]}
+        for field, mine in (("instance_id", self.identity.get("instance_id")), ("service", self.identity.get("service"))):
+            if mine is None or field not in fields:
+                continue
+            if m.get(field) is not None and m[field] != mine:
+                raise PermissionError(f'{queue}: {self.identity.get("sender")} is {field.replace("_id", "")} "{mine}" and '
+                                      f'may not send as {field.replace("_id", "")} "{str(m[field])[:60]}"')
+            m[field] = mine
 
     def kind_of(self, queue: str) -> str:
         if queue not in self.queues:
@@ -109,6 +122,7 @@ class Rules:
             raise ValidationError(f'{queue}: field "created_at" must be an ISO-8601 timestamp string')
         if m.get("source") is not None and not isinstance(m["source"], str):
             raise ValidationError(f'{queue}: field "source" must be a string, got {_json_type(m["source"])}')
+        self._stamp_identity(queue, kind, m)
         if m.get("type") is None:
             for f in kind["fields"]:
                 if f["field"] == "type" and f["msg_type"] == "*" and f["allowed"]:
@@ -134,6 +148,11 @@ class Rules:
             if f["allowed"] is not None and v not in f["allowed"]:
                 raise ValidationError(f'{queue}: field "{name}" is {json.dumps(v)[:60]}, which is not one of {json.dumps(f["allowed"])}')
         rk = kind.get("result_kind")
+        inst = self.identity.get("instance_id")
+        if ("reply_to" in m and not self.identity.get("trusted") and self.identity.get("service")
+                and self.instance_of.get(m["reply_to"], "?") != inst):
+            raise PermissionError(f'{queue}: reply_to "{str(m["reply_to"])[:60]}" is not one of the reply queues of '
+                                  f'{self.identity.get("sender")} (instance "{inst}"); name one of your own')
         if rk and "reply_to" in m and self.queues.get(m["reply_to"]) != rk:
             raise ValidationError(f'{queue}: reply_to "{str(m["reply_to"])[:60]}" is not a {rk} queue')
         return m

@@ -20,7 +20,8 @@ def test_round_trip_stamps_envelope_and_archives(bus_for, clean_queues, sq_owner
     [m] = nexus.read("llm_requests", 10)
     assert m.msg_id == msg_id and m.read_ct == 1
     assert m.body["agent_id"] == "agent-1" and m.body["type"] == "llm_request"
-    assert len(m.body["id"]) == 26 and m.body["source"] == "svc_singularity" and m.body["created_at"]
+    assert len(m.body["id"]) == 26 and m.body["source"] == "singularity" and m.body["created_at"]
+    assert m.sender == "svc_singularity" and len(m.content_sha256) == 64  # the server's record of who sent it
     assert nexus.ack(m) == "acked"
     row = sq_owner.execute("SELECT message FROM pgmq.a_llm_requests WHERE msg_id = %s", (msg_id,)).fetchone()
     assert row["message"]["id"] == m.body["id"]

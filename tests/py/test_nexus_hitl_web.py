@@ -10,6 +10,7 @@ import shutil
 import time
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from orchestrator.daemon import Supervisor
 from orchestrator.db import connect, owner_conninfo
@@ -241,13 +242,17 @@ def test_redelivery_after_a_crash_never_decides_twice(s, system, sing):
     assert n + a == 1
 
 
-def test_dashboard_shows_the_system_and_replays_a_dead_letter(system, browser, sing, admin):
+def test_dashboard_shows_the_system_and_replays_a_dead_letter(s, system, browser, sing, admin):
     hitl, url = system
     admin("postgres").execute("SELECT ops.report_schedules()")  # what pg_cron pushes each minute, now
     qid = ulid()
     question = {"id": qid, "type": "question_request", "agent_id": "agent-9", "question": "replayed?"}
-    sing.publish("dead_letters", {"queue": "question_requests", "msg_id": 1, "message": question,
-                                  "error": "boom <script>", "attempts": 5})
+    # as bus._bury writes it (no service may send to dead_letters): the operator writes one by hand here
+    with connect(owner_conninfo(s, "shared_queue")) as sq:
+        sq.execute("SELECT pgmq.send('dead_letters', %s, %s)",
+                   (Jsonb({"queue": "question_requests", "msg_id": 1, "message": question, "error": "boom <script>",
+                           "attempts": 5, "sender": "svc_singularity"}),
+                    Jsonb({"sender": "svc_singularity", "dead_letter_of": "question_requests"})))
     ctx, page = signed_in(browser, url)
     page.goto(url + "/dashboard")
     assert "approval_requests" in page.locator("#queues").inner_text()

@@ -64,7 +64,8 @@ BEGIN
                   HINT = 'Store large payloads elsewhere (a file, a table) and send a reference to them.';
     END IF;
 
-    IF bus._too_deep(m) THEN
+    -- (a dead letter keeps the message as it was: only the bus's own failure path writes them)
+    IF q.kind <> 'dead_letters' AND bus._too_deep(m) THEN
         RAISE EXCEPTION '%: message is nested % levels deep, over the limit of %', p_queue, bus.json_depth(m),
                         coalesce(bus.setting('max_json_depth'), '64')
             USING ERRCODE = 'program_limit_exceeded',
@@ -187,9 +188,13 @@ RETURN pg_catalog.jsonb_path_exists(v, pg_catalog.format(
 -- per level, so a message 3,000 levels deep would pass here and then fail in every consumer.
 CREATE OR REPLACE FUNCTION bus._too_deep(m jsonb)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-RETURN bus._container_at(m, coalesce(bus.setting('max_json_depth'), '64')::int);
+AS $$
+BEGIN
+    RETURN bus._container_at(m, coalesce(bus.setting('max_json_depth'), '64')::int);
+END;
+$$;
 
 -- True when TXT parses as a timestamptz (PostgreSQL 15 has no pg_input_is_valid).
 CREATE OR REPLACE FUNCTION bus.pg_input_is_valid_ts(txt text)
@@ -342,7 +347,10 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog
 AS $$
     SELECT jsonb_build_object(
+        -- who the caller is on the bus: the client stamps and checks instance_id / service as the server does
+        'identity', bus._identity(current_user),
         'queues', (SELECT jsonb_object_agg(queue_name, kind) FROM bus.queues),
+        'queue_instances', (SELECT jsonb_object_agg(queue_name, instance_id) FROM bus.queues),
         'kinds', (SELECT jsonb_object_agg(k.kind, jsonb_build_object(
                       'role', k.role, 'result_kind', k.result_kind, 'max_bytes', k.max_bytes,
                       'max_attempts', k.max_attempts,

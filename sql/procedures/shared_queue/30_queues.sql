@@ -141,7 +141,8 @@ BEGIN
     EXECUTE format('GRANT UPDATE (last_notified_at) ON pgmq.notify_insert_throttle TO %I', p_role);
     -- the dead-letter path (definers that check the caller is a consumer of the queue)
     EXECUTE format('GRANT EXECUTE ON FUNCTION bus._bury(name, text, bigint, int, text),
-                    bus._fail(name, text, bigint, int, text, int, double precision) TO %I', p_role);
+                    bus._fail(name, text, bigint, int, text, int, double precision),
+                    bus._give_back(name, text, bigint, int, double precision) TO %I', p_role);
 END;
 $$;
 COMMENT ON FUNCTION bus.grant_common(name) IS 'Schema usage and catalog read access every service role needs.';

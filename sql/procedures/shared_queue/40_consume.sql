@@ -248,6 +248,46 @@ AS $$ SELECT bus._fail(current_user, p_queue, p_msg_id, p_read_ct, p_error, p_ma
 COMMENT ON FUNCTION bus.fail(text, bigint, int, text, int, double precision) IS
     'Records a failed attempt: backoff via vt, or dead_letters after max_attempts; fenced like ack; consumers only.';
 
+-- bus.give_back for caller P_CALLER: fenced like set_lease, and counts the hand-back in
+-- headers.released (written by the bus owner: consumers may not change headers).
+CREATE OR REPLACE FUNCTION bus._give_back(p_caller name, p_queue text, p_msg_id bigint, p_read_ct int,
+                                          p_seconds double precision)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := bus._caller(p_caller);
+    q      bus.queues := bus._queue(p_queue);
+    id     bigint;
+BEGIN
+    PERFORM bus._require_consumer(caller, q, 'give back');
+    IF p_seconds IS NULL OR p_seconds < 0 THEN
+        RAISE EXCEPTION 'give-back seconds must be >= 0, got %', p_seconds
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 0 to hand a message back for immediate redelivery.';
+    END IF;
+    EXECUTE pg_catalog.format($q$UPDATE pgmq.%I
+                        SET vt = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3),
+                            headers = coalesce(headers, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+                                'released', coalesce((headers->>'released')::int, 0) + 1)
+                      WHERE msg_id = $1 AND read_ct = $2 RETURNING msg_id$q$, 'q_' || q.queue_name)
+    INTO id USING p_msg_id, p_read_ct, p_seconds;
+    RETURN CASE WHEN id IS NOT NULL THEN 'ok' ELSE bus._why_not(q.queue_name, p_msg_id) END;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION bus._give_back(name, text, bigint, int, double precision) FROM PUBLIC;
+
+-- Hand a held message back without it counting as an attempt: the consumer is shutting down, lost
+-- the database mid-way, or another worker is busy with the same request. Redelivered after
+-- P_SECONDS (0: at once). 'ok', or 'stale' / 'gone' like ack.
+CREATE OR REPLACE FUNCTION bus.give_back(p_queue text, p_msg_id bigint, p_read_ct int, p_seconds double precision DEFAULT 0)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bus._give_back(current_user, p_queue, p_msg_id, p_read_ct, p_seconds) $$;
+COMMENT ON FUNCTION bus.give_back(text, bigint, int, double precision) IS
+    'Hands a held message back (shutdown, database lost, busy elsewhere) without counting an attempt.';
+
 -- Attempts a message of kind P_KIND gets before it is dead-lettered: the kind's max_attempts, or
 -- the operator's override (bus setting max_attempts, from SHARED_QUEUE_MAX_ATTEMPTS).
 CREATE OR REPLACE FUNCTION bus._max_attempts(p_kind text)
@@ -259,8 +299,9 @@ RETURN coalesce(nullif(bus.setting('max_attempts'), '')::int,
 
 -- Read up to P_QTY visible messages of P_QUEUE for P_VT seconds, as pgmq.read does (the caller's
 -- own privileges: the flow table applies), except that a message delivered more than its
--- max_attempts times without being acked or failed (its consumer crashed on it, or could not even
--- decode it) is moved to dead_letters instead of being delivered again. Headers always carry the
+-- max_attempts times without being acked, failed or given back (its consumer crashed on it, or
+-- could not even decode it) is moved to dead_letters instead of being delivered again. Deliveries
+-- handed back with bus.give_back (headers.released) do not count. Headers always carry the
 -- request hash (messages sent before the bus stamped it get it computed here).
 CREATE OR REPLACE FUNCTION bus.read(p_queue text, p_vt int, p_qty int, p_conditional jsonb DEFAULT '{}')
 RETURNS SETOF pgmq.message_record
@@ -273,10 +314,11 @@ DECLARE
     r    pgmq.message_record;
 BEGIN
     FOR r IN SELECT * FROM pgmq.read(q.queue_name, p_vt, p_qty, coalesce(p_conditional, '{}'::jsonb)) LOOP
-        IF r.read_ct > maxa THEN
+        IF r.read_ct - coalesce((r.headers->>'released')::int, 0) > maxa THEN
             PERFORM bus._bury(current_user, q.queue_name, r.msg_id, r.read_ct,
                               pg_catalog.format('delivered %s times without being acked or failed (max_attempts %s): '
-                                                'the consumer crashed on it or could not decode it', r.read_ct, maxa));
+                                                'the consumer crashed on it or could not decode it',
+                                                r.read_ct - coalesce((r.headers->>'released')::int, 0), maxa));
             CONTINUE;
         END IF;
         IF r.headers IS NULL OR NOT r.headers ? 'content_sha256' THEN

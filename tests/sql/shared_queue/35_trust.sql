@@ -6,7 +6,7 @@
 -- max_attempts times without being settled is dead-lettered by bus.read.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(56);
+SELECT plan(59);
 
 SET LOCAL client_min_messages = warning;
 DELETE FROM pgmq.q_job_requests;
@@ -171,6 +171,21 @@ SELECT is((SELECT headers->>'sender' FROM bus.read('llm_requests', 0, 1) LIMIT 1
           'nothing else is visible (the healthy one is leased)');
 SELECT ok((SELECT headers ? 'content_sha256' AND headers ? 'sender' FROM pgmq.q_llm_requests WHERE msg_id = :r2),
           'bus.read returns the server''s headers');
+-- Deliveries handed back without an attempt (shutdown, database lost, busy elsewhere) do not count.
+SET LOCAL ROLE svc_singularity;
+SELECT pgmq.send('llm_requests', '{"agent_id": "c", "task_type": "chat", "messages": ["hi"]}') AS r3 \gset
+RESET ROLE;
+UPDATE pgmq.q_llm_requests SET read_ct = 4 WHERE msg_id = :r3;
+SET LOCAL ROLE svc_nexus;
+SELECT bus.give_back('llm_requests', :r3, 4, 0) AS gb1 \gset
+SELECT read_ct AS r3_ct FROM bus.read('llm_requests', 0, 1, '{"agent_id": "c"}') \gset
+SELECT bus.give_back('llm_requests', :r3, :r3_ct, 0) AS gb2 \gset
+SELECT msg_id AS r3_again FROM bus.read('llm_requests', 30, 1, '{"agent_id": "c"}') \gset
+RESET ROLE;
+SELECT is(:'gb1'::text || ' ' || :'gb2', 'ok ok', 'the consumer hands the message back twice');
+SELECT is(:r3_again::bigint, :r3::bigint, 'six deliveries, two handed back: four attempts, still delivered');
+SELECT throws_ok(format('SET LOCAL ROLE svc_genesis; SELECT bus.give_back(%L, %s, 6, 0)', 'llm_requests', :r3), '42501', NULL,
+                 'a role that does not consume the queue may not give its messages back (42501)');
 SELECT throws_ok($$SET LOCAL ROLE svc_genesis; SELECT * FROM bus.read('llm_requests', 30, 1)$$, '42501', NULL,
                  'bus.read keeps the flow table: genesis may not read llm_requests (42501)');
 SELECT throws_ok($$SELECT * FROM bus.read('nope_queue', 30, 1)$$, '42P01', NULL, 'bus.read of an unknown queue is 42P01');
