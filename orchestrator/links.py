@@ -1,7 +1,7 @@
 """dblink from a service database to `shared_queue`: a foreign server `bus` plus user mappings.
 
 SQL in Singularity and CentralCloud (pg_cron jobs, outbox drains) publishes to and reads from the bus
-through `dblink('bus', ...)`, so it keeps working with no Python process running (DESIGN.md section 7).
+through `extensions.dblink('bus', ...)`, so it keeps working with no Python process running (DESIGN.md section 7).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 -- Rebuild centralcloud.packages from instance_patterns; returns rows changed (inserted/updated/deleted).
 CREATE OR REPLACE FUNCTION centralcloud.refresh_packages()
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -31,7 +31,7 @@ $$;
 -- unacked one comes back at the next run) and job runs older than `job_runs_days`. Returns rows deleted.
 CREATE OR REPLACE FUNCTION centralcloud.prune()
 RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a bigint;
@@ -67,7 +67,7 @@ COMMENT ON PROCEDURE centralcloud.job_package_sync(text) IS 'Daily: catalogue of
 -- The aggregated_patterns messages for the current ranking: chunks of `sync_chunk` patterns.
 CREATE OR REPLACE FUNCTION centralcloud.aggregated_messages(p_generated_at timestamptz DEFAULT now())
 RETURNS SETOF jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH top AS (
         SELECT * FROM centralcloud.patterns ORDER BY rank LIMIT centralcloud.setting('sync_limit', '10000')::int
@@ -88,7 +88,7 @@ COMMENT ON FUNCTION centralcloud.aggregated_messages(timestamptz) IS 'The aggreg
 -- Digest of what pattern sync would send (key, kind, counts, confidence, rank, packages).
 CREATE OR REPLACE FUNCTION centralcloud.patterns_digest()
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT md5(coalesce(string_agg(concat_ws('|', key, kind, instances, total_occurrences, confidence, rank,
                                              array_to_string(packages, ',')), E'\n' ORDER BY rank), ''))

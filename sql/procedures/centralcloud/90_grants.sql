@@ -13,7 +13,7 @@ REVOKE EXECUTE ON FUNCTION centralcloud.set_setting(text, text) FROM svc_central
 DROP FUNCTION IF EXISTS centralcloud._set_watermark(text, text);
 CREATE OR REPLACE FUNCTION centralcloud._set_watermark(p_value timestamptz)
 RETURNS void LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO centralcloud.settings (key, value) VALUES ('stats_watermark', p_value::text)
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now();

@@ -7,7 +7,7 @@
 CREATE OR REPLACE FUNCTION ops.report_schedules()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     jobs jsonb;
@@ -35,7 +35,7 @@ BEGIN
                 || CASE WHEN sock IS NULL THEN ''
                         ELSE ' host=''' || replace(replace(sock, '\', '\\'), '''', '\''') || '''' END;
     SELECT t.n INTO n
-      FROM public.dblink(conninfo, format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
+      FROM extensions.dblink(conninfo, format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
     RETURN n;
 END;
 $$;

@@ -6,7 +6,7 @@
 CREATE OR REPLACE FUNCTION bus._report_schedules(p_jobs jsonb)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
@@ -41,7 +41,7 @@ REVOKE EXECUTE ON FUNCTION bus._report_schedules(jsonb) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION bus._schedule_alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'warning', s.jobname,
            'last run failed: ' || left(coalesce(s.last_message, ''), 120),
