@@ -18,7 +18,7 @@ from psycopg import sql
 
 from .config import DATABASES, SERVICES, Settings, owner_role
 from .db import admin_conninfo, connect, owner_conninfo, role_conninfo, superuser_conn
-from .links import LINKED_KINDS, ensure_bus_link
+from .links import LINKED_KINDS, ensure_bus_link, ensure_report_link
 from .scram import scram_verifier
 from .secrets import role_password
 
@@ -361,6 +361,8 @@ def migrate(s: Settings, progress: Progress = print, only: list[Target] | None =
                     run_bootstrap(su, s, t)
                     if t.kind in LINKED_KINDS:
                         ensure_bus_link(su, s, t.dbname, t.service_role, t.owner)
+                    if t.kind == "postgres":
+                        ensure_report_link(su, s)
                 applied, total = apply_migrations(s, t)
                 nproc = apply_procedures(s, t)
                 progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"

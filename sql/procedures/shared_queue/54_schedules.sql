@@ -1,5 +1,6 @@
 -- Schedules as reported from the `postgres` database (ops.report_schedules, run there by pg_cron as the
--- superuser over dblink): stored in bus.schedule_runs for the dashboard, /metrics and bus.alerts().
+-- superuser, arriving here over dblink as own_shared_queue, never as a superuser): stored in
+-- bus.schedule_runs for the dashboard, /metrics and bus.alerts().
 
 -- Replace the snapshot with P_JOBS (a JSON array of objects with bus.schedule_runs' columns). Jobs
 -- missing from the array were unscheduled and are removed. Returns how many jobs it stored.
