@@ -29,19 +29,21 @@ $$;
 
 -- Housekeeping: ledger entries older than `ledger_days` (an acked message never comes back, and an
 -- unacked one comes back at the next run) and job runs older than `job_runs_days`. Returns rows deleted.
+-- SECURITY DEFINER: svc_centralcloud runs it (package_sync) but may not delete the ledger or the job
+-- log itself (90_grants.sql), and the ages are settings only the owner may change.
 CREATE OR REPLACE FUNCTION centralcloud.prune()
-RETURNS bigint LANGUAGE plpgsql
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a bigint;
     b bigint;
 BEGIN
-    DELETE FROM centralcloud.received
-     WHERE received_at < now() - make_interval(days => centralcloud.setting('ledger_days', '7')::int);
+    DELETE FROM centralcloud.received r
+     WHERE r.received_at < now() - make_interval(days => centralcloud.setting('ledger_days', '7')::int);
     GET DIAGNOSTICS a = ROW_COUNT;
-    DELETE FROM centralcloud.job_runs
-     WHERE finished_at < now() - make_interval(days => centralcloud.setting('job_runs_days', '30')::int);
+    DELETE FROM centralcloud.job_runs j
+     WHERE j.finished_at < now() - make_interval(days => centralcloud.setting('job_runs_days', '30')::int);
     GET DIAGNOSTICS b = ROW_COUNT;
     RETURN a + b;
 END;

@@ -76,20 +76,37 @@ COMMENT ON FUNCTION core.cleanup_logs(interval, interval) IS
     'Deletes old logs (info 7 days, errors 30 days by default), old job runs and drain runs.';
 
 -- Move completed/failed tasks finished more than P_AGE ago into core.tasks_archive. Returns how many.
+-- An age under ops.settings archive_tasks_min_age (the owner's to change) is refused (22023).
+INSERT INTO ops.settings (key, value, comment) VALUES
+    ('archive_tasks_min_age', '1 day', 'core.archive_completed_tasks refuses to move younger tasks')
+ON CONFLICT (key) DO NOTHING;
+
 CREATE OR REPLACE FUNCTION core.archive_completed_tasks(p_age interval DEFAULT '7 days')
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    min_age interval := coalesce((SELECT s.value::interval FROM ops.settings s WHERE s.key = 'archive_tasks_min_age'),
+                                 '1 day');
     n bigint;
 BEGIN
+    IF p_age IS NULL OR p_age < min_age THEN
+        RAISE EXCEPTION 'core.archive_completed_tasks: % is below the minimum of % (ops.settings archive_tasks_min_age)',
+                        coalesce(p_age::text, 'NULL'), min_age
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Archive tasks finished at least %s ago. The database owner (%s) may change the minimum: '
+                                'UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''archive_tasks_min_age''.',
+                                min_age, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                           WHERE d.datname = current_database()));
+    END IF;
     WITH moved AS (
-        DELETE FROM core.tasks WHERE status IN ('completed', 'failed') AND completed_at < now() - p_age
-        RETURNING *
+        DELETE FROM core.tasks t WHERE t.status IN ('completed', 'failed') AND t.completed_at < now() - p_age
+        RETURNING t.*
     )
     INSERT INTO core.tasks_archive (id, kind, payload, priority, status, assigned_agent, assigned_at, completed_at,
                                     result, created_at)
-    SELECT id, kind, payload, priority, status, assigned_agent, assigned_at, completed_at, result, created_at FROM moved
+    SELECT m.id, m.kind, m.payload, m.priority, m.status, m.assigned_agent, m.assigned_at, m.completed_at, m.result,
+           m.created_at FROM moved m
     ON CONFLICT (id) DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;

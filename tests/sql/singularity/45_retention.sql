@@ -3,7 +3,7 @@
 -- svc_singularity (which may not DELETE logs) cannot erase recent logs through it either.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(7);
+SELECT plan(9);
 TRUNCATE core.logs;
 INSERT INTO core.logs (at, level, message) VALUES
     (now() - interval '1 hour', 'error', 'recent error'), (now() - interval '2 hours', 'info', 'recent info'),
@@ -26,6 +26,13 @@ SELECT throws_ok($$SET LOCAL ROLE svc_singularity; UPDATE ops.settings SET value
                  '42501', NULL, 'svc_singularity cannot lower the minimum');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT * FROM ops.settings; RESET ROLE$$, '42501', NULL,
                  'svc_singularity cannot read ops.settings either');
+
+-- archiving moves finished tasks out of core.tasks: the same minimum age rule (archive_tasks_min_age)
+SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT core.archive_completed_tasks('0'); RESET ROLE$$, '22023',
+                 'core.archive_completed_tasks: 00:00:00 is below the minimum of 1 day (ops.settings archive_tasks_min_age)',
+                 'svc_singularity: archive_completed_tasks(0) is refused');
+SELECT is((SELECT value FROM ops.settings WHERE key = 'archive_tasks_min_age'), '1 day',
+          'the minimum is a setting: archive_tasks_min_age = 1 day');
 
 SELECT * FROM finish();
 ROLLBACK;
