@@ -28,6 +28,23 @@ def admin_conninfo(s: Settings, dbname: str = "postgres") -> str:
     return Cluster(s).superuser_conninfo(dbname)
 
 
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
+def superuser_conn(s: Settings, dbname: str, autocommit: bool = True) -> psycopg.Connection:
+    """The superuser's connection to DBNAME (a service database), with search_path pinned to
+    pg_catalog, pg_temp before any statement runs.
+
+    A service database's owner role controls `public` and every schema it owns: the superuser must
+    never resolve a name there (an owner-made function or operator would run as the superuser).
+    Use this only for SQL that touches nothing an owner role can write or replace (extensions,
+    roles, grants, the superuser's own vault/cdc schemas, DROP OWNED); read owner-controlled data
+    as the owner role instead (owner_conninfo / role_conninfo).
+    """
+    return connect(admin_conninfo(s, dbname), autocommit=autocommit,
+                   options="-c search_path=" + PINNED_SEARCH_PATH.replace(" ", "\\ "))
+
+
 def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = None) -> str:
     """ROLE's connection to DBNAME over TCP with its password (scram-sha-256)."""
     override = s.database_url_override(dbname) if role in SERVICES.values() else None

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 
 from .config import DATABASES, SERVICES, Settings, owner_role
-from .db import admin_conninfo, connect
-from .links import LINKED_KINDS, ensure_bus_link
+from .db import admin_conninfo, connect, owner_conninfo, role_conninfo, superuser_conn
+from .links import LINKED_KINDS, ensure_bus_link, ensure_report_link
 from .scram import scram_verifier
 from .secrets import role_password
 
@@ -53,6 +53,11 @@ class Target:
 
 
 Progress = Callable[[str], None]
+
+
+class Refused(RuntimeError):
+    """Migrate refused something an owner role wrote (a schedule's run_as, an instance id); the
+    message names it and the fix."""
 
 
 def _q(ident: str) -> sql.Identifier:
@@ -152,8 +157,6 @@ def run_bootstrap(conn: psycopg.Connection, s: Settings, t: Target) -> None:
 def _yoyo_url(s: Settings, t: Target) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
-    from .db import role_conninfo
-
     if t.kind == "postgres":
         d = conninfo_to_dict(admin_conninfo(s, "postgres"))
     else:
@@ -202,8 +205,6 @@ def procedure_files(s: Settings, kind: str) -> list[Path]:
 
 def apply_procedures(s: Settings, t: Target) -> int:
     """Re-apply every repeatable file of T in one transaction, as T's owner (always, not only when pending)."""
-    from .db import role_conninfo
-
     conninfo = admin_conninfo(s, "postgres") if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
     if t.kind == "postgres":
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -225,15 +226,62 @@ def apply_procedures(s: Settings, t: Target) -> int:
     return len(files)
 
 
+def allowed_run_as(t: Target) -> list[str]:
+    """The roles T's schedules may run as: its service role (the default) and its owner. In the
+    `postgres` database that is the superuser itself: only the superuser can connect there and write
+    its ops.cron_jobs (pg_cron's own housekeeping needs it)."""
+    return list(dict.fromkeys([t.service_role, t.owner]))
+
+
+def _read_cron_jobs(s: Settings, t: Target) -> list[dict]:
+    """T's ops.cron_jobs, read as T's owner: it is the owner's table (a view or a function it planted
+    there runs with the owner's rights, never the superuser's)."""
+    conninfo = admin_conninfo(s, "postgres") if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
+    with connect(conninfo) as conn:
+        if t.kind == "postgres":
+            conn.execute("SET search_path = pg_catalog, pg_temp")
+        return conn.execute("SELECT jobname::text AS jobname, schedule::text AS schedule, command::text AS command, "
+                            "run_as::text AS run_as FROM ops.cron_jobs ORDER BY 1").fetchall()
+
+
+def _refusal(admin_pg: psycopg.Connection, t: Target, job: dict, user: str) -> str | None:
+    """Why JOB of T may not run as USER (None: it may). USER must be one of T's own roles, exist, and
+    not be a superuser (outside the superuser's own `postgres` database)."""
+    allowed = allowed_run_as(t)
+    role = admin_pg.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = %s", (user,)).fetchone()
+    reasons = []
+    if user not in allowed:
+        reasons.append("not a role of this database")
+    if role is None:
+        reasons.append("no such role")
+    elif role["rolsuper"] and t.kind != "postgres":
+        reasons.append("a superuser")
+    if not reasons:
+        return None
+    why = ", ".join(reasons)
+    return (f"{t.dbname}:{job['jobname']}: run_as {user!r} is refused ({why}); jobs of {t.dbname} run only as "
+            f"{' or '.join(allowed)} (run_as NULL = {t.service_role}). Fix, as {t.owner} in {t.dbname}: "
+            f"UPDATE ops.cron_jobs SET run_as = NULL WHERE jobname = '{job['jobname']}' (and drop whatever "
+            "sets it back), then run `orchestrator migrate` again. The job was not scheduled or changed.")
+
+
 def sync_schedules(admin_pg: psycopg.Connection, s: Settings, t: Target) -> int:
-    """Upsert T's ops.cron_jobs into pg_cron as `<db>:<job>` and unschedule the ones it no longer wants."""
-    with connect(admin_conninfo(s, t.dbname)) as conn:
-        wanted = conn.execute("SELECT jobname, schedule, command, run_as FROM ops.cron_jobs ORDER BY 1").fetchall()
-    names = []
+    """Upsert T's ops.cron_jobs into pg_cron as `<db>:<job>` and unschedule the ones it no longer wants.
+
+    The jobs are read as T's owner and each run_as is checked against allowed_run_as(T): a job that
+    names another role is left out (an existing pg_cron job of that name keeps what it had) and
+    Refused is raised after the others are in place. Returns how many jobs were scheduled.
+    """
+    wanted = _read_cron_jobs(s, t)
+    names, refused, n = [], [], 0
     for j in wanted:
         name = f"{t.dbname}:{j['jobname']}"
         names.append(name)
         user = j["run_as"] or t.service_role
+        why = _refusal(admin_pg, t, j, user)
+        if why:
+            refused.append(why)
+            continue
         row = admin_pg.execute("SELECT jobid FROM cron.job WHERE jobname = %s", (name,)).fetchone()
         if row:
             admin_pg.execute("SELECT cron.alter_job(%s, %s, %s, %s, %s, true)",
@@ -241,22 +289,41 @@ def sync_schedules(admin_pg: psycopg.Connection, s: Settings, t: Target) -> int:
         else:
             admin_pg.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s, %s, true)",
                              (name, j["schedule"], j["command"], t.dbname, user))
-    admin_pg.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE %s AND NOT jobname = ANY(%s)",
-                     (f"{t.dbname}:%", names))
-    return len(wanted)
+        n += 1
+    admin_pg.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE starts_with(jobname, %s) AND NOT jobname = ANY(%s)",
+                     (f"{t.dbname}:", names))
+    if refused:
+        raise Refused("\n".join(refused))
+    return n
 
 
 # -- the whole run --------------------------------------------------------------------------
-def instance_targets(s: Settings) -> list[Target]:
-    """Extra Singularity instances registered in shared_queue (bus.instances)."""
-    try:
-        with connect(admin_conninfo(s, "shared_queue")) as conn:
-            if not conn.execute("SELECT to_regclass('bus.instances') IS NOT NULL AS x").fetchone()["x"]:
-                return []
-            rows = conn.execute("SELECT instance_id FROM bus.instances WHERE instance_id <> 'default' ORDER BY 1")
-            return [Target(f"singularity_{r['instance_id']}", "singularity") for r in rows]
-    except psycopg.OperationalError:
+def instance_targets(s: Settings, conn: psycopg.Connection | None = None) -> list[Target]:
+    """Extra Singularity instances registered in shared_queue (bus.instances), read as the shared_queue
+    owner (its table: whatever it planted there runs with its rights), on CONN when given. An id that
+    is not a valid instance id is refused (Refused), never turned into a database name."""
+    from .singularity import INSTANCE_RE
+
+    if conn is None:
+        try:
+            conninfo = owner_conninfo(s, "shared_queue")
+        except RuntimeError:  # no password yet: the first migrate has not created the owner role
+            return []
+        try:
+            with connect(conninfo) as c:
+                return instance_targets(s, c)
+        except psycopg.OperationalError:  # shared_queue (or its owner) not created yet
+            return []
+    if not conn.execute("SELECT to_regclass('bus.instances') IS NOT NULL AS x").fetchone()["x"]:
         return []
+    ids = [r["i"] for r in conn.execute("SELECT instance_id::text AS i FROM bus.instances ORDER BY 1")]
+    bad = [i for i in ids if i != "default" and not INSTANCE_RE.match(i or "")]
+    if bad:
+        raise Refused(f"instance id {bad[0]!r} in shared_queue's bus.instances is not an instance id (1-16 characters "
+                      "a-z and 0-9, starting with a letter): it would name a database. Fix, as own_shared_queue: "
+                      "DELETE FROM bus.instances WHERE instance_id = ... (and restore its CHECK constraint), then run "
+                      "`orchestrator migrate` again.")
+    return [Target(f"singularity_{i}", "singularity") for i in ids if i != "default"]
 
 
 def all_targets(s: Settings) -> list[Target]:
@@ -287,20 +354,25 @@ def migrate(s: Settings, progress: Progress = print, only: list[Target] | None =
                 ensure_database(admin, t, service_roles_for(t, svc))
             for t in targets:
                 t1 = time.monotonic()
-                with connect(admin_conninfo(s, t.dbname)) as su:
+                with superuser_conn(s, t.dbname) as su:  # search_path pg_catalog, pg_temp: nothing of the owner's
                     extra = ""
                     if t.kind == "shared_queue":
                         extra = f" pgmq {install_pgmq(su, progress)};"
                     run_bootstrap(su, s, t)
                     if t.kind in LINKED_KINDS:
                         ensure_bus_link(su, s, t.dbname, t.service_role, t.owner)
+                    if t.kind == "postgres":
+                        ensure_report_link(su, s)
                 applied, total = apply_migrations(s, t)
                 nproc = apply_procedures(s, t)
                 progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"
                          f" procedures {nproc} files; {time.monotonic() - t1:.1f}s")
-            njobs = 0
+            njobs, refused = 0, []
             for t in targets:
-                njobs += sync_schedules(admin, s, t)
+                try:
+                    njobs += sync_schedules(admin, s, t)
+                except Refused as e:  # the other databases' schedules still go in; migrate fails below
+                    refused.append(str(e))
             reported = ""
             if any(t.kind == "postgres" for t in targets):
                 try:  # the dashboard's and alerts' view of the schedules, refreshed each minute by pg_cron
@@ -310,6 +382,8 @@ def migrate(s: Settings, progress: Progress = print, only: list[Target] | None =
                     reported = (f"; WARNING: reporting them to shared_queue failed ({str(e).strip()}): the dashboard "
                                 "and alerts will not see schedules until postgres:report_schedules succeeds")
             progress(f"  pg_cron: {njobs} schedules in place{reported}; done in {time.monotonic() - t0:.1f}s")
+            if refused:
+                raise Refused("schedules refused:\n" + "\n".join(refused))
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 

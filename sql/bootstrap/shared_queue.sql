@@ -19,3 +19,9 @@ REVOKE EXECUTE ON FUNCTION pgmq.drop_queue(text), pgmq.drop_queue(text, boolean)
 GRANT EXECUTE ON FUNCTION pgmq.drop_queue(text), pgmq.drop_queue(text, boolean),
     pgmq.enable_notify_insert(text, integer), pgmq.disable_notify_insert(text),
     pgmq.update_notify_insert(text, integer) TO own_shared_queue;
+-- pg_partman's three SECURITY DEFINER checks (superuser-owned, pinned by pg_partman, IMMUTABLE checks
+-- of their arguments) are the owner's, who would partition queues: not PUBLIC's.
+REVOKE EXECUTE ON FUNCTION partman.check_epoch_type(text), partman.check_partition_type(text),
+    partman.check_name_length(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION partman.check_epoch_type(text), partman.check_partition_type(text),
+    partman.check_name_length(text, text, boolean) TO own_shared_queue;

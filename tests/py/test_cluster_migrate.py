@@ -185,11 +185,11 @@ def test_bus_link_lets_sql_reach_shared_queue_as_the_service_role(s, dbname, rol
     """dblink server `bus` maps the service role to its own credentials: it may read the catalog, and
     pgmq refuses what the flow table does not allow (CentralCloud may not send LLM requests)."""
     with connect(role_conninfo(s, dbname, role)) as c:
-        who = c.execute("SELECT u FROM dblink('bus', 'SELECT current_user::text') AS t(u text)").fetchone()["u"]
+        who = c.execute("SELECT u FROM extensions.dblink('bus', 'SELECT current_user::text') AS t(u text)").fetchone()["u"]
         assert who == role
         if role == "svc_centralcloud":
             with pytest.raises(psycopg.Error, match="permission denied"):
-                c.execute("SELECT * FROM dblink('bus', $$SELECT pgmq.send('llm_requests', '{}'::jsonb)$$)"
+                c.execute("SELECT * FROM extensions.dblink('bus', $$SELECT pgmq.send('llm_requests', '{}'::jsonb)$$)"
                           " AS t(id bigint)")
 
 

@@ -63,7 +63,7 @@ def test_instances_cannot_reach_each_other(s, inst):
     # the instance's own dblink uses its own role: it cannot read the default instance's inbox either
     with connect(role_conninfo(s, db, role)) as c:
         with pytest.raises(psycopg.Error, match="permission denied"):
-            c.execute("SELECT * FROM dblink('bus', 'SELECT msg_id FROM pgmq.read(''knowledge_updates'', 1, 1)') AS t(id bigint)")
+            c.execute("SELECT * FROM extensions.dblink('bus', 'SELECT msg_id FROM pgmq.read(''knowledge_updates'', 1, 1)') AS t(id bigint)")
 
 
 def test_rotate_key_new_sessions_use_it_old_ones_reencrypted(s, inst):

@@ -3,12 +3,12 @@
 CREATE OR REPLACE FUNCTION ops.ulid(p_at timestamptz DEFAULT clock_timestamp())
 RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     alphabet constant text := '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
     ts   bigint := (extract(epoch FROM p_at) * 1000)::bigint;
-    rnd  bit(80) := ('x' || encode(gen_random_bytes(10), 'hex'))::bit(80);
+    rnd  bit(80) := ('x' || encode(extensions.gen_random_bytes(10), 'hex'))::bit(80);
     head text := '';
     tail text := '';
     i    int;

@@ -16,13 +16,13 @@ ON CONFLICT (key) DO NOTHING;
 -- Setting KEY as text (P_DEFAULT when unset).
 CREATE OR REPLACE FUNCTION centralcloud.setting(p_key text, p_default text DEFAULT NULL)
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce((SELECT value FROM centralcloud.settings WHERE key = p_key), p_default) $$;
 
 -- Set setting KEY (operator: `orchestrator centralcloud` or psql as the owner).
 CREATE OR REPLACE FUNCTION centralcloud.set_setting(p_key text, p_value text)
 RETURNS void LANGUAGE sql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO centralcloud.settings (key, value) VALUES (p_key, p_value)
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now();
@@ -31,12 +31,12 @@ $$;
 -- The name of this session's dblink connection to shared_queue (server `bus`), opened on first use.
 CREATE OR REPLACE FUNCTION centralcloud._bus()
 RETURNS text LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT coalesce('cc_bus' = ANY (dblink_get_connections()), false) THEN
+    IF NOT coalesce('cc_bus' = ANY (extensions.dblink_get_connections()), false) THEN
         BEGIN
-            PERFORM dblink_connect('cc_bus', 'bus');
+            PERFORM extensions.dblink_connect('cc_bus', 'bus');
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'centralcloud cannot reach shared_queue over dblink server "bus": %', SQLERRM
                 USING ERRCODE = 'connection_exception',
@@ -51,11 +51,11 @@ COMMENT ON FUNCTION centralcloud._bus() IS 'Opens (once per session) the dblink 
 -- Close the dblink connection (end of a job; the next job opens a fresh one).
 CREATE OR REPLACE FUNCTION centralcloud._bus_close()
 RETURNS void LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF coalesce('cc_bus' = ANY (dblink_get_connections()), false) THEN
-        PERFORM dblink_disconnect('cc_bus');
+    IF coalesce('cc_bus' = ANY (extensions.dblink_get_connections()), false) THEN
+        PERFORM extensions.dblink_disconnect('cc_bus');
     END IF;
 END;
 $$;
@@ -67,7 +67,7 @@ $$;
 DROP FUNCTION IF EXISTS centralcloud._read_batch(text, int, text);
 CREATE OR REPLACE FUNCTION centralcloud._read_batch(p_queue text, p_n int, p_into text, p_after bigint DEFAULT 0)
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -79,7 +79,7 @@ BEGIN
     EXECUTE format('TRUNCATE centralcloud.%I', p_into);
     EXECUTE format($q$INSERT INTO centralcloud.%I
         SELECT $1, t.msg_id, t.read_ct, t.enqueued_at, t.message
-          FROM dblink($2, $3) AS t(msg_id bigint, read_ct int, enqueued_at timestamptz, message jsonb)$q$, p_into)
+          FROM extensions.dblink($2, $3) AS t(msg_id bigint, read_ct int, enqueued_at timestamptz, message jsonb)$q$, p_into)
     USING p_queue, centralcloud._bus(),
           format('SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.%I WHERE msg_id > %s AND vt <= clock_timestamp()'
                  ' ORDER BY msg_id LIMIT %s', 'q_' || p_queue, p_after, p_n);
@@ -92,7 +92,7 @@ COMMENT ON FUNCTION centralcloud._read_batch(text, int, text, bigint) IS 'Reads 
 -- Fenced ack (archive) in shared_queue of every message in staging table P_FROM; returns how many were archived.
 CREATE OR REPLACE FUNCTION centralcloud._ack_batch(p_from text)
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     q text;
@@ -103,7 +103,7 @@ BEGIN
     FOR q, ids, cts IN EXECUTE format('SELECT queue_name, array_agg(msg_id), array_agg(read_ct) FROM centralcloud.%I GROUP BY 1',
                                       p_from) LOOP
         SELECT n + count(*) INTO n
-          FROM dblink(centralcloud._bus(), format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, ids, cts)) AS t(id bigint);
+          FROM extensions.dblink(centralcloud._bus(), format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, ids, cts)) AS t(id bigint);
     END LOOP;
     RETURN n;
 END;
@@ -113,24 +113,24 @@ COMMENT ON FUNCTION centralcloud._ack_batch(text) IS 'Archives the batch in shar
 -- Send message P_MSG to queue P_QUEUE of shared_queue (validated there); returns its msg_id.
 CREATE OR REPLACE FUNCTION centralcloud._send(p_queue text, p_msg jsonb)
 RETURNS bigint LANGUAGE sql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.id FROM dblink(centralcloud._bus(), format('SELECT pgmq.send(%L, %L::jsonb)', p_queue, p_msg)) AS t(id bigint);
+    SELECT t.id FROM extensions.dblink(centralcloud._bus(), format('SELECT pgmq.send(%L, %L::jsonb)', p_queue, p_msg)) AS t(id bigint);
 $$;
 
 -- The shared_queue queues of KIND (one inbox per instance: knowledge_updates, template_updates).
 CREATE OR REPLACE FUNCTION centralcloud._queues_of(p_kind text)
 RETURNS SETOF text LANGUAGE sql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.q FROM dblink(centralcloud._bus(),
+    SELECT t.q FROM extensions.dblink(centralcloud._bus(),
         format('SELECT queue_name FROM bus.queues WHERE kind = %L ORDER BY queue_name', p_kind)) AS t(q text);
 $$;
 
 -- Record a job run (pg_cron and the CLI both end up here).
 CREATE OR REPLACE FUNCTION centralcloud._log_run(p_job text, p_started timestamptz, p_ok boolean, p_result text)
 RETURNS text LANGUAGE sql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO centralcloud.job_runs (job, started_at, ok, result) VALUES (p_job, p_started, p_ok, p_result);
     SELECT CASE WHEN p_ok THEN 'ok: ' ELSE 'failed: ' END || p_result;

@@ -27,7 +27,7 @@ AS $$ SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(a || b
 -- Returns {messages, duplicates, items, rejected}.
 CREATE OR REPLACE FUNCTION centralcloud._fold_patterns()
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET jit = off                -- estimates over jsonb expansions are wild; JIT then costs ~1 s per batch
 SET work_mem = '64MB'        -- a 20k-message batch sorts in memory
 AS $$
@@ -138,7 +138,7 @@ COMMENT ON FUNCTION centralcloud._fold_patterns() IS
 -- Aggregate instance_patterns into patterns and rank them; returns the number of rows that changed.
 CREATE OR REPLACE FUNCTION centralcloud.rank_patterns()
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET work_mem = '64MB'
 AS $$

@@ -5,7 +5,7 @@
 -- Status of something last seen at P_LAST_SEEN, as of P_NOW.
 CREATE OR REPLACE FUNCTION centralcloud.heartbeat_status(p_last_seen timestamptz, p_now timestamptz DEFAULT now())
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_now - p_last_seen <= make_interval(secs => centralcloud.setting('heartbeat_late_s', '60')::int) THEN 'healthy'
                 WHEN p_now - p_last_seen <= make_interval(secs => centralcloud.setting('heartbeat_gone_s', '600')::int) THEN 'late'
@@ -21,7 +21,7 @@ COMMENT ON VIEW centralcloud.instance_status IS 'Every instance/service seen: he
 -- Fold the heartbeats in centralcloud._batch_heartbeats into centralcloud.instances; returns rows changed.
 CREATE OR REPLACE FUNCTION centralcloud._fold_heartbeats()
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;

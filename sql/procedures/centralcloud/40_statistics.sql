@@ -6,7 +6,7 @@
 -- Replace statistics from P_SINCE (truncated to its UTC day) on; returns {since, latency_rows, ...}.
 CREATE OR REPLACE FUNCTION centralcloud.refresh_statistics(p_since timestamptz)
 RETURNS jsonb LANGUAGE plpgsql
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
@@ -18,26 +18,26 @@ BEGIN
     END IF;
     DELETE FROM centralcloud.stats_latency WHERE bucket_start >= since;
     INSERT INTO centralcloud.stats_latency
-    SELECT * FROM dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_latency(%L)', since))
+    SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_latency(%L)', since))
          AS t(bucket text, bucket_start timestamptz, queue_name text, msg_type text, messages bigint,
               p50_ms double precision, p95_ms double precision, max_read_ct int);
     GET DIAGNOSTICS nlat = ROW_COUNT;
 
     DELETE FROM centralcloud.stats_approvals WHERE day >= (since AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_approvals
-    SELECT * FROM dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_approvals(%L)', since))
+    SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_approvals(%L)', since))
          AS t(day date, decisions bigint, approved bigint);
     GET DIAGNOSTICS nappr = ROW_COUNT;
 
     DELETE FROM centralcloud.stats_questions WHERE day >= (since AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_questions
-    SELECT * FROM dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_questions(%L)', since))
+    SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_questions(%L)', since))
          AS t(day date, agent_id text, questions bigint);
     GET DIAGNOSTICS nq = ROW_COUNT;
 
     DELETE FROM centralcloud.stats_llm WHERE day >= (since AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_llm
-    SELECT * FROM dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_llm(%L)', since))
+    SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_llm(%L)', since))
          AS t(day date, model text, calls bigint, errors bigint, prompt_tokens bigint, completion_tokens bigint, cost numeric);
     GET DIAGNOSTICS nllm = ROW_COUNT;
     RETURN jsonb_build_object('since', since, 'latency_rows', nlat, 'approval_days', nappr,

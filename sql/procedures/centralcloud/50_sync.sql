@@ -5,7 +5,7 @@
 -- Rebuild centralcloud.packages from instance_patterns; returns rows changed (inserted/updated/deleted).
 CREATE OR REPLACE FUNCTION centralcloud.refresh_packages()
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -29,19 +29,21 @@ $$;
 
 -- Housekeeping: ledger entries older than `ledger_days` (an acked message never comes back, and an
 -- unacked one comes back at the next run) and job runs older than `job_runs_days`. Returns rows deleted.
+-- SECURITY DEFINER: svc_centralcloud runs it (package_sync) but may not delete the ledger or the job
+-- log itself (90_grants.sql), and the ages are settings only the owner may change.
 CREATE OR REPLACE FUNCTION centralcloud.prune()
-RETURNS bigint LANGUAGE plpgsql
-SET search_path = pg_catalog
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a bigint;
     b bigint;
 BEGIN
-    DELETE FROM centralcloud.received
-     WHERE received_at < now() - make_interval(days => centralcloud.setting('ledger_days', '7')::int);
+    DELETE FROM centralcloud.received r
+     WHERE r.received_at < now() - make_interval(days => centralcloud.setting('ledger_days', '7')::int);
     GET DIAGNOSTICS a = ROW_COUNT;
-    DELETE FROM centralcloud.job_runs
-     WHERE finished_at < now() - make_interval(days => centralcloud.setting('job_runs_days', '30')::int);
+    DELETE FROM centralcloud.job_runs j
+     WHERE j.finished_at < now() - make_interval(days => centralcloud.setting('job_runs_days', '30')::int);
     GET DIAGNOSTICS b = ROW_COUNT;
     RETURN a + b;
 END;
@@ -67,7 +69,7 @@ COMMENT ON PROCEDURE centralcloud.job_package_sync(text) IS 'Daily: catalogue of
 -- The aggregated_patterns messages for the current ranking: chunks of `sync_chunk` patterns.
 CREATE OR REPLACE FUNCTION centralcloud.aggregated_messages(p_generated_at timestamptz DEFAULT now())
 RETURNS SETOF jsonb LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH top AS (
         SELECT * FROM centralcloud.patterns ORDER BY rank LIMIT centralcloud.setting('sync_limit', '10000')::int
@@ -88,7 +90,7 @@ COMMENT ON FUNCTION centralcloud.aggregated_messages(timestamptz) IS 'The aggreg
 -- Digest of what pattern sync would send (key, kind, counts, confidence, rank, packages).
 CREATE OR REPLACE FUNCTION centralcloud.patterns_digest()
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT md5(coalesce(string_agg(concat_ws('|', key, kind, instances, total_occurrences, confidence, rank,
                                              array_to_string(packages, ',')), E'\n' ORDER BY rank), ''))

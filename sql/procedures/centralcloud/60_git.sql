@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION centralcloud.record_export(p_repo text, p_branch text, p_commit text, p_artifacts int,
                                                       p_files text[], p_pushed boolean, p_pr_url text)
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     q text;
@@ -31,7 +31,7 @@ COMMENT ON FUNCTION centralcloud.record_export(text, text, text, int, text[], bo
 -- The commit of the last template distribution from P_GIT_URL (NULL: never distributed).
 CREATE OR REPLACE FUNCTION centralcloud.last_template_commit(p_git_url text)
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT commit FROM centralcloud.template_distributions WHERE git_url = p_git_url ORDER BY id DESC LIMIT 1 $$;
 
 -- Publish templates_updated with P_FILES ([{path, hash, content}]) to every template_updates queue
@@ -39,7 +39,7 @@ AS $$ SELECT commit FROM centralcloud.template_distributions WHERE git_url = p_g
 CREATE OR REPLACE FUNCTION centralcloud.record_templates(p_git_url text, p_commit text, p_files jsonb,
                                                          p_deleted text[] DEFAULT '{}')
 RETURNS int LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     q text;

@@ -6,7 +6,7 @@
 CREATE OR REPLACE FUNCTION genesis.effective_limits(p_requested jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, genesis
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     req jsonb := coalesce(p_requested, '{}');
@@ -121,7 +121,7 @@ COMMENT ON FUNCTION genesis.claim(text, text, text, text, text, jsonb, text, dou
 CREATE OR REPLACE FUNCTION genesis.finish_execution(p_request_id text, p_result jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, genesis
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     stored jsonb;
@@ -152,7 +152,7 @@ COMMENT ON FUNCTION genesis.finish_execution(text, jsonb) IS 'Store the result o
 CREATE OR REPLACE FUNCTION genesis.set_limit(p_name text, p_default numeric, p_max numeric)
 RETURNS genesis.limits
 LANGUAGE plpgsql
-SET search_path = pg_catalog, genesis
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r genesis.limits;
@@ -175,15 +175,3 @@ SELECT request_id, agent_id, language, mode, status, runs, exit_code, killed_rea
        duration_ms, peak_memory_kb, started_at, finished_at, left(error, 120) AS error
   FROM genesis.executions ORDER BY started_at DESC;
 COMMENT ON VIEW genesis.recent_executions IS 'Executions, newest first (`orchestrator genesis list`).';
-
--- Retention: finished executions older than DAYS are deleted (pg_cron job genesis:prune_executions).
-CREATE OR REPLACE FUNCTION genesis.prune_executions(p_days int DEFAULT 30)
-RETURNS int
-LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog, genesis
-AS $$
-    WITH d AS (DELETE FROM genesis.executions WHERE status = 'finished'
-                AND finished_at < now() - make_interval(days => p_days) RETURNING 1)
-    SELECT count(*)::int FROM d;
-$$;
-COMMENT ON FUNCTION genesis.prune_executions(int) IS 'Delete finished executions older than DAYS; returns how many.';

@@ -9,7 +9,7 @@ RETURNS TABLE (pos int, model text, provider text, kind text, base_url text, api
                remote_model text, timeout_s double precision, max_retries int, backoff_ms int,
                cost_in_per_1k numeric, cost_out_per_1k numeric, max_tokens int)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     route_of text := CASE WHEN EXISTS (SELECT 1 FROM nexus.routes x WHERE x.task_type = p_task_type)
@@ -35,7 +35,7 @@ COMMENT ON FUNCTION nexus.plan(text, text) IS 'Ordered models (with provider set
 CREATE OR REPLACE FUNCTION nexus._budget_of(p_agent_id text)
 RETURNS nexus.budgets
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     b nexus.budgets;
@@ -54,7 +54,7 @@ CREATE OR REPLACE FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_tas
                                        p_sha256 text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cands    jsonb;
@@ -131,7 +131,7 @@ COMMENT ON FUNCTION nexus.admit(text, text, text, text, int, int, text, text) IS
 CREATE OR REPLACE FUNCTION nexus.settle(p_request_id text, p_agent_id text, p_task_type text, p_calls jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     res   nexus.reservations;
@@ -176,7 +176,7 @@ CREATE OR REPLACE FUNCTION nexus.set_provider(p_name text, p_kind text, p_base_u
                                               p_backoff_ms int DEFAULT 500, p_enabled boolean DEFAULT true)
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO nexus.providers AS p (name, kind, base_url, api_key_env, timeout_s, max_retries, backoff_ms, enabled)
     VALUES (p_name, p_kind, p_base_url, p_api_key_env, p_timeout_s, p_max_retries, p_backoff_ms, p_enabled)
@@ -192,7 +192,7 @@ CREATE OR REPLACE FUNCTION nexus.set_model(p_name text, p_provider text, p_remot
                                            p_max_tokens int DEFAULT 1024)
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO nexus.models AS m (name, provider, remote_model, cost_in_per_1k, cost_out_per_1k, max_tokens)
     VALUES (p_name, p_provider, p_remote_model, p_cost_in_per_1k, p_cost_out_per_1k, p_max_tokens)
@@ -205,7 +205,7 @@ COMMENT ON FUNCTION nexus.set_model(text, text, text, numeric, numeric, int) IS 
 CREATE OR REPLACE FUNCTION nexus.set_route(p_task_type text, p_models text[])
 RETURNS int
 LANGUAGE plpgsql
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     missing text;
@@ -226,7 +226,7 @@ COMMENT ON FUNCTION nexus.set_route(text, text[]) IS 'Replaces a task type''s ro
 CREATE OR REPLACE FUNCTION nexus.set_budget(p_agent_id text, p_daily_tokens bigint, p_daily_cost numeric)
 RETURNS void
 LANGUAGE sql
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO nexus.budgets AS b (agent_id, daily_tokens, daily_cost) VALUES (p_agent_id, p_daily_tokens, p_daily_cost)
     ON CONFLICT (agent_id) DO UPDATE SET daily_tokens = EXCLUDED.daily_tokens, daily_cost = EXCLUDED.daily_cost;
@@ -266,7 +266,7 @@ COMMENT ON VIEW nexus.call_totals IS 'Totals per provider, model and status sinc
 CREATE OR REPLACE FUNCTION nexus.remove_provider(p_name text)
 RETURNS boolean
 LANGUAGE sql
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH d AS (DELETE FROM nexus.providers WHERE name = p_name RETURNING 1) SELECT EXISTS (SELECT 1 FROM d);
 $$;
@@ -275,26 +275,3 @@ COMMENT ON FUNCTION nexus.remove_provider(text) IS 'Removes a provider with its 
 CREATE OR REPLACE VIEW nexus.route_list AS
 SELECT task_type, string_agg(model, ' -> ' ORDER BY position) AS models FROM nexus.routes GROUP BY 1;
 COMMENT ON VIEW nexus.route_list IS 'Each task type with its models in order (fallbacks after the first).';
-
--- A worker that died mid-call leaves its reservation behind; a redelivery reuses it, but a request
--- that is never retried (dead-lettered) would hold it all day. Release reservations older than P_AGE.
-CREATE OR REPLACE FUNCTION nexus.release_stale_reservations(p_age interval DEFAULT '1 hour')
-RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
-AS $$
-DECLARE
-    n int;
-BEGIN
-    WITH gone AS (DELETE FROM nexus.reservations WHERE created_at < now() - p_age RETURNING *),
-         per AS (SELECT agent_id, day, sum(tokens) AS tokens, sum(cost) AS cost, count(*) AS k FROM gone GROUP BY 1, 2),
-         upd AS (UPDATE nexus.budget_usage u SET tokens = greatest(0, u.tokens - per.tokens),
-                        cost = greatest(0, u.cost - per.cost)
-                   FROM per WHERE u.agent_id = per.agent_id AND u.day = per.day RETURNING per.k)
-    SELECT coalesce(sum(k), 0) INTO n FROM upd;
-    DELETE FROM nexus.sessions WHERE expires_at < now();
-    RETURN n;
-END;
-$$;
-COMMENT ON FUNCTION nexus.release_stale_reservations(interval) IS
-    'Gives back reservations of requests never settled (older than P_AGE) and drops expired sessions.';

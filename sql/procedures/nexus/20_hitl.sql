@@ -74,7 +74,7 @@ COMMENT ON FUNCTION nexus.hitl_conflict_response(text, text, text) IS 'The error
 CREATE OR REPLACE FUNCTION nexus.hitl_leases_due(p_within_s double precision)
 RETURNS TABLE (request_id text, queue text, msg_id bigint, read_ct int)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.request_id, i.queue, i.msg_id, i.read_ct FROM nexus.hitl_items i
      WHERE i.status <> 'published' AND i.lease_until < now() + make_interval(secs => p_within_s)
@@ -85,7 +85,7 @@ COMMENT ON FUNCTION nexus.hitl_leases_due(double precision) IS 'Held deliveries 
 CREATE OR REPLACE FUNCTION nexus.hitl_leased(p_request_id text, p_read_ct int, p_lease_s double precision)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE nexus.hitl_items SET lease_until = now() + make_interval(secs => p_lease_s)
      WHERE request_id = p_request_id AND read_ct = p_read_ct;
@@ -96,7 +96,7 @@ COMMENT ON FUNCTION nexus.hitl_leased(text, int, double precision) IS 'Records t
 CREATE OR REPLACE FUNCTION nexus._hitl_response(i nexus.hitl_items, p_approved boolean, p_text text, p_by text)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN i.kind = 'approval'
                 THEN jsonb_build_object('request_id', i.request_id, 'approved', p_approved, 'comment', p_text, 'decided_by', p_by)
@@ -113,7 +113,7 @@ CREATE OR REPLACE FUNCTION nexus.hitl_decide(p_request_id text, p_user text, p_a
                                              p_comment text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     i    nexus.hitl_items;
@@ -175,7 +175,7 @@ COMMENT ON FUNCTION nexus.hitl_decide(text, text, boolean, text, text) IS
 CREATE OR REPLACE FUNCTION nexus.hitl_expire()
 RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -206,7 +206,7 @@ COMMENT ON FUNCTION nexus.hitl_expire() IS 'Denies pending approvals past their 
 CREATE OR REPLACE FUNCTION nexus.hitl_to_publish(p_request_id text DEFAULT NULL)
 RETURNS TABLE (request_id text, kind text, queue text, msg_id bigint, read_ct int, reply_to text, decision jsonb)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.request_id, i.kind, i.queue, i.msg_id, i.read_ct, i.reply_to, i.decision FROM nexus.hitl_items i
      WHERE i.status = 'decided' AND (p_request_id IS NULL OR i.request_id = p_request_id)
@@ -217,7 +217,7 @@ COMMENT ON FUNCTION nexus.hitl_to_publish(text) IS 'Decided items whose response
 CREATE OR REPLACE FUNCTION nexus.hitl_published(p_request_id text)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE nexus.hitl_items SET status = 'published', published_at = now()
      WHERE request_id = p_request_id AND status = 'decided';
@@ -229,7 +229,7 @@ CREATE OR REPLACE FUNCTION nexus.hitl_pending(p_kind text, p_limit int DEFAULT 2
 RETURNS TABLE (request_id text, agent_id text, payload jsonb, quorum int, deadline timestamptz,
                created_at timestamptz, votes jsonb)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, nexus
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.request_id, i.agent_id, i.payload, i.quorum, i.deadline, i.created_at,
            coalesce((SELECT jsonb_agg(jsonb_build_object('by', d.decided_by, 'approved', d.approved, 'comment', d.comment)

@@ -3,16 +3,16 @@
 -- role may connect here).
 
 -- Push every pg_cron job with its last finished run and 24 h counts to shared_queue (bus._report_schedules),
--- over dblink as the superuser on the server's own socket. Returns how many jobs were reported.
+-- over dblink server shared_queue_owner: the user mapping migrate makes (orchestrator/links.py) logs in
+-- as own_shared_queue, so the owner's function runs with the owner's rights, never the superuser's.
+-- Returns how many jobs were reported.
 CREATE OR REPLACE FUNCTION ops.report_schedules()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     jobs jsonb;
-    sock text := nullif(trim(split_part(current_setting('unix_socket_directories'), ',', 1)), '');
-    conninfo text;
     n integer;
 BEGIN
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -30,12 +30,8 @@ BEGIN
                            FROM cron.job_run_details r
                           WHERE r.jobid = j.jobid AND r.start_time > now() - interval '1 day') c ON true
      WHERE j.jobname IS NOT NULL;
-    -- libpq conninfo values in single quotes, backslash and quote escaped
-    conninfo := format('dbname=shared_queue user=%s port=%s', quote_ident(current_user), current_setting('port'))
-                || CASE WHEN sock IS NULL THEN ''
-                        ELSE ' host=''' || replace(replace(sock, '\', '\\'), '''', '\''') || '''' END;
     SELECT t.n INTO n
-      FROM public.dblink(conninfo, format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
+      FROM extensions.dblink('shared_queue_owner', format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
     RETURN n;
 END;
 $$;

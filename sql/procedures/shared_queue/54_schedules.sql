@@ -1,12 +1,13 @@
 -- Schedules as reported from the `postgres` database (ops.report_schedules, run there by pg_cron as the
--- superuser over dblink): stored in bus.schedule_runs for the dashboard, /metrics and bus.alerts().
+-- superuser, arriving here over dblink as own_shared_queue, never as a superuser): stored in
+-- bus.schedule_runs for the dashboard, /metrics and bus.alerts().
 
 -- Replace the snapshot with P_JOBS (a JSON array of objects with bus.schedule_runs' columns). Jobs
 -- missing from the array were unscheduled and are removed. Returns how many jobs it stored.
 CREATE OR REPLACE FUNCTION bus._report_schedules(p_jobs jsonb)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
@@ -41,7 +42,7 @@ REVOKE EXECUTE ON FUNCTION bus._report_schedules(jsonb) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION bus._schedule_alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'warning', s.jobname,
            'last run failed: ' || left(coalesce(s.last_message, ''), 120),

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION bus.alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -4,7 +4,7 @@
 CREATE OR REPLACE FUNCTION bus._rebuild_archive_view()
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     body text;
@@ -28,7 +28,7 @@ $$;
 CREATE OR REPLACE FUNCTION bus._ensure_analytics_views()
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     CREATE OR REPLACE VIEW bus.archive_daily AS

@@ -6,7 +6,7 @@ CREATE OR REPLACE FUNCTION bus.dashboard_overview()
 RETURNS TABLE (queue_name text, kind text, instance_id text, queue_length bigint, visible bigint,
                oldest_age_s int, total_messages bigint, dead_letters bigint)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bus.queue_overview();
 $$;
@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION bus.dashboard_hourly(p_hours int DEFAULT 24)
 RETURNS TABLE (queue_name text, hour timestamptz, messages bigint, p50_latency_ms double precision,
                p95_latency_ms double precision)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
@@ -34,7 +34,7 @@ CREATE OR REPLACE FUNCTION bus.dashboard_daily(p_days int DEFAULT 14)
 RETURNS TABLE (queue_name text, day timestamptz, messages bigint, p50_latency_ms double precision,
                p95_latency_ms double precision)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
@@ -48,7 +48,7 @@ COMMENT ON FUNCTION bus.dashboard_daily(int) IS 'bus.archive_daily per queue ove
 CREATE OR REPLACE FUNCTION bus.dashboard_dead_letters(p_limit int DEFAULT 50)
 RETURNS TABLE (msg_id bigint, enqueued_at timestamptz, queue text, error text, attempts int)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.msg_id, d.enqueued_at, d.message->>'queue', d.message->>'error', (d.message->>'attempts')::int
       FROM pgmq.q_dead_letters d ORDER BY d.msg_id DESC LIMIT p_limit;
@@ -58,7 +58,7 @@ COMMENT ON FUNCTION bus.dashboard_dead_letters(int) IS 'The latest dead letters 
 CREATE OR REPLACE FUNCTION bus.dashboard_dlq_replay(p_dlq_msg_id bigint)
 RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT bus.dlq_replay(p_dlq_msg_id);
 $$;
@@ -68,7 +68,7 @@ COMMENT ON FUNCTION bus.dashboard_dlq_replay(bigint) IS 'Dead-letter replay from
 CREATE OR REPLACE FUNCTION bus.dashboard_alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM bus.alerts();
 $$;
@@ -79,7 +79,7 @@ CREATE OR REPLACE FUNCTION bus.dashboard_latency(p_minutes int DEFAULT 60)
 RETURNS TABLE (queue_name text, messages bigint, p50_s double precision, p95_s double precision,
                p99_s double precision)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT a.queue_name, count(*),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.archived_at - a.enqueued_at)),
@@ -97,7 +97,7 @@ RETURNS TABLE (jobname text, schedule text, database text, active boolean, last_
                last_start timestamptz, last_end timestamptz, last_message text, runs_24h int, failures_24h int,
                reported_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.jobname, s.schedule, s.database, s.active, s.last_status, s.last_start, s.last_end, s.last_message,
            s.runs_24h, s.failures_24h, s.reported_at

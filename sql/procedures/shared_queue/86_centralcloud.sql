@@ -7,13 +7,13 @@
 CREATE OR REPLACE FUNCTION bus._cc_num(v jsonb)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN jsonb_typeof(v) = 'number' THEN v::text::numeric END $$;
 
 -- UNION ALL over the archives of every queue of KIND (a subquery with msg_id, archived_at, message).
 CREATE OR REPLACE FUNCTION bus._cc_archives_of(p_kind text)
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(string_agg(format('SELECT archived_at, message FROM pgmq.%I', 'a_' || queue_name), ' UNION ALL '),
                     'SELECT NULL::timestamptz AS archived_at, NULL::jsonb AS message WHERE false')
@@ -25,7 +25,7 @@ CREATE OR REPLACE FUNCTION bus.cc_archive_latency(p_since timestamptz)
 RETURNS TABLE (bucket text, bucket_start timestamptz, queue_name text, msg_type text, messages bigint,
                p50_ms double precision, p95_ms double precision, max_read_ct int)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET work_mem = '256MB'
 AS $$
@@ -56,7 +56,7 @@ COMMENT ON FUNCTION bus.cc_archive_latency(timestamptz) IS
 CREATE OR REPLACE FUNCTION bus.cc_archive_approvals(p_since timestamptz)
 RETURNS TABLE (day date, decisions bigint, approved bigint)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
@@ -72,7 +72,7 @@ COMMENT ON FUNCTION bus.cc_archive_approvals(timestamptz) IS 'Approval decisions
 CREATE OR REPLACE FUNCTION bus.cc_archive_questions(p_since timestamptz)
 RETURNS TABLE (day date, agent_id text, questions bigint)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
@@ -89,7 +89,7 @@ CREATE OR REPLACE FUNCTION bus.cc_archive_llm(p_since timestamptz)
 RETURNS TABLE (day date, model text, calls bigint, errors bigint, prompt_tokens bigint,
                completion_tokens bigint, cost numeric)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$

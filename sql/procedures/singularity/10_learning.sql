@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION core._pattern_json(p_key text, p_kind text, p_occ bigint, p_conf numeric,
                                               p_first timestamptz, p_last timestamptz, p_packages text[])
 RETURNS jsonb LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 RETURN jsonb_build_object('key', p_key, 'kind', p_kind, 'occurrences', p_occ, 'confidence', round(p_conf, 4),
                           'first_seen', core._iso(p_first), 'last_seen', core._iso(p_last),
                           'packages', to_jsonb(coalesce(p_packages, '{}')));
@@ -15,7 +15,7 @@ RETURN jsonb_build_object('key', p_key, 'kind', p_kind, 'occurrences', p_occ, 'c
 -- Returns the number of results learned. Learners are serialised by an advisory lock.
 CREATE OR REPLACE FUNCTION core.learn_patterns_from_analysis(p_limit int DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 SET work_mem = '256MB'   -- one pass over up to millions of pattern rows: aggregate in memory
 AS $$
 DECLARE
@@ -83,7 +83,7 @@ COMMENT ON FUNCTION core.learn_patterns_from_analysis(int) IS
 -- one knowledge_summary message per agent that had results. Returns the number of agents updated.
 CREATE OR REPLACE FUNCTION core.update_agent_knowledge()
 RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -133,7 +133,7 @@ COMMENT ON FUNCTION core.update_agent_knowledge() IS
 -- Returns the number of patterns sent.
 CREATE OR REPLACE FUNCTION core.sync_learning_to_centralcloud()
 RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;

@@ -5,7 +5,7 @@
 -- session-synced heartbeat (ids and sizes only, never the state).
 CREATE OR REPLACE FUNCTION core.persist_agent_session()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     enc record;
@@ -42,7 +42,7 @@ CREATE OR REPLACE TRIGGER persist_agent_session BEFORE INSERT OR UPDATE OF state
 -- The decrypted state of session P_ID (owner role only; service roles get 42501).
 CREATE OR REPLACE FUNCTION core.session_state(p_id text)
 RETURNS jsonb LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s core.agent_sessions;
@@ -60,7 +60,7 @@ COMMENT ON FUNCTION core.session_state(text) IS 'Decrypted state of a session; o
 -- Re-encrypt every session with the newest key (after `orchestrator instance rotate-key`). Owner only.
 CREATE OR REPLACE FUNCTION core.reencrypt_sessions()
 RETURNS int LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;

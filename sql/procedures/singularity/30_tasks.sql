@@ -4,7 +4,7 @@
 -- Keep core.agents.load = number of the agent's tasks in assigned/running state.
 CREATE OR REPLACE FUNCTION core._track_load()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -42,7 +42,7 @@ CREATE OR REPLACE TRIGGER track_load_del AFTER DELETE ON core.tasks
 -- assigners take disjoint sets and never assign a task twice or overfill an agent. Returns how many.
 CREATE OR REPLACE FUNCTION core.assign_pending_tasks(p_limit int DEFAULT NULL)
 RETURNS int LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n int;
@@ -76,7 +76,7 @@ COMMENT ON FUNCTION core.assign_pending_tasks(int) IS
 -- The agent starts working on task P_ID (assigned -> running).
 CREATE OR REPLACE FUNCTION core.start_task(p_id text)
 RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE core.tasks SET status = 'running' WHERE id = p_id AND status = 'assigned';
@@ -89,7 +89,7 @@ $$;
 -- Task P_ID is done with RESULT (assigned/running -> completed); frees the agent's capacity.
 CREATE OR REPLACE FUNCTION core.finish_task(p_id text, p_result jsonb)
 RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE core.tasks SET status = 'completed', completed_at = now(), result = p_result
@@ -103,7 +103,7 @@ $$;
 -- Task P_ID failed with ERROR (assigned/running -> failed); frees the agent's capacity.
 CREATE OR REPLACE FUNCTION core.fail_task(p_id text, p_error text)
 RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE core.tasks SET status = 'failed', completed_at = now(), result = jsonb_build_object('error', p_error)
@@ -117,7 +117,7 @@ $$;
 -- Raises the right error for a task transition that matched no row.
 CREATE OR REPLACE FUNCTION core._task_state_error(p_id text, p_verb text, p_want text)
 RETURNS void LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     st text;

@@ -20,7 +20,7 @@ COMMENT ON MATERIALIZED VIEW core.agent_performance_5min IS
 -- Refresh agent_performance_5min (concurrently once populated, so readers never block). Returns its rows.
 CREATE OR REPLACE FUNCTION core.refresh_agent_performance()
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
@@ -37,21 +37,38 @@ $$;
 COMMENT ON FUNCTION core.refresh_agent_performance() IS 'Refreshes core.agent_performance_5min; returns its row count.';
 
 -- Delete debug/info logs older than P_KEEP, warnings/errors older than P_KEEP_ERRORS, and
--- job_runs older than 14 days. Returns the log rows deleted.
+-- job_runs older than 14 days. Returns the log rows deleted. The service role may call it but may not
+-- delete logs itself: a keep shorter than ops.settings cleanup_logs_min_keep (the owner's to change)
+-- is refused (22023, with the fix), not clamped.
+INSERT INTO ops.settings (key, value, comment) VALUES
+    ('cleanup_logs_min_keep', '1 day', 'core.cleanup_logs refuses to keep logs for less')
+ON CONFLICT (key) DO NOTHING;
+
 CREATE OR REPLACE FUNCTION core.cleanup_logs(p_keep interval DEFAULT '7 days', p_keep_errors interval DEFAULT '30 days')
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    min_keep interval := coalesce((SELECT s.value::interval FROM ops.settings s WHERE s.key = 'cleanup_logs_min_keep'),
+                                  '1 day');
     n bigint;
 BEGIN
-    DELETE FROM core.logs
-     WHERE (level IN ('debug', 'info') AND at < now() - p_keep)
-        OR (level IN ('warning', 'error') AND at < now() - p_keep_errors);
+    IF p_keep IS NULL OR p_keep_errors IS NULL OR least(p_keep, p_keep_errors) < min_keep THEN
+        RAISE EXCEPTION 'core.cleanup_logs: keeping % is below the minimum of % (ops.settings cleanup_logs_min_keep)',
+                        coalesce(least(p_keep, p_keep_errors)::text, 'NULL'), min_keep
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Keep logs at least %s. The database owner (%s) may change the minimum: '
+                                'UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''cleanup_logs_min_keep''.',
+                                min_keep, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                            WHERE d.datname = current_database()));
+    END IF;
+    DELETE FROM core.logs l
+     WHERE (l.level IN ('debug', 'info') AND l.at < now() - p_keep)
+        OR (l.level IN ('warning', 'error') AND l.at < now() - p_keep_errors);
     GET DIAGNOSTICS n = ROW_COUNT;
-    DELETE FROM core.job_runs WHERE started_at < now() - interval '14 days';
-    DELETE FROM outbox.drain_runs WHERE ran_at < now() - interval '14 days';
-    DELETE FROM outbox.inbox_seen WHERE folded_at < now() - interval '30 days';
+    DELETE FROM core.job_runs r WHERE r.started_at < now() - interval '14 days';
+    DELETE FROM outbox.drain_runs r WHERE r.ran_at < now() - interval '14 days';
+    DELETE FROM outbox.inbox_seen r WHERE r.folded_at < now() - interval '30 days';
     RETURN n;
 END;
 $$;
@@ -59,20 +76,37 @@ COMMENT ON FUNCTION core.cleanup_logs(interval, interval) IS
     'Deletes old logs (info 7 days, errors 30 days by default), old job runs and drain runs.';
 
 -- Move completed/failed tasks finished more than P_AGE ago into core.tasks_archive. Returns how many.
+-- An age under ops.settings archive_tasks_min_age (the owner's to change) is refused (22023).
+INSERT INTO ops.settings (key, value, comment) VALUES
+    ('archive_tasks_min_age', '1 day', 'core.archive_completed_tasks refuses to move younger tasks')
+ON CONFLICT (key) DO NOTHING;
+
 CREATE OR REPLACE FUNCTION core.archive_completed_tasks(p_age interval DEFAULT '7 days')
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    min_age interval := coalesce((SELECT s.value::interval FROM ops.settings s WHERE s.key = 'archive_tasks_min_age'),
+                                 '1 day');
     n bigint;
 BEGIN
+    IF p_age IS NULL OR p_age < min_age THEN
+        RAISE EXCEPTION 'core.archive_completed_tasks: % is below the minimum of % (ops.settings archive_tasks_min_age)',
+                        coalesce(p_age::text, 'NULL'), min_age
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Archive tasks finished at least %s ago. The database owner (%s) may change the minimum: '
+                                'UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''archive_tasks_min_age''.',
+                                min_age, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                           WHERE d.datname = current_database()));
+    END IF;
     WITH moved AS (
-        DELETE FROM core.tasks WHERE status IN ('completed', 'failed') AND completed_at < now() - p_age
-        RETURNING *
+        DELETE FROM core.tasks t WHERE t.status IN ('completed', 'failed') AND t.completed_at < now() - p_age
+        RETURNING t.*
     )
     INSERT INTO core.tasks_archive (id, kind, payload, priority, status, assigned_agent, assigned_at, completed_at,
                                     result, created_at)
-    SELECT id, kind, payload, priority, status, assigned_agent, assigned_at, completed_at, result, created_at FROM moved
+    SELECT m.id, m.kind, m.payload, m.priority, m.status, m.assigned_agent, m.assigned_at, m.completed_at, m.result,
+           m.created_at FROM moved m
     ON CONFLICT (id) DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -83,7 +117,7 @@ COMMENT ON FUNCTION core.archive_completed_tasks(interval) IS 'Moves old complet
 -- Queue a heartbeat (instance_heartbeat) so CentralCloud sees the instance alive with no Python running.
 CREATE OR REPLACE FUNCTION core.queue_heartbeat()
 RETURNS text LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO outbox.messages (queue, message)
     SELECT 'instance_heartbeat',

@@ -16,13 +16,13 @@ $$;
 -- Open (or reuse) the named dblink connection CONN to shared_queue; NULL on success, else the error.
 CREATE OR REPLACE FUNCTION outbox._connect(p_conn text)
 RETURNS text LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_conn = ANY (coalesce(dblink_get_connections(), '{}')) THEN
+    IF p_conn = ANY (coalesce(extensions.dblink_get_connections(), '{}')) THEN
         RETURN NULL;
     END IF;
-    PERFORM dblink_connect(p_conn, 'bus');
+    PERFORM extensions.dblink_connect(p_conn, 'bus');
     RETURN NULL;
 EXCEPTION WHEN others THEN
     RETURN format('cannot reach shared_queue over dblink (server "bus"): %s', SQLERRM);
@@ -32,13 +32,13 @@ $$;
 -- True when the named dblink connection CONN still answers.
 CREATE OR REPLACE FUNCTION outbox._alive(p_conn text)
 RETURNS boolean LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM * FROM dblink(p_conn, 'SELECT 1') AS t(x int);
+    PERFORM * FROM extensions.dblink(p_conn, 'SELECT 1') AS t(x int);
     RETURN true;
 EXCEPTION WHEN others THEN
-    PERFORM dblink_disconnect(p_conn) WHERE p_conn = ANY (coalesce(dblink_get_connections(), '{}'));
+    PERFORM extensions.dblink_disconnect(p_conn) WHERE p_conn = ANY (coalesce(extensions.dblink_get_connections(), '{}'));
     RETURN false;
 END;
 $$;
@@ -50,7 +50,7 @@ $$;
 -- P_MAX_ATTEMPTS times is marked dead (kept, never lost). Returns {sent, failed, dead, error, last_id}.
 CREATE OR REPLACE FUNCTION outbox._drain_batch(p_batch int, p_after text, p_max_attempts int)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, outbox, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     conn    text := 'outbox_drain';
@@ -83,7 +83,7 @@ BEGIN
           FROM outbox.messages WHERE NOT dead AND id > p_after AND id <= last_id GROUP BY queue
     LOOP
         BEGIN
-            PERFORM * FROM dblink(conn, format('SELECT count(*) FROM pgmq.send_batch(%L, %L::jsonb[])',
+            PERFORM * FROM extensions.dblink(conn, format('SELECT count(*) FROM pgmq.send_batch(%L, %L::jsonb[])',
                                                q.queue, q.msgs)) AS r(n bigint);
             DELETE FROM outbox.messages WHERE id = ANY (q.qids);
             sent := sent + cardinality(q.qids);
@@ -98,7 +98,7 @@ BEGIN
             -- The bus refused the batch: find the culprit(s) one message at a time.
             FOR m IN SELECT id, message, created_at FROM outbox.messages WHERE id = ANY (q.qids) ORDER BY id LOOP
                 BEGIN
-                    PERFORM * FROM dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
+                    PERFORM * FROM extensions.dblink(conn, format('SELECT pgmq.send(%L, %L::jsonb)', q.queue,
                         outbox._envelope(m.message, m.id, m.created_at, src)))
                         AS r(id bigint);
                     DELETE FROM outbox.messages WHERE id = m.id;
@@ -125,7 +125,7 @@ $$;
 CREATE OR REPLACE FUNCTION outbox.drain(p_batch int DEFAULT 200, p_max int DEFAULT 100000,
                                         p_max_attempts int DEFAULT 5)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, outbox, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t0   timestamptz := clock_timestamp();
@@ -189,7 +189,7 @@ COMMENT ON PROCEDURE outbox.drain_all(int, int, int) IS 'pg_cron''s drain: outbo
 -- Record a drain_all run in outbox.drain_runs and core.job_runs (job drain_outbox).
 CREATE OR REPLACE FUNCTION outbox._record_drain(p_t0 timestamptz, p_sent int, p_failed int, p_error text)
 RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, outbox, core
+SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO outbox.drain_runs (sent, failed, error, duration_ms)
     VALUES (p_sent, p_failed, p_error, round(extract(epoch FROM clock_timestamp() - p_t0)::numeric * 1000, 1));
@@ -203,7 +203,7 @@ $$;
 -- message id), so a redelivery changes nothing. Returns {knowledge, templates, error}.
 CREATE OR REPLACE FUNCTION outbox.consume_inbox(p_max int DEFAULT 100)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox, public
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     conn  text := 'inbox';
@@ -227,12 +227,12 @@ BEGIN
         SELECT array_agg(msg_id ORDER BY msg_id), array_agg(read_ct ORDER BY msg_id) INTO mids, rcts
           FROM outbox.inbox_acks WHERE queue = q;
         IF mids IS NOT NULL THEN
-            PERFORM * FROM dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
+            PERFORM * FROM extensions.dblink(conn, format('SELECT bus.ack(%L, %L::bigint[], %L::int[])', q, mids, rcts))
                 AS t(id bigint);
             DELETE FROM outbox.inbox_acks WHERE queue = q AND msg_id = ANY (mids);
         END IF;
         -- Then fold new deliveries in; they are acked at the next run (the 120 s lease outlasts the 1 min schedule).
-        FOR r IN SELECT * FROM dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 120, %s)', q, p_max))
+        FOR r IN SELECT * FROM extensions.dblink(conn, format('SELECT msg_id, read_ct, message::text FROM pgmq.read(%L, 120, %s)', q, p_max))
                           AS t(msg_id bigint, read_ct int, message text) LOOP
             msg := r.message::jsonb;
             INSERT INTO outbox.inbox_acks (queue, msg_id, read_ct) VALUES (q, r.msg_id, r.read_ct)

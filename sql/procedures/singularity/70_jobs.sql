@@ -4,7 +4,7 @@
 -- changes are rolled back on failure, the record stays). Unknown names raise 22023.
 CREATE OR REPLACE FUNCTION core.run_job(p_name text)
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t0     timestamptz := clock_timestamp();
@@ -50,7 +50,7 @@ CREATE OR REPLACE FUNCTION core.jobs_status()
 RETURNS TABLE (job text, schedule text, last_start timestamptz, last_status text, last_ms numeric,
                last_detail text, runs_24h bigint, failed_24h bigint)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, core
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT j.jobname, j.schedule, l.started_at, l.status,
            round(extract(epoch FROM l.finished_at - l.started_at)::numeric * 1000, 1), l.detail,
@@ -67,7 +67,7 @@ COMMENT ON FUNCTION core.jobs_status() IS 'Schedules (ops.cron_jobs) with their 
 CREATE OR REPLACE FUNCTION core.queue_status()
 RETURNS TABLE (item text, value text)
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, core, outbox
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'outbox ' || queue, count(*) FILTER (WHERE NOT dead) || ' waiting, ' || count(*) FILTER (WHERE dead)
            || ' dead, oldest ' || coalesce(round(extract(epoch FROM now() - min(created_at)))::text, '-') || ' s'

@@ -46,7 +46,7 @@ RESET ROLE;
 SELECT is(:'plain2'::jsonb, '{"secret": "second"}'::jsonb, 'an update re-encrypts the new state');
 
 -- wrong key / unknown key
-UPDATE core.agent_sessions SET state_enc = pgp_sym_encrypt('{}', 'not-the-key') WHERE id = 'sess1';
+UPDATE core.agent_sessions SET state_enc = extensions.pgp_sym_encrypt('{}', 'not-the-key') WHERE id = 'sess1';
 SELECT throws_ok($$SELECT core.session_state('sess1')$$, '39000', NULL, 'data encrypted with another key fails to decrypt');
 UPDATE core.agent_sessions SET key_id = 9999 WHERE id = 'sess1';
 SELECT throws_ok($$SELECT core.session_state('sess1')$$, '22023', 'no session key with id 9999 in the key file',
