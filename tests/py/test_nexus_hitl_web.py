@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from helpers import run_cli
 from orchestrator.daemon import Supervisor
 from orchestrator.db import connect, owner_conninfo
 from orchestrator.messages import ulid
@@ -501,3 +502,14 @@ def test_a_wrong_host_gets_400_naming_the_setting(system, page_with_env):
         assert c.get("/login", headers={"host": "localhost"}).status_code == 200
         r = c.get("/login")  # 127.0.0.1 is no longer listed
         assert r.status_code == 400 and "NEXUS_WEB_HOSTS" in r.text
+
+
+def test_the_operator_unblocks_a_user_name(system, fresh_throttle):
+    _hitl, url = system
+    with client_at(url, "127.0.0.12") as c:
+        assert [try_sign_in(c, "dave", f"wrong-{i}").status_code for i in range(6)] == [303] * 5 + [429]
+        out = run_cli("nexus", "user", "unblock", "dave", check=True).stdout
+        assert "user dave: 5 failed sign-in(s) forgotten" in out
+        assert try_sign_in(c, "dave", PW).status_code == 303
+    bad = run_cli("nexus", "user", "unblock", "--addr", "not-an-address")
+    assert bad.returncode == 1 and "is not an IP address" in bad.stderr

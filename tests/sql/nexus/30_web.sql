@@ -5,7 +5,7 @@
 -- may not do is attempted as svc_nexus (SET LOCAL ROLE ... RESET ROLE).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(57);
+SELECT plan(58);
 
 -- structure ---------------------------------------------------------------------------------------------
 SELECT has_function('nexus', 'login_params', ARRAY['text', 'inet', 'bytea'], 'nexus.login_params(user, address, browser) exists');
@@ -97,7 +97,7 @@ SELECT is((SELECT count(*)::int FROM nexus.signin_failures WHERE username = 'tap
           '... but not those from elsewhere');
 
 -- per user and address: five failures hold that pair back, not the user elsewhere ----------------------------
-SELECT nexus.sign_in('tap_bob', sha256('guess' || i), '\x05', 'c', 60, '192.0.2.10') FROM generate_series(1, 5) i;
+SELECT nexus.sign_in('tap_bob', sha256(convert_to('guess' || i, 'UTF8')), '\x05', 'c', 60, '192.0.2.10') FROM generate_series(1, 5) i;
 SELECT results_eq($$SELECT status, reason FROM nexus.sign_in('tap_bob', sha256('bob-key'), '\x06', 'c', 60, '192.0.2.10')$$,
                   $$VALUES ('throttled'::text, 'user_address'::text)$$,
                   'after five failures the user is held back at that address, even with the right key');
