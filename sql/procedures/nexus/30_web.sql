@@ -67,19 +67,20 @@ DECLARE
     v_name bytea := convert_to(coalesce(p_username, ''), 'UTF8');
     v_model text;
 BEGIN
+    -- the same statements for every name, known or not (no timing difference to measure):
+    -- the user's hash, and the stand-ins for a name that is not a user (or has an unusable hash): a
+    -- salt that is the same on every call and unguessable, the parameters of the newest user (else the
+    -- defaults of orchestrator/passwords.py), and a key nothing derives
     SELECT u.password_hash INTO v_hash FROM nexus.users u WHERE u.username = p_username;
+    SELECT s.secret INTO v_secret FROM nexus.signin_secret s;
+    SELECT u.password_hash INTO v_model FROM nexus.users u
+     WHERE nexus._password_hash_ok(u.password_hash) ORDER BY u.created_at DESC, u.username LIMIT 1;
     IF nexus._password_hash_ok(v_hash) THEN
         RETURN QUERY SELECT true, decode(split_part(v_hash, '$', 5), 'base64'), split_part(v_hash, '$', 2)::int,
                             split_part(v_hash, '$', 3)::int, split_part(v_hash, '$', 4)::int,
                             decode(split_part(v_hash, '$', 6), 'base64');
         RETURN;
     END IF;
-    -- an unknown name (or an unusable hash): a stand-in salt that is the same on every call and
-    -- unguessable, the parameters of the newest user (else the defaults of orchestrator/passwords.py),
-    -- and a key nothing derives
-    SELECT s.secret INTO v_secret FROM nexus.signin_secret s;
-    SELECT u.password_hash INTO v_model FROM nexus.users u
-     WHERE nexus._password_hash_ok(u.password_hash) ORDER BY u.created_at DESC, u.username LIMIT 1;
     v_model := coalesce(v_model, 'scrypt$16384$8$1$-$-');
     RETURN QUERY SELECT false, substring(sha256(v_secret || '\x00'::bytea || v_name) FROM 1 FOR 16),
                         split_part(v_model, '$', 2)::int, split_part(v_model, '$', 3)::int,
@@ -205,9 +206,9 @@ BEGIN
     -- the user's own slips from here are forgiven; failures for other names, or from elsewhere, stay
     DELETE FROM nexus.signin_failures f
      WHERE f.username = v_name AND (f.addr = v_addr OR f.device_hash = p_device_hash);
-    -- the browser gets a new token (an old or planted one is not kept)
+    -- the browser gets a new token (an old or planted one is not kept); expired browsers go
     DELETE FROM nexus.signin_devices d
-     WHERE d.username = p_username AND (d.expires_at < now() OR d.token_hash = p_device_hash);
+     WHERE d.expires_at < now() OR (d.username = p_username AND d.token_hash = p_device_hash);
     IF p_new_device_hash IS NOT NULL THEN
         INSERT INTO nexus.signin_devices (token_hash, username, expires_at)
         VALUES (p_new_device_hash, p_username, now() + interval '90 days')
