@@ -182,3 +182,22 @@ def user_remove(username: str) -> None:
     """Remove USERNAME and their sessions."""
     gone = _run("SELECT nexus.user_remove(%s) AS r", (username,))
     click.echo(f"user {username} removed" if gone and gone[0]["r"] else f"no user {username}")
+
+
+@user.command("unblock")
+@click.argument("username", required=False)
+@click.option("--addr", help="An address: forget the failed sign-ins from there (an IPv6 address: its /64).")
+def user_unblock(username: str | None, addr: str | None) -> None:
+    """Forget failed sign-ins so the page stops holding them back: USERNAME's from anywhere, every name's
+    from --addr, or (both given) USERNAME's from --addr."""
+    import ipaddress
+
+    if not username and not addr:
+        _fail("name a user (orchestrator nexus user unblock NAME) or an address (--addr 203.0.113.7)")
+    try:
+        ip = ipaddress.ip_address(addr) if addr else None
+    except ValueError:
+        _fail(f"--addr {addr!r} is not an IP address (e.g. 203.0.113.7 or 2001:db8::1)")
+    n = _run("SELECT nexus.signin_unblock(%s, %s) AS n", (username or None, ip))[0]["n"]
+    who = " and ".join(x for x in (f"user {username}" if username else "", f"address {addr}" if addr else "") if x)
+    click.echo(f"{who}: {n} failed sign-in(s) forgotten")

@@ -1,10 +1,14 @@
-"""Password hashes for the HITL page's users: scrypt from the standard library, constant-time checks."""
+"""Password hashes for the HITL page's users: scrypt from the standard library.
+
+The stored form is `scrypt$N$r$p$salt$key` (base64). Checking a password never needs the stored key in
+Python: the page gets the salt and parameters from nexus.login_params, derives the key here, and
+nexus.sign_in compares it in SQL.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 
 N, R, P = 2**14, 8, 1
@@ -18,11 +22,13 @@ def hash_password(password: str) -> str:
     return f"scrypt${N}${R}${P}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
 
 
-def verify_password(password: str, stored: str | None) -> bool:
-    """True when PASSWORD matches STORED; a missing user still costs one scrypt (no timing oracle)."""
+def derive_key(password: str, salt: bytes, n: int, r: int, p: int, dklen: int = 32) -> bytes:
+    """The scrypt key of PASSWORD with a stored hash's salt and parameters: what nexus.sign_in compares.
+
+    Parameters scrypt refuses (or that need more than 64 MiB) give an empty key, which never matches.
+    """
     try:
-        algo, n, r, p, salt, dk = (stored or "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$").split("$")
-        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
-    except (ValueError, TypeError):
-        return False
-    return stored is not None and algo == "scrypt" and hmac.compare_digest(got, base64.b64decode(dk))
+        return hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, dklen=dklen,
+                              maxmem=64 * 1024 * 1024)
+    except (ValueError, MemoryError):
+        return b""

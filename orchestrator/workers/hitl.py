@@ -4,7 +4,9 @@ A periodic pass claims new requests (long lease), keeps leases alive, denies exp
 publishes decided items; the page (uvicorn in a thread of the daemon) lists pending items from
 nexus and records decisions. Env: NEXUS_WEB_HOST (127.0.0.1), NEXUS_WEB_PORT (8780),
 NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1),
-NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit).
+NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit),
+NEXUS_WEB_HOSTS (host names the page answers to), NEXUS_TRUSTED_PROXIES (whose X-Forwarded-For counts),
+NEXUS_WEB_SECURE_COOKIES (orchestrator.web.app.web_settings).
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ class WebServer:
             log.error("%s; the page is off, approvals still time out and decisions already made are published", msg)
             return self
         self.sock, self.port = sock, sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off"))
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default); the page
+        # believes it only from NEXUS_TRUSTED_PROXIES (orchestrator.web.app.ClientAddress)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                                    proxy_headers=False, server_header=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="hitl-web",
                                        daemon=True)
         self.thread.start()
@@ -72,16 +77,17 @@ class WebServer:
 def build(s: Settings, *, host: str | None = None, port: int | None = None):
     """The parts of the hitl worker: (Hitl, WebServer, Worker)."""
     from ..dashboard import Dashboard
-    from ..web.app import create_app
+    from ..web.app import create_app, web_settings
 
+    host = host or os.environ.get("NEXUS_WEB_HOST", "127.0.0.1")
+    web_cfg = web_settings(host)  # before anything connects: a bad setting stops here, with the fix
     bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:hitl", poll_ms=s.poll_ms, pool_size=3)
     pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:hitl")
     hitl = Hitl(bus, pool, lease_s=float(os.environ.get("NEXUS_HITL_LEASE_S", "300")),
                 default_timeout_s=float(os.environ.get("NEXUS_HITL_TIMEOUT_S", "86400")))
     dash = Dashboard(bus.pool, pool)
-    app = create_app(hitl, pool, dash, secure_cookies=os.environ.get("NEXUS_WEB_SECURE_COOKIES", "") == "1")
-    web = WebServer(app, host or os.environ.get("NEXUS_WEB_HOST", "127.0.0.1"),
-                    port if port is not None else int(os.environ.get("NEXUS_WEB_PORT", "8780")))
+    app = create_app(hitl, pool, dash, web=web_cfg)
+    web = WebServer(app, host, port if port is not None else int(os.environ.get("NEXUS_WEB_PORT", "8780")))
 
     def stop() -> None:
         web.stop()

@@ -9,9 +9,11 @@ import os
 import shutil
 import time
 
+import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
+from helpers import run_cli
 from orchestrator.daemon import Supervisor
 from orchestrator.db import connect, owner_conninfo
 from orchestrator.messages import ulid
@@ -24,7 +26,7 @@ DIFF = "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n-print('old')\n+print('new'
 
 @pytest.fixture(scope="module")
 def system(s):
-    """The hitl worker (claims, leases, timeouts, publishing) and its page on a free port, plus three users."""
+    """The hitl worker (claims, leases, timeouts, publishing) and its page on a free port, plus four users."""
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
     saved = {k: os.environ.get(k) for k in ("NEXUS_HITL_TICK_S", "NEXUS_HITL_LEASE_S")}
     os.environ.update(NEXUS_HITL_TICK_S="0.2", NEXUS_HITL_LEASE_S="30")
@@ -33,7 +35,7 @@ def system(s):
             c.execute("SELECT pgmq.purge_queue(%s)", (q,))
     with connect(owner_conninfo(s, "nexus")) as c:
         c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items, nexus.sessions")
-        for u in ("alice", "bob", "carol"):
+        for u in ("alice", "bob", "carol", "dave"):
             c.execute("SELECT nexus.user_set(%s, %s)", (u, hash_password(PW)))
     from orchestrator.workers.hitl import build
 
@@ -285,24 +287,234 @@ def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
     ctx.close()
 
 
+# -- sign-in throttling, proxies, tokens, hosts, status text ------------------------------------------------
+# Every address in 127.0.0.0/8 reaches the page over loopback, so httpx clients bound to 127.0.0.N are N
+# different clients as the page sees them (no proxy header involved). Chromium always comes from 127.0.0.1.
 
-def test_repeated_failed_sign_ins_are_throttled(system):
-    """On a page of its own (its own throttle), so the other tests' address is never blocked."""
-    import httpx
+def client_at(url: str, addr: str = "127.0.0.1", **kw) -> httpx.Client:
+    """An HTTP client whose connections come from ADDR."""
+    return httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address=addr), **kw)
 
-    from orchestrator.web.app import create_app
-    from orchestrator.workers.hitl import WebServer
 
-    hitl, _url = system
-    web = WebServer(create_app(hitl, hitl.pool), "127.0.0.1", 0).start()
-    try:
-        with httpx.Client(base_url=web.url) as client:
-            client.get("/login")
-            token = client.cookies["nexus_login_csrf"]
-            codes = [client.post("/login", data={"username": "alice", "password": f"wrong-{i}",
-                                                 "csrf_token": token}).status_code for i in range(6)]
-            assert codes == [303] * 5 + [429]
-            r = client.post("/login", data={"username": "alice", "password": PW, "csrf_token": token})
-            assert r.status_code == 429 and "too many failed sign-ins" in r.text
-    finally:
-        web.stop()
+def try_sign_in(client: httpx.Client, user: str, password: str, headers: dict | None = None) -> httpx.Response:
+    """GET /login (for its CSRF cookie) then POST the form, as a browser would; no redirect followed."""
+    client.get("/login", headers=headers)
+    return client.post("/login", data={"username": user, "password": password,
+                                        "csrf_token": client.cookies.get("nexus_login_csrf", "")}, headers=headers)
+
+
+@pytest.fixture
+def fresh_throttle(s):
+    """No failed sign-ins or known browsers recorded before or after the test (the state is shared, in SQL)."""
+    def clear():
+        with connect(owner_conninfo(s, "nexus")) as c:
+            for t in ("nexus.signin_failures", "nexus.signin_devices"):
+                if c.execute("SELECT to_regclass(%s) AS t", (t,)).fetchone()["t"]:
+                    c.execute(f"DELETE FROM {t}")
+    clear()
+    yield
+    clear()
+
+
+def recorded_addresses(s) -> set[str]:
+    with connect(owner_conninfo(s, "nexus")) as c:
+        return {str(r["addr"]) for r in c.execute("SELECT DISTINCT host(addr) AS addr FROM nexus.signin_failures")}
+
+
+@pytest.fixture
+def page_with_env(s, monkeypatch):
+    """page_with_env(NAME=value...): a second hitl page of its own, built from these environment variables."""
+    from orchestrator.workers.hitl import build
+
+    stops = []
+
+    def make(**env) -> str:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        _hitl, web, worker = build(s, host="127.0.0.1", port=0)
+        web.start()
+        stops.append(worker.on_stop)
+        return web.url
+
+    yield make
+    for stop in stops:
+        stop()
+
+
+def test_failed_sign_ins_are_throttled_per_user_and_address_across_pages(system, page_with_env, fresh_throttle):
+    """Five failures for one user from one address hold that pair back, on every page sharing the database
+    (the throttle lives in SQL); the same user from another address is not held back."""
+    _hitl, url = system
+    other = page_with_env()  # a second daemon's page
+    with client_at(other, "127.0.0.5") as a, client_at(url, "127.0.0.5") as b:
+        codes = [try_sign_in(a, "dave", f"wrong-{i}").status_code for i in range(5)]
+        assert codes == [303] * 5
+        r = try_sign_in(b, "dave", "wrong-5")  # the other page knows about the five failures
+        assert r.status_code == 429 and "Too many failed sign-ins" in r.text and "try again in" in r.text
+        r = try_sign_in(b, "dave", PW)  # even the right password waits: the throttle is not an oracle
+        assert r.status_code == 429
+    with client_at(url, "127.0.0.6") as c:
+        r = try_sign_in(c, "dave", PW)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_a_spray_at_30_users_from_one_address_is_throttled(system, fresh_throttle):
+    """Twenty failures from one address, whatever the user names, hold back that address's new browsers."""
+    _hitl, url = system
+    with client_at(url, "127.0.0.3") as a:
+        codes = [try_sign_in(a, f"user{i:02d}", "guess-1234").status_code for i in range(30)]
+        assert codes == [303] * 20 + [429] * 10
+        r = try_sign_in(a, "alice", PW)
+        assert r.status_code == 429 and "from your address" in r.text
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(s, system, fresh_throttle):
+    """With NEXUS_TRUSTED_PROXIES unset no peer is a proxy, not even 127.0.0.1: a client cannot pose as many
+    addresses to dodge the per-address throttle, nor sign in while its real address is held back."""
+    _hitl, url = system
+    with client_at(url, "127.0.0.1") as a:
+        codes = [try_sign_in(a, f"user{i:02d}", "guess-1234",
+                             headers={"x-forwarded-for": f"198.51.100.{i}"}).status_code for i in range(30)]
+        assert codes == [303] * 20 + [429] * 10
+        r = try_sign_in(a, "alice", PW, headers={"x-forwarded-for": "198.51.100.200"})
+        assert r.status_code == 429
+    assert recorded_addresses(s) == {"127.0.0.1"}
+
+
+def test_x_forwarded_for_is_honoured_from_a_configured_proxy(s, system, page_with_env, fresh_throttle):
+    """NEXUS_TRUSTED_PROXIES lists the proxies: behind one, the client is the right-most address that is not a
+    proxy itself; a peer outside the list is its own client, whatever header it sends."""
+    url = page_with_env(NEXUS_TRUSTED_PROXIES="127.0.0.8/32, 10.0.0.0/8")
+    with client_at(url, "127.0.0.8") as proxy:
+        xff = {"x-forwarded-for": "6.6.6.6, 203.0.113.7, 10.1.2.3"}  # spoofed, the client, an inner proxy
+        codes = [try_sign_in(proxy, "dave", f"wrong-{i}", headers=xff).status_code for i in range(6)]
+        assert codes == [303] * 5 + [429]
+        assert recorded_addresses(s) == {"203.0.113.7"}
+        # another client behind the same proxy is not held back by the first one's failures
+        r = try_sign_in(proxy, "dave", PW, headers={"x-forwarded-for": "203.0.113.8"})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+    with client_at(url, "127.0.0.9") as direct:
+        try_sign_in(direct, "dave", "wrong-x", headers={"x-forwarded-for": "203.0.113.9"})
+    assert recorded_addresses(s) == {"203.0.113.7", "127.0.0.9"}
+
+
+def test_a_bad_trusted_proxies_setting_stops_the_page_with_the_fix(s, monkeypatch):
+    from orchestrator.workers.hitl import build
+
+    monkeypatch.setenv("NEXUS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.example")
+    with pytest.raises(SystemExit, match="NEXUS_TRUSTED_PROXIES.*proxy.example"):
+        build(s, host="127.0.0.1", port=0)
+
+
+def test_a_lockout_does_not_keep_the_real_user_or_others_out(system, browser, fresh_throttle):
+    """An attacker's failures for alice from its own address leave alice (elsewhere) and bob free to sign in."""
+    _hitl, url = system
+    with client_at(url, "127.0.0.4") as attacker:
+        codes = [try_sign_in(attacker, "alice", f"guess-{i}").status_code for i in range(6)]
+        assert codes == [303] * 5 + [429]
+    for user in ("alice", "bob"):
+        ctx, page = signed_in(browser, url, user)  # lands on /approvals, signed in
+        assert user in page.locator("nav").inner_text()
+        ctx.close()
+
+
+def test_a_browser_signed_in_before_is_not_held_back_by_a_spray(system, browser, fresh_throttle):
+    """A spray from the address everyone shares holds back new browsers there, not one its user signed in with."""
+    _hitl, url = system
+    ctx_b, page_b = signed_in(browser, url, "bob")
+    page_b.locator("nav button").click()  # sign out
+    page_b.locator("#signin").wait_for(state="visible")
+    with client_at(url, "127.0.0.1") as attacker:
+        codes = [try_sign_in(attacker, f"user{i:02d}", "guess-1234").status_code for i in range(21)]
+        assert codes[-1] == 429
+    ctx_c = browser.new_context()
+    page_c = ctx_c.new_page()
+    page_c.goto(url + "/login")
+    page_c.fill("#username", "carol")
+    page_c.fill("#password", PW)
+    page_c.click("#signin")
+    err = page_c.locator("#error")
+    err.wait_for(state="visible", timeout=10_000)
+    assert "from your address" in err.inner_text() and "signed in with before" in err.inner_text()
+    ctx_c.close()
+    page_b.fill("#username", "bob")
+    page_b.fill("#password", PW)
+    page_b.click("#signin")
+    page_b.wait_for_url(url + "/approvals")
+    ctx_b.close()
+
+
+def test_status_text_comes_only_from_the_server(system, browser, sing):
+    """?msg= (or any query text) is never shown; the page's own notices still are."""
+    hitl, url = system
+    ctx, page = signed_in(browser, url)
+    for path in ("/approvals", "/questions", "/dashboard"):
+        page.goto(url + path + "?msg=%3Cscript%3Ex%3C/script%3ESession+expired%3A+call+555-0100")
+        assert page.locator("#msg").count() == 0
+        assert "555-0100" not in page.content()
+    with client_at(url) as c:
+        c.cookies.set("nexus_session", next(k["value"] for k in ctx.cookies() if k["name"] == "nexus_session"))
+        r = c.get("/approvals?msg=%3Cscript%3Ealert(1)%3C/script%3E&error=PHISH")
+        assert r.status_code == 200 and "<script>alert" not in r.text and "alert(1)" not in r.text
+        r = c.get("/login?error=%3Cb%3EPHISH%3C/b%3E&next=/approvals")
+        assert "PHISH" not in r.text
+    rid = ask_approval(sing, hitl)
+    page.goto(url + "/approvals")
+    page.locator(f"#approval-{rid} button[value=approve]").click()
+    assert page.locator("#msg").inner_text() == f"{rid}: decided"
+    page.reload()
+    assert page.locator("#msg").count() == 0, "a notice is shown once"
+    ctx.close()
+
+
+def test_non_ascii_or_malformed_tokens_get_403_never_500(system, browser, monkeypatch):
+    _hitl, url = system
+    monkeypatch.setenv("NEXUS_METRICS_TOKEN", "t0ken")
+    with client_at(url) as c:
+        c.get("/login")
+        good = c.cookies["nexus_login_csrf"]
+        r = c.post("/login", data={"username": "alice", "password": PW, "csrf_token": "jöhn"})
+        assert r.status_code == 403 and "reload the page" in r.text
+        r = c.post("/login", data={"username": "alice", "password": PW, "csrf_token": good},
+                   headers={"cookie": "nexus_login_csrf=jöhn".encode()})
+        assert r.status_code == 403 and "reload the page" in r.text
+        r = c.post("/login", files={"csrf_token": ("x.txt", b"abc")}, data={"username": "alice", "password": PW})
+        assert r.status_code == 403
+        r = c.get("/metrics", headers={"authorization": "Bearer töken".encode()})
+        assert r.status_code == 403 and "NEXUS_METRICS_TOKEN" in r.text
+        assert c.get("/metrics", headers={"authorization": "Bearer t0ken"}).status_code == 200
+        r = c.get("/approvals", headers={"cookie": "nexus_session=ö€".encode()})
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    ctx, page = signed_in(browser, url)
+    r = page.request.post(f"{url}/approvals/whatever", form={"decision": "approve", "csrf_token": "tök€n"},
+                          max_redirects=0)
+    assert r.status == 403 and "reload the page" in r.text()
+    ctx.close()
+
+
+def test_a_wrong_host_gets_400_naming_the_setting(system, page_with_env):
+    _hitl, url = system
+    port = url.rsplit(":", 1)[1]
+    with client_at(url) as c:
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+            r = c.get("/login", headers={"host": host})
+            assert r.status_code == 400 and "NEXUS_WEB_HOSTS" in r.text, host
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST"):
+            assert c.get("/login", headers={"host": host}).status_code == 200, host
+    other = page_with_env(NEXUS_WEB_HOSTS="nexus.example.org, localhost")
+    with client_at(other) as c:
+        assert c.get("/login", headers={"host": "nexus.example.org"}).status_code == 200
+        assert c.get("/login", headers={"host": "localhost"}).status_code == 200
+        r = c.get("/login")  # 127.0.0.1 is no longer listed
+        assert r.status_code == 400 and "NEXUS_WEB_HOSTS" in r.text
+
+
+def test_the_operator_unblocks_a_user_name(system, fresh_throttle):
+    _hitl, url = system
+    with client_at(url, "127.0.0.12") as c:
+        assert [try_sign_in(c, "dave", f"wrong-{i}").status_code for i in range(6)] == [303] * 5 + [429]
+        out = run_cli("nexus", "user", "unblock", "dave", check=True).stdout
+        assert "user dave: 5 failed sign-in(s) forgotten" in out
+        assert try_sign_in(c, "dave", PW).status_code == 303
+    bad = run_cli("nexus", "user", "unblock", "--addr", "not-an-address")
+    assert bad.returncode == 1 and "is not an IP address" in bad.stderr

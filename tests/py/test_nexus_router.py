@@ -244,7 +244,8 @@ def test_cli_shows_and_edits_providers_models_routes_budgets_and_users(nx, run_c
     short = run_cli("nexus", "user", "add", "cli-user", env={"NEXUS_USER_PASSWORD": "short"})
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
     run_cli("nexus", "user", "add", "cli-user", env={"NEXUS_USER_PASSWORD": "long-enough-pw"}, check=True)
-    assert nx.execute("SELECT nexus.user_hash('cli-user') AS h").fetchone()["h"].startswith("scrypt$")
+    assert nx.execute("SELECT password_hash AS h FROM nexus.users WHERE username = 'cli-user'").fetchone()["h"] \
+        .startswith("scrypt$")
     assert "cli-user removed" in run_cli("nexus", "user", "remove", "cli-user", check=True).stdout
     assert "provider cli-p removed" in run_cli("nexus", "providers", "remove", "cli-p", check=True).stdout
     assert "cli-m" not in run_cli("nexus", "models", check=True).stdout

@@ -1,5 +1,7 @@
 -- svc_nexus (the router and the page) works only through the functions and views below; the
--- configuration functions (set_*, user_*) are for the owner (`orchestrator nexus ...`).
+-- configuration functions (set_*, user_*, signin_unblock) are for the owner (`orchestrator nexus ...`).
+-- The page signs people in only through login_params + sign_in: it reads no hash (nexus.users,
+-- _password_parts) and starts no session without the key.
 REVOKE ALL ON ALL TABLES IN SCHEMA nexus FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA nexus FROM PUBLIC;
 GRANT USAGE ON SCHEMA nexus TO svc_nexus;
@@ -16,9 +18,11 @@ GRANT EXECUTE ON FUNCTION
     nexus.hitl_to_publish(text),
     nexus.hitl_published(text),
     nexus.hitl_pending(text, int),
-    nexus.user_hash(text),
-    nexus.session_create(bytea, text, text, int),
+    nexus.login_params(text, inet, bytea),
+    nexus.sign_in(text, bytea, bytea, text, int, inet, bytea, bytea),
     nexus.session_get(bytea),
+    nexus.session_page(bytea),
+    nexus.session_flash(bytea, text),
     nexus.session_delete(bytea),
     nexus.release_stale_reservations(interval)
 TO svc_nexus;
