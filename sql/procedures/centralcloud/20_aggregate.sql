@@ -24,7 +24,7 @@ RETURNS text[] LANGUAGE sql IMMUTABLE
 AS $$ SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(a || b) AS x WHERE x IS NOT NULL $$;
 
 -- Fold the pattern messages in centralcloud._batch_patterns (not seen before) into instance_patterns.
--- Returns {messages, duplicates, items, rejected}.
+-- Returns {messages, new, duplicates, items, rejected, conflicts}.
 CREATE OR REPLACE FUNCTION centralcloud._fold_patterns()
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -36,21 +36,33 @@ DECLARE
     nfresh int;
     nitems int;
     nrej int;
+    nconf int;
 BEGIN
     TRUNCATE centralcloud._items, centralcloud._fresh;
     SELECT count(*) INTO nmsg FROM centralcloud._batch_patterns;
 
-    WITH fresh AS (
-        INSERT INTO centralcloud.received (queue_name, msg_id, msg_type, instance_id, enqueued_at, items, message_id)
-        SELECT b.queue_name, b.msg_id, b.message->>'type', b.message->>'instance_id', b.enqueued_at,
+    -- the ledger first: same (queue, msg_id) is a redelivery and same (instance, envelope id, content) a
+    -- re-sent copy (both dropped); the same instance's envelope id with other content is a conflict:
+    -- recorded as refused, never folded (DESIGN.md 8b)
+    WITH staged AS (
+        SELECT b.*, ops.request_hash(b.message) AS sha,
                coalesce(jsonb_array_length(CASE WHEN jsonb_typeof(b.message->'artifacts') = 'array' THEN b.message->'artifacts'
-                                                WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns' END), 0)
-               , b.message->>'id'
+                                                WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns' END), 0) AS n
           FROM centralcloud._batch_patterns b
-        ON CONFLICT DO NOTHING  -- same (queue, msg_id): a redelivery; same envelope id: a re-sent copy
-        RETURNING queue_name, msg_id
+    ), fresh AS (
+        INSERT INTO centralcloud.received (queue_name, msg_id, msg_type, instance_id, enqueued_at, items, message_id,
+                                           content_sha256, conflict, rejected)
+        SELECT st.queue_name, st.msg_id, st.message->>'type', st.message->>'instance_id', st.enqueued_at, st.n,
+               st.message->>'id', st.sha, c.clash, CASE WHEN c.clash THEN st.n ELSE 0 END
+          FROM staged st
+         CROSS JOIN LATERAL (SELECT EXISTS (
+                   SELECT 1 FROM centralcloud.received r
+                    WHERE r.instance_id = st.message->>'instance_id' AND r.message_id = st.message->>'id'
+                      AND NOT r.conflict AND r.content_sha256 IS NOT NULL AND r.content_sha256 <> st.sha) AS clash) c
+        ON CONFLICT DO NOTHING
+        RETURNING queue_name, msg_id, conflict
     )
-    INSERT INTO centralcloud._fresh SELECT * FROM fresh;
+    INSERT INTO centralcloud._fresh SELECT queue_name, msg_id FROM fresh WHERE NOT conflict;
     GET DIAGNOSTICS nfresh = ROW_COUNT;
 
     INSERT INTO centralcloud._items
@@ -128,8 +140,11 @@ BEGIN
                            ELSE centralcloud._union(ip.packages, EXCLUDED.packages) END,
            updated_at = now();
 
-    RETURN jsonb_build_object('messages', nmsg, 'new', nfresh, 'duplicates', nmsg - nfresh,
-                              'items', nitems, 'rejected', nrej);
+    SELECT count(*) INTO nconf FROM centralcloud.received r
+      JOIN centralcloud._batch_patterns b ON b.queue_name = r.queue_name AND b.msg_id = r.msg_id
+     WHERE r.conflict;
+    RETURN jsonb_build_object('messages', nmsg, 'new', nfresh, 'duplicates', nmsg - nfresh - nconf,
+                              'items', nitems, 'rejected', nrej, 'conflicts', nconf);
 END;
 $$;
 COMMENT ON FUNCTION centralcloud._fold_patterns() IS
@@ -194,6 +209,7 @@ DECLARE
     dups bigint := 0;
     items bigint := 0;
     rej bigint := 0;
+    conf bigint := 0;
     bs int;
     changed int;
     last_id bigint;
@@ -217,6 +233,7 @@ BEGIN
             dups := dups + (r->>'duplicates')::int;
             items := items + (r->>'items')::int;
             rej := rej + (r->>'rejected')::int;
+            conf := conf + (r->>'conflicts')::int;
             COMMIT;                              -- folded here first ...
             PERFORM centralcloud._ack_batch('_batch_patterns');   -- ... then archived there (a crash between: ledger drops the redelivery)
             COMMIT;
@@ -224,8 +241,9 @@ BEGIN
     END LOOP;
     changed := centralcloud.rank_patterns();
     result := centralcloud._log_run('aggregate', started, true,
-        format('%s messages (%s duplicates dropped), %s patterns folded, %s rejected; %s aggregated patterns changed',
-               msgs, dups, items, rej, changed));
+        format('%s messages (%s duplicates dropped%s), %s patterns folded, %s rejected; %s aggregated patterns changed',
+               msgs, dups, CASE WHEN conf > 0 THEN format(', %s refused: envelope id reused for other content', conf) ELSE '' END,
+               items, rej, changed));
     PERFORM centralcloud._bus_close();
     PERFORM pg_catalog.pg_advisory_unlock(hashtext('centralcloud:aggregate'));
     COMMIT;

@@ -27,3 +27,6 @@ REVOKE EXECUTE ON FUNCTION centralcloud._set_watermark(timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION centralcloud._set_watermark(timestamptz) TO svc_centralcloud;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA centralcloud TO svc_centralcloud;
 GRANT TRUNCATE ON centralcloud._batch_patterns, centralcloud._batch_heartbeats, centralcloud._fresh, centralcloud._items TO svc_centralcloud;
+-- the ledger hashes each message (ops.request_hash, shared by every database)
+GRANT USAGE ON SCHEMA ops TO svc_centralcloud;
+GRANT EXECUTE ON FUNCTION ops.request_hash(jsonb) TO svc_centralcloud;

@@ -18,7 +18,7 @@ INSERT INTO centralcloud._batch_patterns VALUES
      {"key": "k1", "kind": "syntax", "occurrences": 2, "confidence": 0.6, "packages": ["p2"], "last_seen": "2030-01-01T00:00:00Z"}]}'),
   ('pattern_messages', 3, 1, '2030-01-01 00:00:03+00', '{"type": "pattern_detection", "instance_id": "A", "patterns": [
      {"nokey": 1}, {"key": "k3", "occurrences": "many"}]}');
-SELECT is(centralcloud._fold_patterns(), '{"messages": 3, "new": 3, "duplicates": 0, "items": 5, "rejected": 2}'::jsonb,
+SELECT is(centralcloud._fold_patterns(), '{"messages": 3, "new": 3, "duplicates": 0, "items": 5, "rejected": 2, "conflicts": 0}'::jsonb,
           'first fold: 3 new messages, 5 pattern objects, 2 rejected');
 SELECT is((SELECT rejected FROM centralcloud.received WHERE queue_name = 'pattern_messages' AND msg_id = 3), 2,
           'the ledger keeps how many objects of a message were rejected');
