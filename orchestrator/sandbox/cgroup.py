@@ -279,16 +279,21 @@ class Job:
                 pass
 
     def remove(self) -> None:
-        """Kill what is left and remove the cgroups (a few tries while the last processes exit)."""
+        """Kill what is left and remove the cgroups (a few tries while the last processes exit). Never raises:
+        a cgroup left behind is logged and removed by a later worker start."""
         for d in reversed(self.dirs):
-            if not _rmdir(d):
-                self.kill()
-                end = time.monotonic() + 2.0
-                while not _rmdir(d) and time.monotonic() < end:
-                    time.sleep(0.01)
+            try:
+                if not _rmdir(d):
+                    self.kill()
+                    end = time.monotonic() + 2.0
+                    while not _rmdir(d) and time.monotonic() < end:
+                        time.sleep(0.01)
                 if os.path.isdir(d):
                     log.warning("genesis: cannot remove job cgroup %s (still busy); a later worker start "
                                 "removes it", d)
+            except OSError as e:
+                log.warning("genesis: cannot remove job cgroup %s (%s); a later worker start removes it",
+                            d, e.strerror)
 
 
 def _rmdir(d: str) -> bool:
@@ -313,8 +318,8 @@ def _remove_tree(d: str) -> None:
         Job("v2" if os.path.exists(os.path.join(d, n, "cgroup.events")) else "v1", (os.path.join(d, n),)).remove()
     try:
         os.rmdir(d)
-    except OSError:
-        pass
+    except OSError as e:
+        log.debug("genesis: %s stays (%s)", d, e.strerror)
 
 
 def _sweep(base: str) -> None:
@@ -327,7 +332,7 @@ def _sweep(base: str) -> None:
         if n.startswith("genesis-") and n[8:].isdigit() and int(n[8:]) != os.getpid():
             try:
                 os.kill(int(n[8:]), 0)
-                continue  # that worker still runs
+                continue  # that worker still runs (or runs as another user)
             except ProcessLookupError:
                 _remove_tree(os.path.join(base, n))
             except PermissionError:

@@ -227,3 +227,22 @@ def test_genesis_check_says_what_is_in_force():
     assert got["confinement"]["seccomp"] is True and got["probe"]["fds"] == [0, 1, 2]
     r = run_cli("genesis", "check", env={"GENESIS_CGROUP": "sometimes"}, timeout=60)
     assert r.returncode == 1 and "GENESIS_CGROUP='sometimes' is not known; use auto" in r.stderr
+
+
+def test_cgroup_files_are_read_the_same_in_v1_and_v2(tmp_path):
+    """v2 is not mounted with a memory controller on the test machines: its file formats are checked here."""
+    from orchestrator.sandbox import cgroup
+
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.mkdir()
+    v2.mkdir()
+    (v1 / "memory.max_usage_in_bytes").write_text("268435456\n")
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (v2 / "memory.peak").write_text("134217728\n")
+    (v2 / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n")
+    assert cgroup.Job("v1", (str(v1),)).peak_kb() == 262144 and cgroup.Job("v1", (str(v1),)).oom_kills() == 2
+    assert cgroup.Job("v2", (str(v2),)).peak_kb() == 131072 and cgroup.Job("v2", (str(v2),)).oom_kills() == 1
+    # a worker inside a container's cgroup namespace: its path is relative to the mount's root
+    assert cgroup._under("/sys/fs/cgroup", "/", "/system.slice/w.service") == "/sys/fs/cgroup/system.slice/w.service"
+    assert cgroup._under("/sys/fs/cgroup/memory", "/docker/abc", "/docker/abc/x") == "/sys/fs/cgroup/memory/x"
+    assert cgroup._under("/sys/fs/cgroup/memory", "/docker/abc", "/other") is None
