@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import select
 import selectors
 import shutil
 import signal
@@ -27,20 +26,24 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
-# The sandbox's pid 1 (bash). It first waits for "go" on the lifeline pipe: the worker sends it once the
-# sandbox is in its job cgroup (nothing of the job runs before; EOF instead of go: it ends). Then it
-# closes every descriptor but 0, 1, 2 and the lifeline (whatever a tool on the way leaked: the job could
-# reach them through /proc/1/fd). Two children: a watcher that ends when the lifeline reaches EOF (the
-# worker closed it at a timeout, or died), and the program, with bash's own variables and the lifeline
-# removed. Whichever ends first, pid 1 exits (with the program's status if it was the program; else
-# after killing and reaping the program, so that its peak memory is still counted) and the kernel kills
-# everything left in the namespace. So no process outlives its job even if bwrap was killed mid-setup,
-# before its --die-with-parent took effect; and the program is not pid 1, which the kernel would shield
-# from SIGXCPU and the CPU limit's SIGKILL.
-INIT = ('read -r -u {fd} go && [ "$go" = go ] || exit 125; '
-        'for f in /proc/self/fd/*; do f=${{f##*/}}; case $f in 0|1|2|{fd}) ;; *) eval "exec $f>&-";; esac; done; '
+# The sandbox's pid 1 (bash). It first closes every descriptor but 0, 1, 2 and the lifeline (whatever a
+# tool on the way leaked, e.g. GNU time's output: the job could reach them through /proc/1/fd). Two
+# children: a watcher that ends when the lifeline pipe reaches EOF (the worker closed it at a timeout,
+# or died), and the program, with bash's own variables and the lifeline removed. Whichever ends first,
+# pid 1 exits (with the program's status if it was the program; else after killing and reaping the
+# program, so that its peak memory is still counted) and the kernel kills everything left in the
+# namespace. So no process outlives its job even if bwrap was killed mid-setup, before its
+# --die-with-parent took effect; and the program is not pid 1, which the kernel would shield from
+# SIGXCPU and the CPU limit's SIGKILL.
+INIT = ('for f in /proc/self/fd/*; do f=${{f##*/}}; case $f in 0|1|2|{fd}) ;; *) eval "exec $f>&-";; esac; done; '
         '{{ read -r -u {fd} _; }} & /usr/bin/env -u _ -u SHLVL -u OLDPWD "$@" {fd}<&- & c=$!; '
         'wait -n -p done; r=$?; [ "$done" = "$c" ] && exit $r; kill -9 $c; wait $c; exit 137')
+# With a job cgroup, the first process of a job (in place of GNU time): it waits on its stdin until the
+# worker has put it into the job's cgroup and sent "go" (EOF instead: it ends, nothing ran), then runs
+# the chain (setpriv, prlimit, bwrap) as its child, so everything of the job is born inside the cgroup.
+# It does not die with the worker, so bwrap's --die-with-parent never fires while bwrap is still setting
+# up (a sandbox killed there would wait forever for its parent); the lifeline ends the job instead.
+LAUNCH = 'read -r go && [ "$go" = go ] || exit 125; "$@" </dev/null; exit $?'
 # Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
 USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
@@ -231,14 +234,13 @@ class Sandbox:
                 f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
-    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int, seccomp_fd: int,
-               info_fd: int | None) -> list[str]:
+    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int, seccomp_fd: int) -> list[str]:
         # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
         # the namespace dies with bash, taking every leftover process down; the program's peak memory
         # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
         # the kernel would shield from SIGXCPU and the CPU limit's SIGKILL. --disable-userns (with an
         # explicit --unshare-user) and the seccomp filter: no nested user namespaces. bwrap reads (and
-        # closes) the --seccomp and --file descriptors; --info-fd tells us the sandbox's pid.
+        # closes) the --seccomp and --file descriptors.
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
@@ -256,21 +258,20 @@ class Sandbox:
         for fd, name in zip(fds, names, strict=True):
             argv += ["--file", str(fd), f"/work/{name}"]
         argv += ["--seccomp", str(seccomp_fd)]
-        if info_fd is not None:
-            argv += ["--info-fd", str(info_fd)]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
         return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline), "genesis", *cmd.argv]
 
     def _job_cgroup(self, lim: Limits) -> cgroup.Job:
         try:
-            return self.cgroups.job(int(lim.memory_mb) * 1024 * 1024, int(lim.processes))
+            # pids: the job's processes, plus the launcher and bwrap's own outer process
+            return self.cgroups.job(int(lim.memory_mb) * 1024 * 1024, int(lim.processes) + 2)
         except OSError as e:
             raise SandboxUnavailable(f"cannot create the job's cgroup under {self.cgroups.dirs[0]} ({e.strerror}): "
                                      "see `orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without one "
                                      "(memfd denied, memory bounded per process)") from e
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
-        workdir, lifeline, info_r, job, peak = None, None, None, None, None
+        workdir, lifeline, go, job, peak = None, None, None, None, None
         files = [(cmd.filename, code), *cmd.files]
         fds = []  # ours to close once the child has its copies
         try:
@@ -281,15 +282,7 @@ class Sandbox:
                 life_r, lifeline = os.pipe()  # only the sandbox holds the read end, only we the write end
                 fds.append(life_r)
                 fds.append(_memfd("genesis-seccomp", self.seccomp))  # read and closed by bwrap
-                info_w = None
-                if self.cgroups is not None:
-                    job = self._job_cgroup(lim)
-                    info_r, info_w = os.pipe()
-                    fds.append(info_w)
-                else:
-                    os.write(lifeline, b"go\n")  # nothing to wait for: the job may start at once
-                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, files_fds, life_r, fds[len(files_fds) + 1],
-                                                             info_w)
+                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, files_fds, life_r, fds[-1])
                 cwd, env, pass_fds = "/", {"PATH": "/usr/bin:/bin"}, tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
@@ -308,7 +301,13 @@ class Sandbox:
                 # setpriv, not Popen(user=...): Python must then fork() the whole worker instead of
                 # vfork(), which costs ~10 ms of CPU per job in a big multi-threaded process
                 argv = [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
-            if job is None:
+            stdin = subprocess.DEVNULL
+            if self.kind == "bwrap" and self.cgroups is not None:
+                job = self._job_cgroup(lim)
+                stdin, go = os.pipe()
+                fds.append(stdin)
+                argv = ["/bin/sh", "-c", LAUNCH, "genesis-launch", *argv]
+            else:
                 # No cgroup to read the peak from: GNU time reports the peak RSS of the tree it forks (our
                 # own wait4() cannot: a vfork()ed child's maxrss counts the worker's memory it shared until
                 # exec). The job cannot reach its output: INIT closes every inherited descriptor.
@@ -318,14 +317,14 @@ class Sandbox:
             life = [lifeline] if lifeline is not None else []
             lifeline = None
             try:
-                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak)
+                return self._supervise(argv, cwd, env, pass_fds, stdin, lim, uid, fds, life, go, job, peak)
             finally:
                 for fd in life:  # not closed by _supervise (it closes and removes it at a stop)
                     os.close(fd)
         finally:
             for fd in fds:  # emptied by _supervise once the child has its copies
                 os.close(fd)
-            for fd in (peak, lifeline, info_r):
+            for fd in (peak, lifeline, go):
                 if fd is not None:
                     os.close(fd)
             if job is not None:
@@ -333,12 +332,12 @@ class Sandbox:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
-                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
+    def _supervise(self, argv, cwd, env, pass_fds, stdin, lim: Limits, uid: int | None, fds: list[int],
+                   life: list[int], go: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout_s)
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True)
         while fds:  # the child has its copies; ours would keep the lifeline from ever reaching EOF
             os.close(fds.pop())
@@ -346,14 +345,10 @@ class Sandbox:
         hints: list[str] = []
         stopped, truncated, setup_error = None, False, None
         if job is not None:
-            # the job's pid 1 joins its cgroup before "go": everything it starts is born inside
+            # the launcher joins the job's cgroup before "go": everything of the job is born inside
             try:
-                child = _child_pid(info_r, deadline)
-                if child is not None:
-                    job.add(child)
-                    os.write(life[0], b"go\n")
-                elif time.monotonic() >= deadline:
-                    stopped = "timeout"
+                job.add(p.pid)
+                os.write(go, b"go\n")
             except OSError as e:
                 setup_error = (f"the job could not be put in its cgroup ({e.strerror}); it did not run. Check "
                                f"`orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without a cgroup "
@@ -493,23 +488,6 @@ def _memfd(name: str, content: bytes) -> int:
     os.write(fd, content)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
-
-
-def _child_pid(info_fd: int, deadline: float) -> int | None:
-    """The sandbox's pid from bwrap's --info-fd JSON; None if bwrap ended first or the deadline passed."""
-    import json
-
-    buf = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
-            return None
-        chunk = os.read(info_fd, 4096)
-        if not chunk:
-            return None  # bwrap failed before starting the sandbox: its message is on stderr
-        buf += chunk
-        if b"}" in buf:
-            return int(json.loads(buf)["child-pid"])
 
 
 def _peak_kb(fd: int | None) -> int:
