@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import selectors
 import shutil
 import signal
@@ -26,24 +27,25 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
-# The sandbox's pid 1 (bash). It first closes every descriptor but 0, 1, 2 and the lifeline (whatever a
-# tool on the way leaked, e.g. GNU time's output: the job could reach them through /proc/1/fd). Two
-# children: a watcher that ends when the lifeline pipe reaches EOF (the worker closed it at a timeout,
-# or died), and the program, with bash's own variables and the lifeline removed. Whichever ends first,
-# pid 1 exits (with the program's status if it was the program; else after killing and reaping the
-# program, so that its peak memory is still counted) and the kernel kills everything left in the
-# namespace. So no process outlives its job even if bwrap was killed mid-setup, before its
-# --die-with-parent took effect; and the program is not pid 1, which the kernel would shield from
-# SIGXCPU and the CPU limit's SIGKILL.
-INIT = ('for f in /proc/self/fd/*; do f=${{f##*/}}; case $f in 0|1|2|{fd}) ;; *) eval "exec $f>&-";; esac; done; '
+# The sandbox's pid 1 (bash). It first waits for "go" on the lifeline pipe: the worker sends it once the
+# sandbox is in its job cgroup (nothing of the job runs before; EOF instead of go: it ends). Then it
+# closes every descriptor but 0, 1, 2 and the lifeline (whatever a tool on the way leaked, e.g. GNU
+# time's output: the job could reach them through /proc/1/fd). Two children: a watcher that ends when
+# the lifeline reaches EOF (the worker closed it at a timeout, or died), and the program, with bash's
+# own variables and the lifeline removed. Whichever ends first, pid 1 exits (with the program's status
+# if it was the program; else after killing and reaping the program, so that its peak memory is still
+# counted) and the kernel kills everything left in the namespace. So no process outlives its job even
+# if bwrap was killed mid-setup, before its --die-with-parent took effect; and the program is not pid 1,
+# which the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
+INIT = ('read -r -u {fd} go && [ "$go" = go ] || exit 125; '
+        'for f in /proc/self/fd/*; do f=${{f##*/}}; case $f in 0|1|2|{fd}) ;; *) eval "exec $f>&-";; esac; done; '
         '{{ read -r -u {fd} _; }} & /usr/bin/env -u _ -u SHLVL -u OLDPWD "$@" {fd}<&- & c=$!; '
         'wait -n -p done; r=$?; [ "$done" = "$c" ] && exit $r; kill -9 $c; wait $c; exit 137')
-# With a job cgroup, the first process of a job (in place of GNU time): it waits on its stdin until the
-# worker has put it into the job's cgroup and sent "go" (EOF instead: it ends, nothing ran), then runs
-# the chain (setpriv, prlimit, bwrap) as its child, so everything of the job is born inside the cgroup.
-# It does not die with the worker, so bwrap's --die-with-parent never fires while bwrap is still setting
-# up (a sandbox killed there would wait forever for its parent); the lifeline ends the job instead.
-LAUNCH = 'read -r go && [ "$go" = go ] || exit 125; "$@" </dev/null; exit $?'
+# With a job cgroup, the job's first process (in place of GNU time, which measures the peak only without
+# one): runs the chain (setpriv, prlimit, bwrap) as its child and exits with its status. bwrap must not
+# be the worker's own child: with --die-with-parent it would die with a killed worker even while setting
+# up the sandbox, whose pid 1 would then wait forever for it. The lifeline ends the job instead.
+PARENT = '"$@"; exit $?'
 # Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
 USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
@@ -234,13 +236,14 @@ class Sandbox:
                 f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
                 f"--nofile={int(lim.open_files)}", "--core=0", "--"]
 
-    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int, seccomp_fd: int) -> list[str]:
+    def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int, seccomp_fd: int,
+               info_fd: int | None) -> list[str]:
         # --as-pid-1 with bash as that init: bash runs the program as its child and exits with its status;
         # the namespace dies with bash, taking every leftover process down; the program's peak memory
         # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
         # the kernel would shield from SIGXCPU and the CPU limit's SIGKILL. --disable-userns (with an
         # explicit --unshare-user) and the seccomp filter: no nested user namespaces. bwrap reads (and
-        # closes) the --seccomp and --file descriptors.
+        # closes) the --seccomp and --file descriptors; --info-fd tells us the sandbox's pid.
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
@@ -258,20 +261,21 @@ class Sandbox:
         for fd, name in zip(fds, names, strict=True):
             argv += ["--file", str(fd), f"/work/{name}"]
         argv += ["--seccomp", str(seccomp_fd)]
+        if info_fd is not None:
+            argv += ["--info-fd", str(info_fd)]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
         return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline), "genesis", *cmd.argv]
 
     def _job_cgroup(self, lim: Limits) -> cgroup.Job:
         try:
-            # pids: the job's processes, plus the launcher and bwrap's own outer process
-            return self.cgroups.job(int(lim.memory_mb) * 1024 * 1024, int(lim.processes) + 2)
+            return self.cgroups.job(int(lim.memory_mb) * 1024 * 1024, int(lim.processes))
         except OSError as e:
             raise SandboxUnavailable(f"cannot create the job's cgroup under {self.cgroups.dirs[0]} ({e.strerror}): "
                                      "see `orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without one "
                                      "(memfd denied, memory bounded per process)") from e
 
     def _execute(self, code: str, cmd: Command, lim: Limits, uid: int | None) -> dict:
-        workdir, lifeline, go, job, peak = None, None, None, None, None
+        workdir, lifeline, info_r, job, peak = None, None, None, None, None
         files = [(cmd.filename, code), *cmd.files]
         fds = []  # ours to close once the child has its copies
         try:
@@ -281,8 +285,20 @@ class Sandbox:
                 files_fds = fds[:]
                 life_r, lifeline = os.pipe()  # only the sandbox holds the read end, only we the write end
                 fds.append(life_r)
-                fds.append(_memfd("genesis-seccomp", self.seccomp))  # read and closed by bwrap
-                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, files_fds, life_r, fds[-1])
+                sec = _memfd("genesis-seccomp", self.seccomp)  # read and closed by bwrap
+                fds.append(sec)
+                info_w = None
+                if self.cgroups is not None:
+                    job = self._job_cgroup(lim)
+                    info_r, info_w = os.pipe()
+                    fds.append(info_w)
+                    # bwrap holds a read end too: if we die before reading, its write of the pid must not
+                    # fail (EPIPE), or it exits without releasing the sandbox's pid 1, which would then
+                    # wait forever. pid 1 finds EOF instead of "go" and ends (after "go" it closes it).
+                    fds.append(os.dup(info_r))
+                else:
+                    os.write(lifeline, b"go\n")  # nothing to wait for: the job may start at once
+                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, files_fds, life_r, sec, info_w)
                 cwd, env, pass_fds = "/", {"PATH": "/usr/bin:/bin"}, tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
@@ -301,12 +317,8 @@ class Sandbox:
                 # setpriv, not Popen(user=...): Python must then fork() the whole worker instead of
                 # vfork(), which costs ~10 ms of CPU per job in a big multi-threaded process
                 argv = [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
-            stdin = subprocess.DEVNULL
-            if self.kind == "bwrap" and self.cgroups is not None:
-                job = self._job_cgroup(lim)
-                stdin, go = os.pipe()
-                fds.append(stdin)
-                argv = ["/bin/sh", "-c", LAUNCH, "genesis-launch", *argv]
+            if job is not None:
+                argv = ["/bin/sh", "-c", PARENT, "genesis-parent", *argv]
             else:
                 # No cgroup to read the peak from: GNU time reports the peak RSS of the tree it forks (our
                 # own wait4() cannot: a vfork()ed child's maxrss counts the worker's memory it shared until
@@ -317,14 +329,14 @@ class Sandbox:
             life = [lifeline] if lifeline is not None else []
             lifeline = None
             try:
-                return self._supervise(argv, cwd, env, pass_fds, stdin, lim, uid, fds, life, go, job, peak)
+                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak)
             finally:
                 for fd in life:  # not closed by _supervise (it closes and removes it at a stop)
                     os.close(fd)
         finally:
             for fd in fds:  # emptied by _supervise once the child has its copies
                 os.close(fd)
-            for fd in (peak, lifeline, go):
+            for fd in (peak, lifeline, info_r):
                 if fd is not None:
                     os.close(fd)
             if job is not None:
@@ -332,23 +344,28 @@ class Sandbox:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _supervise(self, argv, cwd, env, pass_fds, stdin, lim: Limits, uid: int | None, fds: list[int],
-                   life: list[int], go: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
+    def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
+                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout_s)
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, pass_fds=pass_fds, start_new_session=True)
         while fds:  # the child has its copies; ours would keep the lifeline from ever reaching EOF
             os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
-        stopped, truncated, setup_error = None, False, None
+        stopped, truncated, setup_error, child = None, False, None, None
         if job is not None:
-            # the launcher joins the job's cgroup before "go": everything of the job is born inside
+            # the sandbox's pid 1 joins the job's cgroup (while bwrap sets it up) before "go": everything
+            # the job starts is born inside
             try:
-                job.add(p.pid)
-                os.write(go, b"go\n")
+                child = _child_pid(info_r, deadline)
+                if child is not None:
+                    job.add(child)
+                    os.write(life[0], b"go\n")
+                elif time.monotonic() >= deadline:
+                    stopped = "timeout"
             except OSError as e:
                 setup_error = (f"the job could not be put in its cgroup ({e.strerror}); it did not run. Check "
                                f"`orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without a cgroup "
@@ -383,6 +400,10 @@ class Sandbox:
             waited = None
             if stopped:
                 if job is not None:
+                    if child is None:  # stopped before the sandbox joined its cgroup: kill it by its pid
+                        child = _child_pid(info_r, time.monotonic() + 0.01)
+                        if child is not None:
+                            _kill(child)
                     job.kill()  # everything of the job, at once
                 if life:
                     os.close(life.pop())  # EOF on the lifeline: the sandbox ends itself and everything in it
@@ -490,6 +511,23 @@ def _memfd(name: str, content: bytes) -> int:
     return fd
 
 
+def _child_pid(info_fd: int, deadline: float) -> int | None:
+    """The sandbox's pid from bwrap's --info-fd JSON; None if bwrap ended first or the deadline passed."""
+    import json
+
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+            return None
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            return None  # bwrap failed before starting the sandbox: its message is on stderr
+        buf += chunk
+        if b"}" in buf:
+            return int(json.loads(buf)["child-pid"])
+
+
 def _peak_kb(fd: int | None) -> int:
     """The first line GNU time wrote (it writes last, at offset 0)."""
     if fd is None:
@@ -497,6 +535,13 @@ def _peak_kb(fd: int | None) -> int:
     os.lseek(fd, 0, os.SEEK_SET)
     first = os.read(fd, 64).split(b"\n", 1)[0].strip()
     return int(first) if first.isdigit() else 0
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # already gone
 
 
 def _kill_group(pid: int) -> None:
