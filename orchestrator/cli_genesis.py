@@ -37,17 +37,27 @@ def genesis() -> None:
 
 
 @genesis.command()
-def check() -> None:
-    """Is the sandbox usable here? Runs a trivial program through it."""
-    from .sandbox import Limits, Sandbox, SandboxUnavailable
+@click.option("--json", "as_json", is_flag=True, help="Print what is in force as JSON.")
+def check(as_json: bool) -> None:
+    """Is the sandbox usable here, and what confines a job? Runs a probe through it."""
+    from .sandbox import Sandbox, SandboxUnavailable, confinement_report
 
     try:
         sb = Sandbox()
-        r = sb.check() if sb.kind == "bwrap" else sb.run("print('ok')", "python", "run", Limits(timeout_s=10))
+        r = sb.check()
     except SandboxUnavailable as e:
         _fail(str(e))
+    if as_json:
+        click.echo(json.dumps({"sandbox": sb.kind, "confinement": sb.confinement(), "probe": r["probe"],
+                               "duration_ms": r["duration_ms"]}, indent=2))
+        return
     uid = "a dedicated uid per job (GENESIS_UID_BASE + slot)" if sb.root else "the current (non-root) user"
-    click.echo(f"sandbox {sb.kind}: ok ({r['duration_ms']:.0f} ms for python hello; runs as {uid})")
+    click.echo(f"sandbox {sb.kind}: ok ({r['duration_ms']:.0f} ms for the python probe; runs as {uid})")
+    lines, warnings = confinement_report(sb, r["probe"])
+    for line in lines:
+        click.echo(line)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 @genesis.command("run")

@@ -27,7 +27,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 def _result_message(request_id: str, r: dict, request_sha256: str | None = None) -> dict:
     keep = ("output", "error", "exit_code", "duration_ms", "killed_reason", "exceeded", "stdout", "stderr",
-            "peak_memory_kb", "truncated", "language", "mode", "limits", "sandbox")
+            "peak_memory_kb", "truncated", "language", "mode", "limits", "sandbox", "confinement")
     out = {"type": "job_result", "request_id": request_id, **{k: r.get(k) for k in keep}}
     if request_sha256:  # what this result answers: the agent checks it against the request it stored
         out["request_sha256"] = request_sha256

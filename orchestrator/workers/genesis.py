@@ -35,6 +35,8 @@ def make(s: Settings) -> Worker:
         sandbox = Sandbox(slots=n)
         if sandbox.kind == "bwrap":
             sandbox.check()
+            if sandbox.cgroups is None:
+                log.warning("genesis: %s", sandbox.fallback_text())
     except SandboxUnavailable as e:
         raise SystemExit(f"genesis: {e}") from None
     bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_genesis"), source="genesis", poll_ms=s.poll_ms,
@@ -46,7 +48,8 @@ def make(s: Settings) -> Worker:
     def heartbeats() -> None:  # the genesis service's own liveness (instance_heartbeat)
         while not stop.is_set():
             try:
-                beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n})
+                beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
+                                                    "confinement": sandbox.confinement()})
             except Exception as e:  # noqa: BLE001 - a missed beat is only logged
                 log.warning("genesis: heartbeat failed (%s)", type(e).__name__)
             stop.wait(s.heartbeat_s)
@@ -55,7 +58,8 @@ def make(s: Settings) -> Worker:
 
     def on_stop() -> None:
         stop.set()
-        last_beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n})
+        last_beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
+                                                    "confinement": sandbox.confinement()})
         pool.close()
         bus.close()
 

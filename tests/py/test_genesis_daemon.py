@@ -132,6 +132,8 @@ def test_sigterm_finishes_the_running_job_and_exits_0(s, bus_for, clean_queues, 
     beats = sq_owner.execute("SELECT message FROM pgmq.q_instance_heartbeat WHERE message->>'service' = 'genesis' "
                              "ORDER BY msg_id DESC LIMIT 1").fetchall()
     assert beats and beats[0]["message"]["stats"]["sandbox"] == "bwrap", "the genesis worker sends heartbeats"
+    held = beats[0]["message"]["stats"]["confinement"]  # which memory bound, seccomp, user namespaces
+    assert held["seccomp"] is True and held["userns"] == "disabled" and held["cgroup"] in ("v1", "v2", "none")
     assert one_each(results(sing, ids, 5), ids)[ids[0]]["output"] == "finished\n"
 
 
@@ -161,6 +163,9 @@ def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
     try:
         shutil.copytree(ROOT / "orchestrator", pkg / "orchestrator",
                         ignore=shutil.ignore_patterns("__pycache__", "web", "templates"))
+        import pyseccomp  # the one module the sandbox needs from the venv (it builds the seccomp filter)
+
+        shutil.copy(pyseccomp.__file__, pkg)
         for d in (pkg, *pkg.rglob("*")):
             d.chmod(0o755)
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",

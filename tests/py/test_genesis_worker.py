@@ -253,3 +253,12 @@ def test_concurrency_defaults_to_cores(monkeypatch):
     with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY"):
         concurrency()
     assert threading.active_count() >= 1
+
+
+def test_a_memfd_bomb_through_the_bus_is_stopped_and_the_result_says_what_held_it(sing):
+    bomb = ("import os\nheld = []\nfor i in range(56):\n    fd = os.memfd_create(f'm{i}')\n"
+            "    os.write(fd, b'x' * (16 << 20))\n    held.append(fd)\nprint('held', 16 * len(held), 'MB')\n")
+    (r,) = run_all(sing, [{"language": "python", "code": bomb, "limits": {"memory_mb": 256}}])
+    assert r["killed_reason"] == "resource_exceeded" and r["exceeded"] == "memory", r
+    assert "held" not in r["output"] and r["peak_memory_kb"] <= 256 * 1024 * 1.02
+    assert r["confinement"]["seccomp"] is True and r["confinement"]["memfd"] in ("counted", "denied")
