@@ -19,13 +19,8 @@ DECLARE
     n int;
 BEGIN
     IF p_days IS NULL OR p_days < min_days THEN
-        RAISE EXCEPTION 'genesis.prune_executions: % days is below the minimum of % days (ops.settings prune_executions_min_days)',
-                        coalesce(p_days::text, 'NULL'), min_days
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Prune with at least %s days. The database owner (%s) may change the minimum: '
-                                'UPDATE ops.settings SET value = ''N'' WHERE key = ''prune_executions_min_days''.',
-                                min_days, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                            WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('genesis.prune_executions', p_days || ' days', min_days || ' days',
+                                         'prune_executions_min_days', format('Prune with at least %s days.', min_days));
     END IF;
     WITH d AS (DELETE FROM genesis.executions e WHERE e.status = 'finished'
                 AND e.finished_at < now() - make_interval(days => p_days) RETURNING 1)

@@ -20,13 +20,9 @@ DECLARE
     n int;
 BEGIN
     IF p_age IS NULL OR p_age < min_age THEN
-        RAISE EXCEPTION 'nexus.release_stale_reservations: % is below the minimum of % (ops.settings release_reservations_min_age)',
-                        coalesce(p_age::text, 'NULL'), min_age
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Release reservations older than at least %s. The database owner (%s) may change the '
-                                'minimum: UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''release_reservations_min_age''.',
-                                min_age, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                           WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('nexus.release_stale_reservations', p_age::text, min_age::text,
+                                         'release_reservations_min_age',
+                                         format('Release reservations older than at least %s.', min_age));
     END IF;
     WITH gone AS (DELETE FROM nexus.reservations r WHERE r.created_at < now() - p_age RETURNING r.*),
          per AS (SELECT g.agent_id, g.day, sum(g.tokens) AS tokens, sum(g.cost) AS cost, count(*) AS k
