@@ -11,8 +11,8 @@ import time
 from psycopg.types.json import Jsonb
 
 from bench.common import pct, ready
-from orchestrator.bus import Bus, SelfSettlingBus
-from orchestrator.db import connect, owner_conninfo, role_conninfo
+from orchestrator.core.bus import Bus, SelfSettlingBus
+from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
 
 N = int(os.environ.get("BENCH_BUS_N", "3000"))
 MSG = {"agent_id": "bench", "task_type": "chat",

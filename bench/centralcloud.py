@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import time
 
-from orchestrator.centralcloud import run_job
-from orchestrator.db import admin_conninfo, connect, owner_conninfo
+from orchestrator.centralcloud.jobs import run_job
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo
 
 from .common import ready
 

@@ -6,9 +6,9 @@ import statistics
 import time
 from contextlib import contextmanager
 
-from orchestrator.cluster import Cluster
-from orchestrator.config import settings
-from orchestrator.migrate import migrate
+from orchestrator.infra.cluster import Cluster
+from orchestrator.infra.config import settings
+from orchestrator.infra.migrate import migrate
 
 
 def ready():

@@ -11,11 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.common import pct, ready
-from orchestrator.bus import Bus
-from orchestrator.daemon import Supervisor
-from orchestrator.db import role_conninfo
-from orchestrator.messages import ulid
-from orchestrator.sandbox import Limits, Sandbox
+from orchestrator.core.bus import Bus
+from orchestrator.core.messages import ulid
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.genesis.sandbox import Limits, Sandbox
+from orchestrator.infra.db import role_conninfo
 
 N = int(os.environ.get("BENCH_GENESIS_N", "60"))
 JOBS = int(os.environ.get("BENCH_GENESIS_JOBS", "200"))
@@ -58,7 +58,7 @@ def _child_cpu() -> float:
 
 
 def _throughput(s) -> list[tuple[str, str, str]]:
-    from orchestrator.workers.genesis import concurrency, make
+    from orchestrator.genesis.worker import concurrency, make
 
     w = make(s)
     sup = Supervisor([w], grace_s=5)

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 from bench.common import pct, ready
-from orchestrator.db import connect, make_pool, owner_conninfo, role_conninfo
-from orchestrator.llm.providers import openai
-from orchestrator.llm.router import Router, fast_commit
-from orchestrator.messages import ulid
+from orchestrator.core.messages import ulid
+from orchestrator.infra.db import connect, make_pool, owner_conninfo, role_conninfo
+from orchestrator.nexus.providers import openai
+from orchestrator.nexus.router import Router, fast_commit
 
 N = int(os.environ.get("BENCH_NEXUS_N", "400"))
 PAGE_ITEMS = 1000
@@ -84,9 +84,9 @@ def _router_overhead(s) -> list[tuple[str, str, str]]:
 
 
 def _approvals_page(s) -> list[tuple[str, str, str]]:
-    from orchestrator.hitl import Hitl
-    from orchestrator.web.app import create_app
-    from orchestrator.workers.hitl import WebServer
+    from orchestrator.nexus.hitl import Hitl
+    from orchestrator.nexus.hitl_worker import WebServer
+    from orchestrator.nexus.web.app import create_app
 
     diff = "--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,3 @@\n-a = 1\n+a = 2\n b = 3\n c = 4\n"
     token = secrets.token_urlsafe(16)
@@ -133,9 +133,9 @@ def _approvals_page(s) -> list[tuple[str, str, str]]:
 
 def _round_trip(s) -> list[tuple[str, str, str]]:
     """llm_requests -> nexus worker (offline provider) -> llm_results, as an agent sees it."""
-    from orchestrator.bus import Bus
-    from orchestrator.daemon import Supervisor
-    from orchestrator.workers import load_all
+    from orchestrator.core.bus import Bus
+    from orchestrator.core.supervisor import Supervisor
+    from orchestrator.cli.workers import factories as load_all
 
     sup = Supervisor([load_all()["nexus"](s)], grace_s=5)
     sup.start()

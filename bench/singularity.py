@@ -11,8 +11,8 @@ import os
 import time
 
 from bench.common import ready
-from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo
-from orchestrator.singularity import add_instance, remove_instance
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo
+from orchestrator.singularity.instances import add_instance, remove_instance
 
 INST = "bench"
 DB = f"singularity_{INST}"

@@ -14,8 +14,8 @@ import threading
 import time
 
 from bench.common import pct, ready
-from orchestrator.bus import Bus
-from orchestrator.db import role_conninfo
+from orchestrator.core.bus import Bus
+from orchestrator.infra.db import role_conninfo
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "10"))
 RATE = float(os.environ.get("SOAK_RATE", "10"))  # requests per second, all kinds together
@@ -48,7 +48,7 @@ def _children(pid: int) -> list[int]:
 
 def main() -> int:
     s = ready()
-    from orchestrator.workers import load_all
+    from orchestrator.cli.workers import factories as load_all
 
     workers = load_all()
     kinds = {k: v for k, v in LOADS.items() if v[3] in workers}

@@ -6,14 +6,14 @@ import asyncio
 import threading
 import time
 
-from orchestrator.bus import Bus
+from orchestrator.core.bus import Bus
 
 
 class EchoResponder:
     """A Nexus-like consumer: answers every llm_request on its reply_to (result + fenced ack in one txn)."""
 
     def __init__(self, bus: Bus, concurrency: int = 2):
-        from orchestrator.daemon import Supervisor, Worker
+        from orchestrator.core.supervisor import Supervisor, Worker
 
         self.count = 0
 

@@ -8,19 +8,19 @@ import psycopg
 import pytest
 
 from helpers import ROOT, run_cli  # noqa: F401  (tests/py is on sys.path)
-from orchestrator.bus import Bus
-from orchestrator.config import Settings, settings
-from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo
+from orchestrator.core.bus import Bus
+from orchestrator.infra.config import Settings, settings
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo
 
 
 @pytest.fixture(scope="session")
 def s() -> Settings:
     st = settings()
     if not st.external:
-        from orchestrator.cluster import Cluster
+        from orchestrator.infra.cluster import Cluster
 
         Cluster(st).start()
-    from orchestrator.migrate import migrate
+    from orchestrator.infra.migrate import migrate
 
     migrate(st, progress=lambda _m: None)
     return st

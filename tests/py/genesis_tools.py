@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from orchestrator.bus import Bus
-from orchestrator.messages import ulid
+from orchestrator.core.bus import Bus
+from orchestrator.core.messages import ulid
 
 
 def submit(bus: Bus, jobs: list[dict]) -> list[str]:
@@ -57,7 +57,7 @@ def procs_with(marker: str) -> list[int]:
 def forget_genesis_heartbeats(s, since) -> None:
     """Drop the heartbeats our test workers sent since SINCE: a stopped test worker must not leave a
     'genesis:default gone' alert behind for the tests that follow (alerts look back an hour)."""
-    from orchestrator.db import connect, owner_conninfo
+    from orchestrator.infra.db import connect, owner_conninfo
 
     with connect(owner_conninfo(s, "shared_queue")) as c:
         for t in ("pgmq.q_instance_heartbeat", "pgmq.a_instance_heartbeat"):

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from orchestrator.agent import AgentClient
-from orchestrator.db import admin_conninfo, connect
+from orchestrator.infra.db import admin_conninfo, connect
+from orchestrator.singularity.agent import AgentClient
 
 
 def responder(bus, queue: str, agent: str, answer, stop: threading.Event) -> threading.Thread:

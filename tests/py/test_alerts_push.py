@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orchestrator.bus import Bus
-from orchestrator.db import role_conninfo
-from orchestrator.workers.alerts import AlertPusher
+from orchestrator.core.alerts import AlertPusher
+from orchestrator.core.bus import Bus
+from orchestrator.infra.db import role_conninfo
 
 LLM = {"agent_id": "a1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -97,8 +97,8 @@ def test_new_and_cleared_alerts_reach_the_webhook_and_failures_are_retried(s, cl
 
 
 def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
-    from orchestrator.dashboard import Dashboard
-    from orchestrator.db import make_pool
+    from orchestrator.infra.db import make_pool
+    from orchestrator.nexus.dashboard import Dashboard
 
     one, two = bus_for("svc_singularity"), bus_for("svc_nexus")
     one.publish("llm_requests", LLM)
@@ -116,7 +116,7 @@ def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
 
 
 def test_a_service_that_stopped_on_purpose_is_not_late_but_a_crashed_one_is(s, admin, sq_owner):
-    from orchestrator.workers.heartbeat import beat, last_beat
+    from orchestrator.core.heartbeat import beat, last_beat
 
     a = admin("shared_queue")
     old = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings WHERE key LIKE 'alert%'")}

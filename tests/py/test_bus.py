@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from orchestrator.bus import Bus, Reject
-from orchestrator.messages import ValidationError
+from orchestrator.core.bus import Bus, Reject
+from orchestrator.core.messages import ValidationError
 
 LLM = {"agent_id": "agent-1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -208,7 +208,7 @@ def test_bus_survives_closed_connections(s, bus_for, clean_queues, admin):
 
 
 def test_heartbeat_message_shape(bus_for, clean_queues, sq_owner):
-    from orchestrator.workers.heartbeat import beat
+    from orchestrator.core.heartbeat import beat
 
     beat(bus_for("svc_genesis"), "default", "genesis", {"extra": 1})
     [r] = sq_owner.execute("SELECT message FROM pgmq.q_instance_heartbeat").fetchall()

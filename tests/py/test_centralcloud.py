@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from orchestrator.bus import Bus
-from orchestrator.centralcloud import JOBS, run_job
-from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo
+from orchestrator.centralcloud.jobs import JOBS, run_job
+from orchestrator.core.bus import Bus
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo
 
 INST = "cc2"
 ROLE2 = f"svc_singularity_{INST}"
@@ -363,7 +363,7 @@ def test_template_distribution_exactly_changed_files(s, second_instance, cc_clea
 
 
 def test_worker_schedule(s, cc_clean, monkeypatch):
-    from orchestrator.workers.centralcloud import due_jobs, last_slot
+    from orchestrator.centralcloud.worker import due_jobs, last_slot
 
     now = datetime(2026, 5, 3, 0, 30, tzinfo=UTC)
     assert last_slot("knowledge-export", now) == datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
@@ -390,7 +390,7 @@ def real_instance(s):
 def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_instance, cc_clean):
     """Singularity learns from analysis results in both instances -> pattern_messages (outbox, pg_cron-able)
     -> aggregated once here -> aggregated_patterns -> each instance's core.global_knowledge."""
-    from orchestrator import singularity as sing
+    from orchestrator.singularity import instances as sing
 
     tag = datetime.now(UTC).strftime("%H%M%S%f")
     k1, k2 = f"cc.e2e{tag}.fstring", f"cc.e2e{tag}.walrus"
@@ -418,7 +418,7 @@ def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_in
 
 
 def test_worker_tick_runs_a_due_export_once(s, cc_clean, tmp_path, monkeypatch):
-    from orchestrator.workers.centralcloud import tick
+    from orchestrator.centralcloud.worker import tick
 
     repo = tmp_path / "r"
     repo.mkdir()

@@ -3,9 +3,9 @@ before its local delete) is counted once by CentralCloud's aggregation."""
 
 from __future__ import annotations
 
-from orchestrator.centralcloud import run_job
-from orchestrator.db import connect, owner_conninfo
-from orchestrator.messages import now_iso
+from orchestrator.centralcloud.jobs import run_job
+from orchestrator.core.messages import now_iso
+from orchestrator.infra.db import connect, owner_conninfo
 
 KEY = "dedupe.resent_copy"
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from orchestrator.bus import Bus
-from orchestrator.cluster import Cluster, _as_user, _bindir, _os_user
-from orchestrator.db import connect, owner_conninfo, role_conninfo
-from orchestrator.messages import ValidationError
+from orchestrator.core.bus import Bus
+from orchestrator.core.messages import ValidationError
+from orchestrator.infra.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
 
 pytestmark = pytest.mark.chaos
 

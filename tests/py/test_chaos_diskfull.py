@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.bus import Bus, BusError
-from orchestrator.cluster import Cluster
-from orchestrator.config import settings
-from orchestrator.db import connect, owner_conninfo, role_conninfo
-from orchestrator.migrate import Target, migrate
+from orchestrator.core.bus import Bus, BusError
+from orchestrator.infra.cluster import Cluster
+from orchestrator.infra.config import settings
+from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
+from orchestrator.infra.migrate import Target, migrate
 
 pytestmark = pytest.mark.chaos
 

@@ -28,10 +28,10 @@ from chaos_tools import (
 )
 from llm_servers import ProviderServer
 
-from orchestrator.bus import Bus
-from orchestrator.cluster import Cluster, _as_user, _bindir, _os_user
-from orchestrator.db import connect, owner_conninfo, role_conninfo
-from orchestrator.messages import ulid
+from orchestrator.core.bus import Bus
+from orchestrator.core.messages import ulid
+from orchestrator.infra.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
 
 pytestmark = pytest.mark.chaos
 
@@ -482,7 +482,7 @@ def test_hostile_requests_through_the_real_nexus_daemon(s, clean_queues, sq_owne
     """300 hostile llm_requests: each is refused at send, or answered exactly once (a result or an error
     result), or dead-lettered with its reason; never two of those; the daemon stays up and plain requests
     sent after them are answered at once."""
-    from orchestrator.messages import ValidationError
+    from orchestrator.core.messages import ValidationError
 
     env = {"NEXUS_CONCURRENCY": "3", "SHARED_QUEUE_VT_S": "5", "SHARED_QUEUE_POLL_MS": "200"}
     rnd = random.Random(7)

@@ -11,10 +11,10 @@ import psycopg
 import pytest
 
 from helpers import run_cli
-from orchestrator.cluster import Cluster
-from orchestrator.db import admin_conninfo, connect, role_conninfo
-from orchestrator.migrate import Target, migrate
-from orchestrator.secrets import role_password
+from orchestrator.infra.cluster import Cluster
+from orchestrator.infra.db import admin_conninfo, connect, role_conninfo
+from orchestrator.infra.migrate import Target, migrate
+from orchestrator.infra.secrets import role_password
 
 
 def _dump(s, dbname: str) -> str:
@@ -159,7 +159,7 @@ def test_doctor_passes_on_the_embedded_cluster(s):
 
 def test_pgmq_sql_only_fallback_is_the_real_api(s, admin):
     """When the extension directory is not writable, pgmq's own SQL-only install gives the same API."""
-    from orchestrator.migrate import install_pgmq
+    from orchestrator.infra.migrate import install_pgmq
 
     a = admin("postgres")
     a.execute('DROP DATABASE IF EXISTS "pgmq_sqlonly" WITH (FORCE)')

@@ -11,9 +11,9 @@ import threading
 import time
 
 from helpers import ROOT, run_cli
-from orchestrator.bus import Bus
-from orchestrator.daemon import Supervisor, Worker
-from orchestrator.db import role_conninfo
+from orchestrator.core.bus import Bus
+from orchestrator.core.supervisor import Supervisor, Worker
+from orchestrator.infra.db import role_conninfo
 
 LLM = {"agent_id": "agent-1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -168,7 +168,7 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
         a.execute("SELECT bus.set_setting('alert_oldest_s', '1'), bus.set_setting('alert_heartbeat_late_s', '1')")
         sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
         sender.publish("llm_requests", LLM)
-        from orchestrator.workers.heartbeat import beat
+        from orchestrator.core.heartbeat import beat
 
         with Bus(role_conninfo(s, "shared_queue", "svc_genesis")) as g:
             beat(g, "default", "genesis")

@@ -12,9 +12,9 @@ import socket
 import pytest
 
 from helpers import run_cli
-from orchestrator.centralcloud import run_job
-from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo, service_role
-from orchestrator.singularity import add_instance, remove_instance
+from orchestrator.centralcloud.jobs import run_job
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo, service_role
+from orchestrator.singularity.instances import add_instance, remove_instance
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -34,7 +34,7 @@ def test_limits_list_set_and_refusals(s):
 
 
 def test_list_shows_recorded_executions(s):
-    from orchestrator.db import connect, owner_conninfo
+    from orchestrator.infra.db import connect, owner_conninfo
 
     with connect(owner_conninfo(s, "genesis")) as c:
         c.execute("SELECT genesis.start_execution('cli-list-test', 'agent-x', 'python', 'run', 'sha', '{}', 'w', 5)")

@@ -12,7 +12,7 @@ import platform
 import pytest
 
 from helpers import run_cli
-from orchestrator.sandbox import Limits, Sandbox
+from orchestrator.genesis.sandbox import Limits, Sandbox
 
 MB = 1024
 
@@ -231,7 +231,7 @@ def test_genesis_check_says_what_is_in_force():
 
 def test_cgroup_files_are_read_the_same_in_v1_and_v2(tmp_path):
     """v2 is not mounted with a memory controller on the test machines: its file formats are checked here."""
-    from orchestrator.sandbox import cgroup
+    from orchestrator.genesis.sandbox import cgroup
 
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     v1.mkdir()

@@ -17,7 +17,7 @@ import pytest
 from genesis_tools import forget_genesis_heartbeats, one_each, results, submit
 
 from helpers import ROOT, run_cli
-from orchestrator.db import connect, owner_conninfo
+from orchestrator.infra.db import connect, owner_conninfo
 
 ENV = {"GENESIS_CONCURRENCY": "4", "GENESIS_LEASE_MARGIN_S": "1", "SHARED_QUEUE_VT_S": "2",
        "SHARED_QUEUE_POLL_MS": "200", "ORCHESTRATOR_HEARTBEAT_S": "60"}
@@ -153,7 +153,7 @@ def test_a_non_root_worker_runs_jobs_as_itself_with_the_same_limits():
     """Started as an ordinary user (here: nobody), the sandbox still isolates and limits the job."""
     if os.geteuid() != 0:
         pytest.skip("needs root to become another user")
-    code = ("from orchestrator.sandbox import Sandbox, Limits\n"
+    code = ("from orchestrator.genesis.sandbox import Sandbox, Limits\n"
             "sb = Sandbox(slots=1)\n"
             "r = sb.run('import os; print(os.getuid(), sorted(os.listdir(\"/\")))', 'python', 'run', Limits())\n"
             "b = sb.run('import os\\nwhile True: os.fork()', 'python', 'run', Limits(timeout_s=5, processes=32))\n"
@@ -184,7 +184,7 @@ def test_no_orphans_when_jobs_are_killed_mid_setup():
     spawning more: the lifeline leaves no sandboxed process behind."""
     base = 720000 + 8 * (os.getpid() % 1000)
     code = ("import threading, time\n"
-            "from orchestrator.sandbox import Sandbox, Limits\n"
+            "from orchestrator.genesis.sandbox import Sandbox, Limits\n"
             f"sb = Sandbox(slots=4, uid_base={base})\n"
             "def loop():\n"
             "    while True:\n"

@@ -11,8 +11,8 @@ import pytest
 from genesis_tools import forget_genesis_heartbeats, one_each, procs_with, results, submit
 
 from helpers import ROOT
-from orchestrator.daemon import Supervisor
-from orchestrator.db import connect, owner_conninfo
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.infra.db import connect, owner_conninfo
 
 SECRET_ENV = "GENESIS_TEST_WORKER_SECRET"
 
@@ -30,7 +30,7 @@ def _no_heartbeats_left_behind(s):
 def worker(s):
     os.environ[SECRET_ENV] = "do-not-leak-7f3a"
     os.environ["GENESIS_CONCURRENCY"] = "4"
-    from orchestrator.workers.genesis import make
+    from orchestrator.genesis.worker import make
 
     w = make(s)
     sup = Supervisor([w], grace_s=5)
@@ -85,7 +85,7 @@ def test_lint_finds_problems_and_unsupported_combinations_say_what_works(sing):
     assert rs[3]["exit_code"] is None and "unknown language 'cobol'" in rs[3]["error"]
     assert "python, javascript (node), bash" in rs[3]["error"]
     # the bus refuses an unknown mode at publish time; the sandbox says the same to a direct caller
-    from orchestrator.sandbox import Limits, Sandbox
+    from orchestrator.genesis.sandbox import Limits, Sandbox
 
     r = Sandbox().run("x", "python", "compile", Limits())
     assert r["exit_code"] is None and "unknown mode 'compile'; supported modes: run, validate, lint" in r["error"]
@@ -245,7 +245,7 @@ def test_requests_cannot_raise_their_limits(sing):
 
 
 def test_concurrency_defaults_to_cores(monkeypatch):
-    from orchestrator.workers.genesis import concurrency
+    from orchestrator.genesis.worker import concurrency
 
     monkeypatch.delenv("GENESIS_CONCURRENCY", raising=False)
     assert concurrency() == (os.cpu_count() or 1)

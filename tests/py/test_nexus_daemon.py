@@ -46,7 +46,7 @@ def test_a_busy_port_is_reported_and_only_fatal_when_required(caplog):
 
     import pytest
 
-    from orchestrator.workers.hitl import WebServer
+    from orchestrator.nexus.hitl_worker import WebServer
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -14,10 +14,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from helpers import run_cli
-from orchestrator.daemon import Supervisor
-from orchestrator.db import connect, owner_conninfo
-from orchestrator.messages import ulid
-from orchestrator.passwords import hash_password
+from orchestrator.core.messages import ulid
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.infra.db import connect, owner_conninfo
+from orchestrator.nexus.passwords import hash_password
 
 PW = "correct-horse-1"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,7 +37,7 @@ def system(s):
         c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items, nexus.sessions")
         for u in ("alice", "bob", "carol", "dave"):
             c.execute("SELECT nexus.user_set(%s, %s)", (u, hash_password(PW)))
-    from orchestrator.workers.hitl import build
+    from orchestrator.nexus.hitl_worker import build
 
     hitl, web, worker = build(s, host="127.0.0.1", port=0)
     web.start()
@@ -324,7 +324,7 @@ def recorded_addresses(s) -> set[str]:
 @pytest.fixture
 def page_with_env(s, monkeypatch):
     """page_with_env(NAME=value...): a second hitl page of its own, built from these environment variables."""
-    from orchestrator.workers.hitl import build
+    from orchestrator.nexus.hitl_worker import build
 
     stops = []
 
@@ -399,7 +399,7 @@ def test_x_forwarded_for_is_honoured_from_a_configured_proxy(s, system, page_wit
 
 
 def test_a_bad_trusted_proxies_setting_stops_the_page_with_the_fix(s, monkeypatch):
-    from orchestrator.workers.hitl import build
+    from orchestrator.nexus.hitl_worker import build
 
     monkeypatch.setenv("NEXUS_TRUSTED_PROXIES", "10.0.0.0/8, proxy.example")
     with pytest.raises(SystemExit, match="NEXUS_TRUSTED_PROXIES.*proxy.example"):

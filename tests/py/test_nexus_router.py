@@ -7,10 +7,10 @@ import threading
 import pytest
 from llm_servers import ProviderServer
 
-from orchestrator.daemon import Supervisor
-from orchestrator.db import connect, make_pool, owner_conninfo, role_conninfo
-from orchestrator.llm.router import Router
-from orchestrator.messages import ulid
+from orchestrator.core.messages import ulid
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.infra.db import connect, make_pool, owner_conninfo, role_conninfo
+from orchestrator.nexus.router import Router
 
 MSG = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
 
@@ -203,8 +203,8 @@ def test_two_concurrent_requests_at_the_budget_edge_exactly_one_admitted(s, nx):
 
 
 def test_daemon_worker_answers_on_reply_to_and_the_offline_default(s, nx, bus_for, clean_queues):
-    from orchestrator.config import settings
-    from orchestrator.workers import load_all
+    from orchestrator.cli.workers import factories as load_all
+    from orchestrator.infra.config import settings
 
     nx.execute("SELECT nexus.set_route('*', ARRAY['offline'])")
     nx.execute("SELECT nexus.set_route('chat', ARRAY['m_a'])")

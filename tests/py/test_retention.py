@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from orchestrator.db import connect, role_conninfo
+from orchestrator.infra.db import connect, role_conninfo
 
 JOB = "shared_queue:prune_archives"
 IDS = range(-900_020, -900_000)  # archive msg_ids no real message has (real ids come from a sequence)

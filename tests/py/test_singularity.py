@@ -12,7 +12,7 @@ import uuid
 import pytest
 from psycopg.types.json import Jsonb
 
-from orchestrator.db import admin_conninfo, connect, owner_conninfo, role_conninfo
+from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo
 
 CORE = ("core.agents, core.tasks, core.tasks_archive, core.analysis_results, core.agent_sessions, core.agent_knowledge, "
         "core.learned_patterns, outbox.messages")
@@ -175,7 +175,7 @@ def test_cdc_returns_inserted_and_updated_rows(s, sing):
 def test_session_canary_not_in_table_dump_or_log(s, sing):
     if s.external:
         pytest.skip("needs the embedded cluster's server log")
-    from orchestrator.cluster import Cluster, _bindir
+    from orchestrator.infra.cluster import Cluster, _bindir
 
     canary = f"canary-{uuid.uuid4().hex}"
     cl = Cluster(s)
@@ -220,7 +220,7 @@ def test_session_canary_not_in_table_dump_or_log(s, sing):
 
 def test_cdc_lag_is_reported_and_a_lost_slot_comes_back(s, sing, run_cli):
     """doctor shows each CDC slot's lag and wal_status; a missing/lost slot errors with the fix; migrate recreates it."""
-    from orchestrator.migrate import Target, migrate
+    from orchestrator.infra.migrate import Target, migrate
 
     with svc(s) as c:
         c.execute("INSERT INTO core.agents (id) VALUES ('lag-agent')")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from orchestrator.db import connect, role_conninfo
+from orchestrator.infra.db import connect, role_conninfo
 
 KEY = "inbox.ack_after_commit"
 

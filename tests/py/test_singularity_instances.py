@@ -5,8 +5,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from orchestrator.db import admin_conninfo, connect, role_conninfo
-from orchestrator.singularity import InstanceError, add_instance, list_instances, remove_instance, rotate_key
+from orchestrator.infra.db import admin_conninfo, connect, role_conninfo
+from orchestrator.singularity.instances import (
+    InstanceError,
+    add_instance,
+    list_instances,
+    remove_instance,
+    rotate_key,
+)
 
 INST = "tiso"
 

@@ -13,9 +13,9 @@ import pytest
 from genesis_tools import forget_genesis_heartbeats
 from psycopg.types.json import Jsonb
 
-from orchestrator.daemon import Supervisor
-from orchestrator.db import connect, owner_conninfo
-from orchestrator.messages import ValidationError, ulid
+from orchestrator.core.messages import ValidationError, ulid
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.infra.db import connect, owner_conninfo
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def hitl(s, clean_queues):
     """The hitl worker's logic (no page, no thread): the test drives its passes."""
     with connect(owner_conninfo(s, "nexus")) as c:
         c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items")
-    from orchestrator.workers.hitl import build
+    from orchestrator.nexus.hitl_worker import build
 
     h, _web, worker = build(s, host="127.0.0.1", port=0)
     yield h
@@ -66,7 +66,7 @@ def genesis(s):
 
     since = datetime.now(UTC)
     os.environ["GENESIS_CONCURRENCY"] = "2"
-    from orchestrator.workers.genesis import make
+    from orchestrator.genesis.worker import make
 
     w = make(s)
     sup = Supervisor([w], grace_s=5)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.db import admin_conninfo, connect, role_conninfo
-from orchestrator.migrate import Target, instance_targets, migrate, sync_schedules
+from orchestrator.infra.db import admin_conninfo, connect, role_conninfo
+from orchestrator.infra.migrate import Target, instance_targets, migrate, sync_schedules
 
 FRESH = "trust_genesis"
 
@@ -160,7 +160,7 @@ def test_no_superuser_connection_into_a_service_database_outside_the_pinned_help
 
 
 def test_superuser_conn_pins_the_search_path(s):
-    from orchestrator.db import superuser_conn
+    from orchestrator.infra.db import superuser_conn
 
     with superuser_conn(s, "genesis") as c:
         assert c.execute("SHOW search_path").fetchone()["search_path"] == "pg_catalog, pg_temp"
@@ -173,7 +173,7 @@ def test_the_schedule_report_runs_shared_queues_code_as_its_owner_not_the_superu
     """postgres:report_schedules (pg_cron, as the superuser) pushes the runs into shared_queue by calling
     bus._report_schedules there, a function own_shared_queue owns and may replace: the call must arrive
     as own_shared_queue (a dblink user mapping), never as the superuser."""
-    from orchestrator.migrate import apply_procedures
+    from orchestrator.infra.migrate import apply_procedures
 
     sq_owner.execute("CREATE TABLE bus.t_spy_log (who name, super boolean)")
     try:

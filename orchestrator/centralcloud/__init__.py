@@ -1,0 +1,1 @@
+"""CentralCloud (database `centralcloud`): its SQL jobs, Git export and template distribution, statistics."""

@@ -1,0 +1,144 @@
+"""`orchestrator centralcloud ...` (jobs, patterns, instances, templates, exports) and `orchestrator stats`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.infra.config import settings
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(1)
+
+
+def _rows(sql: str, params: tuple = ()) -> list[dict]:
+    import psycopg
+
+    from orchestrator.centralcloud.jobs import _error_text, connect_cc
+
+    try:
+        with connect_cc(settings()) as c:
+            return c.execute(sql, params).fetchall()
+    except psycopg.Error as e:
+        _fail(_error_text(e))
+    return []
+
+
+def _show(sql: str, cols: list[str], params: tuple = ()) -> None:
+    from orchestrator.cli.main import _table
+
+    _table(_rows(sql, params), cols)
+
+
+@click.group()
+def centralcloud() -> None:
+    """CentralCloud: aggregated learning, instance registry, templates, exports, jobs."""
+
+
+@centralcloud.command("run")
+@click.argument("job")
+def run(job: str) -> None:
+    """Run JOB now: aggregate, statistics, package-sync, pattern-sync, knowledge-export,
+    template-distribution, heartbeats (or `all`, in that order)."""
+    import os
+
+    from orchestrator.centralcloud.jobs import JOBS, run_job
+
+    names = list(JOBS) if job == "all" else [job]
+    if job == "all":  # Git jobs only where configured
+        names = [n for n in names if not (n == "knowledge-export" and not os.environ.get("CENTRALCLOUD_EXPORT_REPO")
+                                          or n == "template-distribution" and not os.environ.get("CENTRALCLOUD_TEMPLATES_REPO"))]
+    failed = False
+    for name in names:
+        out = run_job(settings(), name)
+        click.echo(f"{name}: {out}" if job == "all" else out)
+        failed = failed or out.startswith("failed")
+    if failed:
+        sys.exit(1)
+
+
+@centralcloud.command("jobs")
+def jobs() -> None:
+    """The last run of every job and its outcome."""
+    _show("SELECT * FROM centralcloud.job_status ORDER BY job", ["job", "started_at", "finished_at", "ok", "result"])
+
+
+@centralcloud.command("patterns")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--kind", default=None, help="Only patterns of this kind.")
+def patterns(limit: int, kind: str | None) -> None:
+    """Aggregated patterns, best ranked first."""
+    _show("SELECT rank, key, kind, instances, total_occurrences, confidence, packages FROM centralcloud.patterns"
+          " WHERE %s::text IS NULL OR kind = %s ORDER BY rank LIMIT %s",
+          ["rank", "key", "kind", "instances", "total_occurrences", "confidence", "packages"], (kind, kind, limit))
+
+
+@centralcloud.command("packages")
+@click.option("--limit", default=20, show_default=True)
+def packages(limit: int) -> None:
+    """Package and framework catalogue with usage counts."""
+    _show("SELECT * FROM centralcloud.packages ORDER BY occurrences DESC, package LIMIT %s",
+          ["package", "patterns", "instances", "occurrences", "updated_at"], (limit,))
+
+
+@centralcloud.command("instances")
+def instances() -> None:
+    """Instance registry from heartbeats: healthy, late or gone."""
+    _show("SELECT * FROM centralcloud.instance_status ORDER BY instance_id, service",
+          ["instance_id", "service", "status", "last_seen", "age_s", "first_seen"])
+
+
+@centralcloud.command("templates")
+def templates() -> None:
+    """Templates distributed to instances: version, hash, commit."""
+    _show("SELECT path, version, left(hash, 12) AS hash, left(commit, 12) AS commit, deleted, updated_at"
+          " FROM centralcloud.templates ORDER BY path",
+          ["path", "version", "hash", "commit", "deleted", "updated_at"])
+
+
+@centralcloud.command("exports")
+@click.option("--limit", default=20, show_default=True)
+def exports(limit: int) -> None:
+    """Knowledge exports to Git."""
+    _show("SELECT exported_at, branch, left(commit, 12) AS commit, artifacts_count, pushed, pr_url, repo"
+          " FROM centralcloud.exports ORDER BY id DESC LIMIT %s",
+          ["exported_at", "branch", "commit", "artifacts_count", "pushed", "pr_url", "repo"], (limit,))
+
+
+@click.command("stats")
+@click.option("--days", default=7, show_default=True, help="How many UTC days back.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the same as charts to this PNG file.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Run the statistics job first (reads the shared_queue archives).")
+def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
+    """Counts per type per day, p50/p95 queue latency, approval rate, questions per agent, top patterns,
+    LLM usage and cost (from the shared_queue archives, through CentralCloud)."""
+    import psycopg
+
+    from orchestrator.centralcloud import stats as st
+    from orchestrator.centralcloud.jobs import _error_text, connect_cc, run_job
+    from orchestrator.cli.main import _table
+
+    if days < 1:
+        _fail(f"--days must be at least 1, got {days}")
+    s = settings()
+    if refresh:
+        out = run_job(s, "statistics")
+        if out.startswith("failed"):
+            _fail(f"statistics job {out}")
+    try:
+        with connect_cc(s) as c:
+            data = st.collect(c, days)
+    except psycopg.Error as e:
+        _fail(_error_text(e))
+    for name, (title, _q, cols) in st.QUERIES.items():
+        click.echo(f"\n== {title}")
+        _table(data[name], cols)
+    if plot_file:
+        st.plot(data, plot_file, days)
+        click.echo(f"\nwrote {plot_file}")

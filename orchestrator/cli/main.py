@@ -1,0 +1,465 @@
+"""The `orchestrator` command line. Every option is also read from ORCHESTRATOR_<COMMAND>_<OPTION>."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+
+import click
+
+from orchestrator.infra.config import settings
+
+log = logging.getLogger("orchestrator")
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="INFO", show_default=True, help="Logging level (env ORCHESTRATOR_LOG_LEVEL).")
+@click.option("--log-json/--no-log-json", default=False, help="Structured JSON logs (env ORCHESTRATOR_LOG_JSON).")
+def main(log_level: str, log_json: bool) -> None:
+    """Postgres-centric agent backbone: embedded PostgreSQL, migrations, the bus, and the daemon."""
+    from orchestrator.infra.logs import configure
+
+    configure(log_level, log_json)
+
+
+# -- db ------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """The embedded PostgreSQL cluster (used when no DB_HOST / *_DB_URL is set)."""
+
+
+def _cluster():
+    from orchestrator.infra.cluster import Cluster
+
+    s = settings()
+    if s.external:
+        _fail("a database server is configured by env (DB_HOST / SHARED_QUEUE_DB_URL); "
+              "`orchestrator db` manages only the embedded cluster. Use `orchestrator doctor` instead.")
+    return Cluster(s)
+
+
+@db.command("start")
+def db_start() -> None:
+    """initdb if needed and start the cluster (idempotent)."""
+    from orchestrator.infra.cluster import ClusterError
+
+    c = _cluster()
+    try:
+        c.start()
+    except ClusterError as e:
+        _fail(str(e))
+    st = c.status()
+    click.echo(f"PostgreSQL running on port {st['port']} (socket {st['socket_dir']}, data {st['data_dir']})")
+
+
+@db.command("stop")
+@click.option("--mode", type=click.Choice(["smart", "fast", "immediate"]), default="fast", show_default=True)
+def db_stop(mode: str) -> None:
+    """Stop the cluster."""
+    _cluster().stop(mode)
+    click.echo("PostgreSQL stopped")
+
+
+@db.command("destroy")
+@click.confirmation_option(prompt="Delete the embedded cluster and all its data?")
+def db_destroy() -> None:
+    """Stop the cluster and delete its data directory."""
+    _cluster().destroy()
+    click.echo("embedded cluster removed")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Where the cluster lives and whether it runs."""
+    for k, v in _cluster().status().items():
+        click.echo(f"{k:<11} {v}")
+
+
+@db.command("env")
+def db_env() -> None:
+    """Print `export PG...` lines: eval "$(orchestrator db env)" then psql shared_queue works."""
+    c = _cluster()
+    click.echo("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in c.env().items()))
+
+
+@db.command("url")
+@click.argument("database")
+@click.option("--role", default=None, help="Connect as this role (default: the cluster superuser on the socket).")
+def db_url(database: str, role: str | None) -> None:
+    """Print a libpq URL for DATABASE."""
+    from urllib.parse import quote
+
+    from orchestrator.infra.secrets import role_password
+
+    s = settings()
+    c = _cluster()
+    if role is None:
+        click.echo(f"postgresql://postgres@/{database}?host={quote(str(c.socket_dir), safe='')}&port={c.port}")
+        return
+    pw = role_password(s, role)
+    if pw is None:
+        _fail(f"no password known for role {role}; run `orchestrator migrate` first")
+    click.echo(f"postgresql://{role}:{quote(pw, safe='')}@127.0.0.1:{c.port}/{database}")
+
+
+@db.command("psql", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def db_psql(args: tuple[str, ...]) -> None:
+    """Run psql against the cluster as its superuser (extra ARGS go to psql)."""
+    env = {**os.environ, **_cluster().env()}
+    os.execvpe("psql", ["psql", *args], env)
+
+
+# -- migrate --------------------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create roles, databases and extensions; apply migrations, procedures and schedules."""
+    if ctx.invoked_subcommand is None:
+        from orchestrator.infra.migrate import migrate as run
+
+        click.echo("migrating:")
+        try:
+            run(settings(), progress=click.echo)
+        except Exception as e:  # noqa: BLE001 - report any failure clearly
+            _fail(f"migrate failed: {e}")
+
+
+@migrate.command("status")
+def migrate_status() -> None:
+    """Applied and pending migrations per database."""
+    from orchestrator.infra.migrate import status
+
+    for row in status(settings()):
+        if row["error"]:
+            click.echo(f"{row['database']:<22} not migrated yet ({row['error']})")
+            continue
+        click.echo(f"{row['database']:<22} applied {len(row['applied'])}, pending {len(row['pending'])}")
+        for m in row["applied"]:
+            click.echo(f"    [x] {m}")
+        for m in row["pending"]:
+            click.echo(f"    [ ] {m}")
+
+
+# -- the bus --------------------------------------------------------------------------
+def _operator():
+    """The shared_queue owner's connection: operator views and DLQ tools."""
+    from orchestrator.infra.db import connect, owner_conninfo
+
+    return connect(owner_conninfo(settings(), "shared_queue"))
+
+
+def _table(rows: list[dict], cols: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
+    click.echo("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        click.echo("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, dict | list):
+        return json.dumps(v)[:80]
+    if hasattr(v, "strftime"):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
+
+
+@main.command()
+def queues() -> None:
+    """A table of every queue: length, visible, oldest age, total, dead letters."""
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.queue_overview()").fetchall()
+    _table(rows, ["queue_name", "instance_id", "queue_length", "visible", "oldest_age_s", "total_messages",
+                  "dead_letters"])
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("message")
+@click.option("--role", default=None, help="Send as this service role (default: the shared_queue owner).")
+def send(queue: str, message: str, role: str | None) -> None:
+    """Send MESSAGE (a JSON object, or - to read it from stdin) to QUEUE; it is validated like any other."""
+    from orchestrator.core.bus import Bus
+    from orchestrator.core.messages import ValidationError
+    from orchestrator.infra.db import owner_conninfo, role_conninfo
+
+    if message == "-":
+        message = sys.stdin.read()
+    try:
+        body = json.loads(message)
+    except json.JSONDecodeError as e:
+        _fail(f"MESSAGE is not valid JSON ({e.msg} at position {e.pos}); pass one JSON object, e.g. '{{\"k\": \"v\"}}'")
+    except RecursionError:
+        _fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
+    s = settings()
+    conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
+    with Bus(conninfo, pool_size=1, source=role or "operator") as bus:
+        try:
+            msg_id = bus.publish(queue, body)
+        except (ValidationError, PermissionError) as e:
+            _fail(str(e))
+    click.echo(f"sent msg_id {msg_id} to {queue}")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--archive", is_flag=True, help="Show the queue's archive instead of live messages.")
+@click.option("--limit", default=20, show_default=True)
+def read(queue: str, archive: bool, limit: int) -> None:
+    """Show messages of QUEUE (or its archive) without consuming them."""
+    import psycopg
+
+    with _operator() as conn:
+        try:
+            rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
+        except psycopg.Error as e:
+            _fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
+    for r in rows:
+        when = f" archived {_fmt(r['archived_at'])}" if archive else f" vt {_fmt(r['vt'])}"
+        click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {_fmt(r['enqueued_at'])}{when}")
+        click.echo("  " + _json_line(r["message"]))
+        if r["headers"]:
+            click.echo("  headers " + _json_line(r["headers"]))
+    if not rows:
+        click.echo("(empty)")
+
+
+def _json_line(v) -> str:
+    """One message as JSON text for the terminal; what cannot be encoded is shown as its reason, never a traceback."""
+    try:
+        return json.dumps(v, ensure_ascii=True)
+    except (RecursionError, ValueError, TypeError) as e:
+        return f"<cannot be shown: {type(e).__name__}>"
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: list, replay, purge."""
+
+
+@dlq.command("list")
+@click.option("--queue", default=None, help="Only dead letters from this queue.")
+@click.option("--limit", default=50, show_default=True)
+def dlq_list(queue: str | None, limit: int) -> None:
+    """Dead letters with their original queue, error and attempts."""
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.peek('dead_letters', false, %s)", (limit,)).fetchall()
+    rows = [{"dlq_id": r["msg_id"], "queue": r["message"].get("queue"), "attempts": r["message"].get("attempts"),
+             "failed_at": r["message"].get("failed_at"), "error": (r["message"].get("error") or "")[:70]}
+            for r in rows if queue is None or r["message"].get("queue") == queue]
+    _table(rows, ["dlq_id", "queue", "attempts", "failed_at", "error"])
+
+
+@dlq.command("replay")
+@click.argument("dlq_ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+def dlq_replay(dlq_ids: tuple[int, ...], all_: bool) -> None:
+    """Send dead letters back to their original queues (validated again)."""
+    import psycopg
+
+    with _operator() as conn:
+        ids = list(dlq_ids)
+        if all_:
+            ids = [r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_dead_letters ORDER BY msg_id")]
+        if not ids:
+            _fail("name the dead letters to replay (orchestrator dlq list shows their ids) or pass --all")
+        refused = 0
+        for i in ids:
+            try:
+                new = conn.execute("SELECT bus.dlq_replay(%s) AS id", (i,)).fetchone()["id"]
+                click.echo(f"dead letter {i} replayed as msg_id {new}")
+            except psycopg.Error as e:
+                refused += 1
+                click.echo(f"dead letter {i} not replayed: {e.diag.message_primary} ({e.diag.message_hint or ''})")
+    if refused:
+        _fail(f"{refused} of {len(ids)} dead letters were not replayed (reasons above)")
+
+
+@dlq.command("purge")
+@click.option("--queue", default=None, help="Only dead letters from this queue.")
+@click.confirmation_option(prompt="Move these dead letters to the DLQ archive?")
+def dlq_purge(queue: str | None) -> None:
+    """Move dead letters to the DLQ archive (kept until retention)."""
+    with _operator() as conn:
+        n = conn.execute("SELECT bus.dlq_purge(%s) AS n", (queue,)).fetchone()["n"]
+    click.echo(f"{n} dead letters archived")
+
+
+@main.command()
+def status() -> None:
+    """Is everything up: database, migrations, queues, dead letters, schedules, heartbeats."""
+    from orchestrator.infra.migrate import status as mstatus
+
+    s = settings()
+    if not s.external:
+        from orchestrator.infra.cluster import Cluster
+
+        c = Cluster(s)
+        click.echo(f"postgres   {'running' if c.running() else 'STOPPED (make db)'} ({c.status()['data_dir']})")
+    pending = sum(len(r["pending"]) for r in mstatus(s))
+    click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
+    with _operator() as conn:
+        q = conn.execute("SELECT sum(queue_length) AS depth, sum(dead_letters) AS dl, max(oldest_age_s) AS oldest "
+                         "FROM bus.queue_overview()").fetchone()
+        hb = conn.execute("""SELECT message->>'service' AS service, message->>'instance_id' AS instance_id,
+                                    max(enqueued_at) AS last_seen
+                               FROM pgmq.q_instance_heartbeat GROUP BY 1, 2
+                             UNION ALL
+                             SELECT message->>'service', message->>'instance_id', max(enqueued_at)
+                               FROM pgmq.a_instance_heartbeat WHERE enqueued_at > now() - interval '1 day'
+                              GROUP BY 1, 2""").fetchall()
+    click.echo(f"queues     {q['depth'] or 0} waiting, oldest {q['oldest'] or 0}s; dead letters {q['dl'] or 0}")
+    seen: dict = {}
+    for r in hb:
+        k = (r["service"], r["instance_id"])
+        seen[k] = max(seen.get(k, r["last_seen"]), r["last_seen"])
+    for (svc, inst), at in sorted(seen.items()):
+        click.echo(f"heartbeat  {svc}:{inst} last seen {_fmt(at)}")
+    _refresh_schedules()
+    with _operator() as conn:
+        jobs = conn.execute("SELECT * FROM bus.dashboard_schedules()").fetchall()
+    for j in jobs:
+        click.echo(f"schedule   {j['jobname']:<40} {j['schedule']:<14} last: {j['last_status'] or 'never run'} "
+                   f"{_fmt(j['last_start']) if j['last_start'] else ''}"
+                   + (f" ({(j['last_message'] or '')[:120]})" if j["last_status"] == "failed" else ""))
+
+
+def _refresh_schedules() -> None:
+    """Have pg_cron's jobs reported into shared_queue now (postgres:report_schedules does it each minute)."""
+    import psycopg
+
+    from orchestrator.infra.db import admin_conninfo, connect
+
+    try:
+        with connect(admin_conninfo(settings(), "postgres")) as conn:
+            conn.execute("SELECT ops.report_schedules()")
+    except psycopg.Error as e:
+        click.echo(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
+                   "Is pg_cron loaded (orchestrator doctor)?", err=True)
+
+
+@main.command()
+def alerts() -> None:
+    """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
+    _refresh_schedules()  # the schedules' last runs, fresh
+    with _operator() as conn:
+        rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
+    for r in rows:
+        click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {r['fix']}")
+    click.echo(f"{len(rows)} alert(s)")
+    sys.exit(1 if rows else 0)
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configured server (embedded or DB_HOST / *_DB_URL) and print each missing piece with its fix."""
+    from orchestrator.infra.doctor import run
+
+    checks = run(settings())
+    bad = 0
+    for c in checks:
+        mark = "ok " if c.ok else "MISSING"
+        click.echo(f"[{mark:^7}] {c.name}: {c.detail}" + ("" if c.ok else f"\n          fix: {c.fix}"))
+        bad += 0 if c.ok else 1
+    click.echo(f"{len(checks) - bad} ok, {bad} to fix")
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@click.option("--only", default="", help="Comma-separated workers to run (default: all). Known: see --list.")
+@click.option("--list", "list_", is_flag=True, help="List the worker kinds and exit.")
+@click.option("--grace", default=20.0, show_default=True, help="Seconds to finish in-flight work on SIGTERM.")
+def daemon(only: str, list_: bool, grace: float) -> None:
+    """Run the workers under one supervisor until SIGTERM/SIGINT."""
+    from orchestrator.core.supervisor import Supervisor
+    from orchestrator.cli.workers import factories
+
+    registry = factories()
+    if list_:
+        for name in registry:
+            click.echo(name)
+        return
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
+    s = settings()
+    try:
+        workers = [registry[n](s) for n in names]
+    except ValueError as e:  # a worker's setting from the environment is out of range
+        _fail(str(e))
+    click.echo(_banner(names), err=True)
+    sys.exit(Supervisor(workers, grace_s=grace).run_forever())
+
+
+@main.command()
+@click.option("--instance", envvar=["ORCHESTRATOR_DEMO_INSTANCE", "ORCHESTRATOR_INSTANCE_ID"], default="default",
+              show_default=True, help="Singularity instance the demo agent belongs to (orchestrator instance list).")
+@click.option("--interactive", is_flag=True, help="Wait for a person to approve and answer on the web page.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each reply.")
+@click.pass_context
+def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -> None:
+    """Drive the whole flow (task, LLM, code, approval, question, learning, knowledge) and time each step."""
+    from orchestrator.cli import demo as demo_mod
+
+    if log.getEffectiveLevel() >= logging.INFO:  # keep the step display readable; --log-level DEBUG shows all
+        for name in ("orchestrator", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    s = settings()
+    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod._web_url()}/ "
+               "(the workers it needs run in this process; a running daemon shares the work)")
+    try:
+        demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
+    except demo_mod.DemoError as e:
+        _fail(f"demo stopped: {e}. Check `orchestrator status` and the daemon's log, then run the demo again.")
+    click.echo("\n== orchestrator queues")
+    ctx.invoke(queues)
+    stats_cmd = main.get_command(ctx, "stats")
+    if stats_cmd is not None:
+        click.echo("\n== orchestrator stats --days 1")
+        ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
+
+
+def _banner(names: list[str]) -> str:
+    """Where to look once the daemon runs (printed to stderr at start)."""
+    lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
+             "finished or released)"]
+    if "hitl" in names:
+        host, port = os.environ.get("NEXUS_WEB_HOST", "127.0.0.1"), os.environ.get("NEXUS_WEB_PORT", "8780")
+        lines.append(f"  web page (approvals, questions, dashboard): http://{host}:{port}/"
+                     "   sign-in user: orchestrator nexus user add NAME")
+    lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
+              "                        .venv/bin/orchestrator status | queues | stats",
+              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue',
+              "  metrics for Prometheus: /metrics on the web page's port"]
+    return "\n".join(lines)
+
+
+from orchestrator.nexus.cli import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
+from orchestrator.singularity.cli import autonomous as _autonomous; main.add_command(_autonomous)  # noqa: E402, E702, I001
+from orchestrator.singularity.cli import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
+from orchestrator.genesis.cli import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
+from orchestrator.centralcloud.cli import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
+from orchestrator.centralcloud.cli import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001
+
+
+def run() -> None:  # pragma: no cover
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

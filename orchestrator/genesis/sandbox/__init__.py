@@ -1,0 +1,14 @@
+"""The code sandbox of Genesis: bubblewrap + rlimits + a cgroup + a seccomp filter + an unprivileged uid per job."""
+
+from orchestrator.genesis.sandbox.languages import MODES, Unsupported
+from orchestrator.genesis.sandbox.limits import DEFAULTS, Limits, resolve_local
+from orchestrator.genesis.sandbox.runner import (
+           UNSAFE_WARNING,
+           Sandbox,
+           SandboxUnavailable,
+           confinement_report,
+           sandbox_kind,
+)
+
+__all__ = ["DEFAULTS", "MODES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable", "Unsupported",
+           "confinement_report", "resolve_local", "sandbox_kind"]

@@ -1,0 +1,64 @@
+"""The `genesis` worker: runs every job_requests message in the sandbox and answers on its reply_to
+(or job_results). Refuses to start when the sandbox cannot run code (GENESIS_SANDBOX=none overrides)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from orchestrator.core.bus import SelfSettlingBus
+from orchestrator.core.heartbeat import beat, last_beat
+from orchestrator.core.supervisor import Worker
+from orchestrator.genesis.executor import Genesis
+from orchestrator.genesis.sandbox import Sandbox, SandboxUnavailable
+from orchestrator.infra.config import Settings
+from orchestrator.infra.db import make_pool, role_conninfo
+
+log = logging.getLogger(__name__)
+
+
+def concurrency() -> int:
+    raw = os.environ.get("GENESIS_CONCURRENCY", "")
+    try:
+        n = int(raw) if raw else (os.cpu_count() or 1)
+    except ValueError:
+        raise SystemExit(f"GENESIS_CONCURRENCY={raw!r} is not an integer; set a number of parallel jobs") from None
+    return max(1, n)
+
+
+def make(s: Settings) -> Worker:
+    n = concurrency()
+    try:
+        sandbox = Sandbox(slots=n)
+        if sandbox.kind == "bwrap":
+            sandbox.check()
+            if sandbox.cgroups is None:
+                log.warning("genesis: %s", sandbox.fallback_text())
+    except SandboxUnavailable as e:
+        raise SystemExit(f"genesis: {e}") from None
+    bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_genesis"), source="genesis", poll_ms=s.poll_ms,
+                          vt_s=s.visibility_timeout_s, pool_size=n + 1)
+    pool = make_pool(role_conninfo(s, "genesis", "svc_genesis"), max_size=n + 1, name="genesis")
+    g = Genesis(bus, pool, sandbox)
+    stop = threading.Event()
+
+    def heartbeats() -> None:  # the genesis service's own liveness (instance_heartbeat)
+        while not stop.is_set():
+            try:
+                beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
+                                                    "confinement": sandbox.confinement()})
+            except Exception as e:  # noqa: BLE001 - a missed beat is only logged
+                log.warning("genesis: heartbeat failed (%s)", type(e).__name__)
+            stop.wait(s.heartbeat_s)
+
+    threading.Thread(target=heartbeats, name="genesis-heartbeat", daemon=True).start()
+
+    def on_stop() -> None:
+        stop.set()
+        last_beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
+                                                    "confinement": sandbox.confinement()})
+        pool.close()
+        bus.close()
+
+    return Worker(name="genesis", bus=bus, queue="job_requests", concurrency=n, handle=g.handle, on_stop=on_stop)

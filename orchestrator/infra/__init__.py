@@ -1,0 +1,1 @@
+"""Infrastructure: settings, the embedded cluster, connections, migrations, secrets, links, logs, doctor."""

@@ -1,1 +1,0 @@
-"""LLM providers (OpenAI-compatible, Anthropic, Gemini, offline) and the router that picks among them."""

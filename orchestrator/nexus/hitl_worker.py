@@ -1,0 +1,104 @@
+"""The `hitl` worker: holds approval/question requests for people and serves the web page.
+
+A periodic pass claims new requests (long lease), keeps leases alive, denies expired approvals and
+publishes decided items; the page (uvicorn in a thread of the daemon) lists pending items from
+nexus and records decisions. Env: NEXUS_WEB_HOST (127.0.0.1), NEXUS_WEB_PORT (8780),
+NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1),
+NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit),
+NEXUS_WEB_HOSTS (host names the page answers to), NEXUS_TRUSTED_PROXIES (whose X-Forwarded-For counts),
+NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from orchestrator.core.bus import Bus
+from orchestrator.core.supervisor import Worker
+from orchestrator.infra.config import Settings
+from orchestrator.infra.db import make_pool, role_conninfo
+from orchestrator.nexus.hitl import Hitl
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """uvicorn serving APP on HOST:PORT in a background thread (port 0 picks a free one)."""
+
+    def __init__(self, app, host: str, port: int):
+        self.app, self.host, self.port = app, host, port
+        self.sock: socket.socket | None = None
+        self.server = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, required: bool = True) -> WebServer:
+        """Listen and serve. A busy port raises SystemExit, or (REQUIRED false) logs an error and serves nothing."""
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}); set NEXUS_WEB_PORT to a free port "
+                   "or stop what uses it")
+            if required:
+                raise SystemExit(msg) from None
+            log.error("%s; the page is off, approvals still time out and decisions already made are published", msg)
+            return self
+        self.sock, self.port = sock, sock.getsockname()[1]
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default); the page
+        # believes it only from NEXUS_TRUSTED_PROXIES (orchestrator.nexus.web.app.ClientAddress)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                                    proxy_headers=False, server_header=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="hitl-web",
+                                       daemon=True)
+        self.thread.start()
+        log.info("hitl page on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=5)
+        if self.sock is not None:
+            self.sock.close()
+
+
+def build(s: Settings, *, host: str | None = None, port: int | None = None):
+    """The parts of the hitl worker: (Hitl, WebServer, Worker)."""
+    from orchestrator.nexus.dashboard import Dashboard
+    from orchestrator.nexus.web.app import create_app, web_settings
+
+    host = host or os.environ.get("NEXUS_WEB_HOST", "127.0.0.1")
+    web_cfg = web_settings(host)  # before anything connects: a bad setting stops here, with the fix
+    bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:hitl", poll_ms=s.poll_ms, pool_size=3)
+    pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:hitl")
+    hitl = Hitl(bus, pool, lease_s=float(os.environ.get("NEXUS_HITL_LEASE_S", "300")),
+                default_timeout_s=float(os.environ.get("NEXUS_HITL_TIMEOUT_S", "86400")))
+    dash = Dashboard(bus.pool, pool)
+    app = create_app(hitl, pool, dash, web=web_cfg)
+    web = WebServer(app, host, port if port is not None else int(os.environ.get("NEXUS_WEB_PORT", "8780")))
+
+    def stop() -> None:
+        web.stop()
+        pool.close()
+        bus.close()
+
+    worker = Worker(name="hitl", bus=bus, every_s=float(os.environ.get("NEXUS_HITL_TICK_S", "1")), tick=hitl.tick,
+                    on_stop=stop)
+    return hitl, web, worker
+
+
+def make(s: Settings) -> Worker:
+    _hitl, web, worker = build(s)
+    web.start(required=os.environ.get("NEXUS_WEB_REQUIRED", "0") == "1")
+    return worker

@@ -1,0 +1,67 @@
+"""The `nexus` worker: routes every llm_requests message and answers on its reply_to (or llm_results)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.core.bus import Bus, Message, Reject, SelfSettlingBus
+from orchestrator.core.messages import ValidationError
+from orchestrator.core.supervisor import Worker
+from orchestrator.infra.config import Settings
+from orchestrator.infra.db import make_pool, role_conninfo
+from orchestrator.nexus.router import Router, fast_commit
+
+
+def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
+    """MARGIN_S: how long the lease must outlive a provider attempt's timeout (settling, publishing)."""
+
+    def handle(m: Message) -> None:
+        held = {"until": m.vt}
+
+        def lease(cand: dict) -> None:
+            """Before each attempt: make sure the lease outlives the provider's timeout (extend only if not)."""
+            if cand["kind"] == "offline":
+                return
+            need = float(cand["timeout_s"]) + margin_s
+            if held["until"] < datetime.now(UTC) + timedelta(seconds=need):
+                if bus.extend(m, need) == "ok":
+                    held["until"] = datetime.now(UTC) + timedelta(seconds=need)
+
+        result = router.route(m.body, on_attempt=lease, sender=m.sender, sha256=m.content_sha256)
+        queue = m.body.get("reply_to") or "llm_results"
+        try:
+            bus.reply_and_ack(m, queue, result)
+        except ValidationError as e:
+            raise Reject(f"cannot answer on {queue}: {e}") from e
+
+    return handle
+
+
+def make(s: Settings) -> Worker:
+    margin_s = _margin_s()  # a bad value fails before anything connects
+    bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
+                           vt_s=s.visibility_timeout_s, pool_size=4)
+    pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
+    router = Router(pool)
+
+    def stop() -> None:
+        router.close()
+        pool.close()
+        bus.close()
+
+    return Worker(name="nexus", bus=bus, queue="llm_requests",
+                  concurrency=int(os.environ.get("NEXUS_CONCURRENCY", "4")),
+                  handle=make_handler(bus, router, margin_s), on_stop=stop)
+
+
+def _margin_s() -> float:
+    raw = os.environ.get("NEXUS_LEASE_MARGIN_S", "15")
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 1 <= v <= 3600:
+        raise ValueError(f"NEXUS_LEASE_MARGIN_S={raw!r}: give seconds between 1 and 3600 (default 15), the time a "
+                         "held llm_requests message must outlive each provider call's timeout")
+    return v

@@ -1,8 +1,0 @@
-"""The code sandbox of Genesis: bubblewrap + rlimits + a cgroup + a seccomp filter + an unprivileged uid per job."""
-
-from .languages import MODES, Unsupported
-from .limits import DEFAULTS, Limits, resolve_local
-from .runner import UNSAFE_WARNING, Sandbox, SandboxUnavailable, confinement_report, sandbox_kind
-
-__all__ = ["DEFAULTS", "MODES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable", "Unsupported",
-           "confinement_report", "resolve_local", "sandbox_kind"]
