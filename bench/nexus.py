@@ -133,9 +133,9 @@ def _approvals_page(s) -> list[tuple[str, str, str]]:
 
 def _round_trip(s) -> list[tuple[str, str, str]]:
     """llm_requests -> nexus worker (offline provider) -> llm_results, as an agent sees it."""
+    from orchestrator.cli.workers import factories as load_all
     from orchestrator.core.bus import Bus
     from orchestrator.core.supervisor import Supervisor
-    from orchestrator.cli.workers import factories as load_all
 
     sup = Supervisor([load_all()["nexus"](s)], grace_s=5)
     sup.start()

@@ -12,7 +12,7 @@ import time
 
 from bench.common import ready
 from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo
-from orchestrator.singularity.instances import add_instance, remove_instance
+from orchestrator.infra.instances import add_instance, remove_instance
 
 INST = "bench"
 DB = f"singularity_{INST}"

@@ -8,30 +8,22 @@ from pathlib import Path
 import click
 
 from orchestrator.infra.config import settings
+from orchestrator.infra.output import fail, sql_error_text, sql_rows, table
 
 
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(1)
+def _cc():
+    from orchestrator.centralcloud.jobs import connect_cc
+
+    return connect_cc(settings())
 
 
 def _rows(sql: str, params: tuple = ()) -> list[dict]:
-    import psycopg
-
-    from orchestrator.centralcloud.jobs import _error_text, connect_cc
-
-    try:
-        with connect_cc(settings()) as c:
-            return c.execute(sql, params).fetchall()
-    except psycopg.Error as e:
-        _fail(_error_text(e))
-    return []
+    return sql_rows(_cc, sql, params)
 
 
 def _show(sql: str, cols: list[str], params: tuple = ()) -> None:
-    from orchestrator.cli.main import _table
 
-    _table(_rows(sql, params), cols)
+    table(_rows(sql, params), cols)
 
 
 @click.group()
@@ -44,14 +36,13 @@ def centralcloud() -> None:
 def run(job: str) -> None:
     """Run JOB now: aggregate, statistics, package-sync, pattern-sync, knowledge-export,
     template-distribution, heartbeats (or `all`, in that order)."""
-    import os
-
-    from orchestrator.centralcloud.jobs import JOBS, run_job
+    from orchestrator.centralcloud.jobs import GIT_JOBS, JOBS, run_job
+    from orchestrator.centralcloud.settings import CentralCloudSettings
 
     names = list(JOBS) if job == "all" else [job]
     if job == "all":  # Git jobs only where configured
-        names = [n for n in names if not (n == "knowledge-export" and not os.environ.get("CENTRALCLOUD_EXPORT_REPO")
-                                          or n == "template-distribution" and not os.environ.get("CENTRALCLOUD_TEMPLATES_REPO"))]
+        configured = CentralCloudSettings.from_env().configured()
+        names = [n for n in names if n not in GIT_JOBS or n in configured]
     failed = False
     for name in names:
         out = run_job(settings(), name)
@@ -121,24 +112,23 @@ def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
     import psycopg
 
     from orchestrator.centralcloud import stats as st
-    from orchestrator.centralcloud.jobs import _error_text, connect_cc, run_job
-    from orchestrator.cli.main import _table
+    from orchestrator.centralcloud.jobs import connect_cc, run_job
 
     if days < 1:
-        _fail(f"--days must be at least 1, got {days}")
+        fail(f"--days must be at least 1, got {days}")
     s = settings()
     if refresh:
         out = run_job(s, "statistics")
         if out.startswith("failed"):
-            _fail(f"statistics job {out}")
+            fail(f"statistics job {out}")
     try:
         with connect_cc(s) as c:
             data = st.collect(c, days)
     except psycopg.Error as e:
-        _fail(_error_text(e))
+        fail(sql_error_text(e))
     for name, (title, _q, cols) in st.QUERIES.items():
         click.echo(f"\n== {title}")
-        _table(data[name], cols)
+        table(data[name], cols)
     if plot_file:
         st.plot(data, plot_file, days)
         click.echo(f"\nwrote {plot_file}")

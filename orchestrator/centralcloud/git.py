@@ -23,6 +23,7 @@ from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
+from orchestrator.centralcloud.settings import CentralCloudSettings
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import connect, role_conninfo
 
@@ -32,23 +33,17 @@ class GitJobError(RuntimeError):
 
 
 # -- configuration -----------------------------------------------------------------------------
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def cache_dir(s: Settings) -> Path:
-    return Path(_env("CENTRALCLOUD_GIT_CACHE") or s.state_dir / "centralcloud" / "git")
+def cache_dir(s: Settings, cs: CentralCloudSettings) -> Path:
+    return cs.git_cache or s.state_dir / "centralcloud" / "git"
 
 
 # -- git plumbing -------------------------------------------------------------------------------
-def git(git_dir: str | Path | None, *args: str, input: bytes | None = None, check: bool = True) -> str:
-    """Run git (against GIT_DIR when given) and return stdout, stripped."""
+def git(git_dir: str | Path | None, *args: str, input: bytes | None = None, check: bool = True,
+        author: tuple[str, str] = ("CentralCloud", "centralcloud@localhost")) -> str:
+    """Run git (against GIT_DIR when given) and return stdout, stripped; AUTHOR (name, email) signs commits."""
     cmd = ["git"] + (["--git-dir", str(git_dir)] if git_dir else []) + list(args)
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0",
-           "GIT_AUTHOR_NAME": _env("CENTRALCLOUD_GIT_NAME", "CentralCloud"),
-           "GIT_AUTHOR_EMAIL": _env("CENTRALCLOUD_GIT_EMAIL", "centralcloud@localhost"),
-           "GIT_COMMITTER_NAME": _env("CENTRALCLOUD_GIT_NAME", "CentralCloud"),
-           "GIT_COMMITTER_EMAIL": _env("CENTRALCLOUD_GIT_EMAIL", "centralcloud@localhost")}
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
+           "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1]}
     p = subprocess.run(cmd, input=input, capture_output=True, env=env, timeout=300)
     if check and p.returncode != 0:
         raise GitJobError(f"git {' '.join(args[:3])} failed: {p.stderr.decode(errors='replace').strip()[:500]}")
@@ -62,7 +57,7 @@ def git_bytes(git_dir: str | Path, *args: str) -> bytes:
     return p.stdout
 
 
-def resolve_repo(s: Settings, repo: str, what: str) -> tuple[Path, bool]:
+def resolve_repo(s: Settings, cs: CentralCloudSettings, repo: str, what: str) -> tuple[Path, bool]:
     """The git dir of REPO (a local path, or a URL mirrored into the cache and fetched); (dir, is_local)."""
     if not repo:
         raise GitJobError(f"no {what} repository configured; set CENTRALCLOUD_{what.upper()}_REPO to a path or URL")
@@ -72,7 +67,7 @@ def resolve_repo(s: Settings, repo: str, what: str) -> tuple[Path, bool]:
         if not gd:
             raise GitJobError(f"{repo} is not a Git repository; run `git init` there or point CENTRALCLOUD_{what.upper()}_REPO elsewhere")
         return Path(gd), True
-    mirror = cache_dir(s) / re.sub(r"[^A-Za-z0-9._-]+", "_", repo)
+    mirror = cache_dir(s, cs) / re.sub(r"[^A-Za-z0-9._-]+", "_", repo)
     if not mirror.exists():
         mirror.parent.mkdir(parents=True, exist_ok=True)
         git(None, "clone", "--bare", "--quiet", repo, str(mirror))
@@ -143,10 +138,11 @@ def export_files(patterns: list[dict], day: str) -> dict[str, bytes]:
     return files
 
 
-def open_pull_request(repo: str, branch: str, commit: str, artifacts: int, files: list[str]) -> str | None:
+def open_pull_request(cs: CentralCloudSettings, repo: str, branch: str, commit: str, artifacts: int,
+                      files: list[str]) -> str | None:
     """CENTRALCLOUD_PR_COMMAND (a shell command; CC_REPO, CC_BRANCH, CC_COMMIT in its env; the last line
     of its output is the PR URL) or CENTRALCLOUD_PR_WEBHOOK (POST JSON; `url`/`html_url` of the reply)."""
-    cmd, hook = _env("CENTRALCLOUD_PR_COMMAND"), _env("CENTRALCLOUD_PR_WEBHOOK")
+    cmd, hook = cs.pr_command, cs.pr_webhook
     if cmd:
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "CC_REPO": repo, "CC_BRANCH": branch, "CC_COMMIT": commit})
@@ -171,11 +167,12 @@ def open_pull_request(repo: str, branch: str, commit: str, artifacts: int, files
     return None
 
 
-def knowledge_export(s: Settings, today: datetime | None = None) -> str:
+def knowledge_export(s: Settings, today: datetime | None = None, cs: CentralCloudSettings | None = None) -> str:
     """Write the aggregated patterns into the export repository on branch learned-patterns-YYYYMMDD."""
-    repo = _env("CENTRALCLOUD_EXPORT_REPO")
-    git_dir, _local = resolve_repo(s, repo, "export")
-    sub = [p for p in _env("CENTRALCLOUD_EXPORT_DIR", "learned-patterns").split("/") if p]
+    cs = cs or CentralCloudSettings.from_env()
+    repo = cs.export_repo or ""
+    git_dir, _local = resolve_repo(s, cs, repo, "export")
+    sub = [p for p in cs.export_dir.split("/") if p]
     if not sub or any(p in (".", "..") for p in sub):
         raise GitJobError("CENTRALCLOUD_EXPORT_DIR must be a relative directory such as learned-patterns")
     day = (today or datetime.now(UTC)).strftime("%Y%m%d")
@@ -196,14 +193,15 @@ def knowledge_export(s: Settings, today: datetime | None = None) -> str:
             commit = tip
         else:
             msg = f"Learned patterns {day}: {len(pats)} patterns from CentralCloud\n"
-            commit = git(git_dir, "commit-tree", tree, *(["-p", parent] if parent else []), "-m", msg)
+            commit = git(git_dir, "commit-tree", tree, *(["-p", parent] if parent else []), "-m", msg,
+                         author=(cs.git_name, cs.git_email))
             git(git_dir, "update-ref", f"refs/heads/{branch}", commit, tip or "0" * 40)
         pushed = False
-        if _env("CENTRALCLOUD_EXPORT_PUSH") in ("1", "true", "yes"):
-            remote = repo if not _local else _env("CENTRALCLOUD_EXPORT_REMOTE", "origin")
+        if cs.export_push:
+            remote = repo if not _local else cs.export_remote
             git(git_dir, "push", "--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
             pushed = True
-        pr = open_pull_request(repo, branch, commit, len(pats), paths)
+        pr = open_pull_request(cs, repo, branch, commit, len(pats), paths)
         n = c.execute("SELECT centralcloud.record_export(%s, %s, %s, %s, %s, %s, %s) AS n",
                       (repo, branch, commit, len(pats), paths, pushed, pr)).fetchone()["n"]
     return (f"ok: {len(pats)} patterns in {len(files)} files committed to {branch} at {commit[:12]}"
@@ -221,12 +219,13 @@ def _file_entry(git_dir: Path, commit: str, path: str, rel: str) -> dict:
     return entry
 
 
-def template_distribution(s: Settings) -> str:
+def template_distribution(s: Settings, cs: CentralCloudSettings | None = None) -> str:
     """Publish templates_updated with exactly the files changed since the last distributed commit."""
-    repo = _env("CENTRALCLOUD_TEMPLATES_REPO")
-    git_dir, _local = resolve_repo(s, repo, "templates")
-    ref = _env("CENTRALCLOUD_TEMPLATES_REF", "HEAD")
-    sub = _env("CENTRALCLOUD_TEMPLATES_DIR").strip("/")
+    cs = cs or CentralCloudSettings.from_env()
+    repo = cs.templates_repo or ""
+    git_dir, _local = resolve_repo(s, cs, repo, "templates")
+    ref = cs.templates_ref
+    sub = cs.templates_dir.strip("/")
     commit = _rev(git_dir, ref)
     if not commit:
         raise GitJobError(f"{repo}: {ref} is not a commit; set CENTRALCLOUD_TEMPLATES_REF to a branch or commit")

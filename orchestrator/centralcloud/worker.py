@@ -1,17 +1,18 @@
 """CentralCloud worker: runs the Git jobs at their schedule (the SQL jobs run in pg_cron).
 
-knowledge-export daily at 01:00 UTC (CENTRALCLOUD_EXPORT_REPO set), template-distribution every 4 hours
-(CENTRALCLOUD_TEMPLATES_REPO set). A job is due when centralcloud.job_runs has no run of it since its
-latest scheduled time, so a daemon that was down catches up once on start.
+Their schedule is data (centralcloud.git_schedule: knowledge-export daily at 01:00 UTC when
+CENTRALCLOUD_EXPORT_REPO is set, template-distribution every 4 hours when CENTRALCLOUD_TEMPLATES_REPO is).
+A job is due when centralcloud.job_runs has no run of it since its latest scheduled time, so a daemon
+that was down catches up once on start.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from orchestrator.centralcloud.jobs import ROLE, connect_cc, run_job
+from orchestrator.centralcloud.settings import CentralCloudSettings
 from orchestrator.core.bus import Bus
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
@@ -20,24 +21,20 @@ from orchestrator.infra.db import role_conninfo
 log = logging.getLogger(__name__)
 
 
-def last_slot(job: str, now: datetime) -> datetime:
-    """The latest scheduled time of JOB at or before NOW (UTC)."""
-    if job == "knowledge-export":
-        t = now.replace(hour=1, minute=0, second=0, microsecond=0)
-        return t if t <= now else t - timedelta(days=1)
-    return now.replace(hour=now.hour - now.hour % 4, minute=0, second=0, microsecond=0)
+def last_slot(s: Settings, job: str, now: datetime) -> datetime:
+    """The latest scheduled time of JOB at or before NOW (centralcloud.git_slot: the schedule is data)."""
+    with connect_cc(s) as c:
+        return c.execute("SELECT centralcloud.git_slot(%s, %s) AS t", (job, now)).fetchone()["t"]
 
 
-def due_jobs(s: Settings, now: datetime | None = None) -> list[str]:
-    """Git jobs configured and not run since their latest scheduled time."""
-    now = now or datetime.now(UTC)
-    wanted = [j for j, env in (("knowledge-export", "CENTRALCLOUD_EXPORT_REPO"),
-                               ("template-distribution", "CENTRALCLOUD_TEMPLATES_REPO")) if os.environ.get(env)]
-    if not wanted:
+def due_jobs(s: Settings, now: datetime | None = None, cs: CentralCloudSettings | None = None) -> list[str]:
+    """Git jobs configured and not run since their latest scheduled time (centralcloud.git_jobs_due)."""
+    configured = (cs or CentralCloudSettings.from_env()).configured()
+    if not configured:
         return []
     with connect_cc(s) as c:
-        return [j for j in wanted if not c.execute(
-            "SELECT 1 FROM centralcloud.job_runs WHERE job = %s AND started_at >= %s", (j, last_slot(j, now))).fetchone()]
+        return [r["j"] for r in c.execute("SELECT centralcloud.git_jobs_due(%s, %s) AS j",
+                                          (configured, now or datetime.now(UTC)))]
 
 
 def tick(s: Settings) -> None:

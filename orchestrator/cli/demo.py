@@ -80,8 +80,8 @@ class DemoError(RuntimeError):
 @contextmanager
 def workers_in_process(s: Settings, names=NEEDED_WORKERS):
     """Run the named workers in this process (a running daemon shares the work)."""
-    from orchestrator.core.supervisor import Supervisor
     from orchestrator.cli.workers import factories
+    from orchestrator.core.supervisor import Supervisor
 
     registry = factories()
     missing = [n for n in names if n not in registry]
@@ -178,7 +178,7 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
     role = service_role("singularity", instance)
     agent_id = f"demo-{secrets.token_hex(3)}"
     p = Progress(total=11, out=out)
-    web = _web_url()
+    web = web_url()
     names = NEEDED_WORKERS
     if _page_is_up(web):  # a running daemon (make run) serves the page: use it instead of a second one
         names = tuple(n for n in NEEDED_WORKERS if n != "hitl")
@@ -300,7 +300,8 @@ def _page_is_up(base: str) -> bool:
         return False
 
 
-def _web_url() -> str:
-    import os
+def web_url() -> str:
+    """Where the daemon's page is (NEXUS_WEB_HOST, NEXUS_WEB_PORT)."""
+    from orchestrator.nexus.settings import NexusSettings
 
-    return f"http://{os.environ.get('NEXUS_WEB_HOST', '127.0.0.1')}:{os.environ.get('NEXUS_WEB_PORT', '8780')}"
+    return NexusSettings.from_env().web_url

@@ -11,13 +11,12 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
+from orchestrator.infra.links import refresh_schedule_report
+from orchestrator.infra.output import fail, fmt, json_line, table
 
 log = logging.getLogger("orchestrator")
 
 
-def _fail(msg: str, code: int = 1) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
@@ -41,7 +40,7 @@ def _cluster():
 
     s = settings()
     if s.external:
-        _fail("a database server is configured by env (DB_HOST / SHARED_QUEUE_DB_URL); "
+        fail("a database server is configured by env (DB_HOST / SHARED_QUEUE_DB_URL); "
               "`orchestrator db` manages only the embedded cluster. Use `orchestrator doctor` instead.")
     return Cluster(s)
 
@@ -55,7 +54,7 @@ def db_start() -> None:
     try:
         c.start()
     except ClusterError as e:
-        _fail(str(e))
+        fail(str(e))
     st = c.status()
     click.echo(f"PostgreSQL running on port {st['port']} (socket {st['socket_dir']}, data {st['data_dir']})")
 
@@ -106,7 +105,7 @@ def db_url(database: str, role: str | None) -> None:
         return
     pw = role_password(s, role)
     if pw is None:
-        _fail(f"no password known for role {role}; run `orchestrator migrate` first")
+        fail(f"no password known for role {role}; run `orchestrator migrate` first")
     click.echo(f"postgresql://{role}:{quote(pw, safe='')}@127.0.0.1:{c.port}/{database}")
 
 
@@ -130,7 +129,7 @@ def migrate(ctx: click.Context) -> None:
         try:
             run(settings(), progress=click.echo)
         except Exception as e:  # noqa: BLE001 - report any failure clearly
-            _fail(f"migrate failed: {e}")
+            fail(f"migrate failed: {e}")
 
 
 @migrate.command("status")
@@ -157,33 +156,12 @@ def _operator():
     return connect(owner_conninfo(settings(), "shared_queue"))
 
 
-def _table(rows: list[dict], cols: list[str]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, dict | list):
-        return json.dumps(v)[:80]
-    if hasattr(v, "strftime"):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    return str(v)
-
-
 @main.command()
 def queues() -> None:
     """A table of every queue: length, visible, oldest age, total, dead letters."""
     with _operator() as conn:
         rows = conn.execute("SELECT * FROM bus.queue_overview()").fetchall()
-    _table(rows, ["queue_name", "instance_id", "queue_length", "visible", "oldest_age_s", "total_messages",
+    table(rows, ["queue_name", "instance_id", "queue_length", "visible", "oldest_age_s", "total_messages",
                   "dead_letters"])
 
 
@@ -202,16 +180,16 @@ def send(queue: str, message: str, role: str | None) -> None:
     try:
         body = json.loads(message)
     except json.JSONDecodeError as e:
-        _fail(f"MESSAGE is not valid JSON ({e.msg} at position {e.pos}); pass one JSON object, e.g. '{{\"k\": \"v\"}}'")
+        fail(f"MESSAGE is not valid JSON ({e.msg} at position {e.pos}); pass one JSON object, e.g. '{{\"k\": \"v\"}}'")
     except RecursionError:
-        _fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
+        fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
     s = settings()
     conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
     with Bus(conninfo, pool_size=1, source=role or "operator") as bus:
         try:
             msg_id = bus.publish(queue, body)
         except (ValidationError, PermissionError) as e:
-            _fail(str(e))
+            fail(str(e))
     click.echo(f"sent msg_id {msg_id} to {queue}")
 
 
@@ -227,23 +205,15 @@ def read(queue: str, archive: bool, limit: int) -> None:
         try:
             rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
         except psycopg.Error as e:
-            _fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
+            fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
     for r in rows:
-        when = f" archived {_fmt(r['archived_at'])}" if archive else f" vt {_fmt(r['vt'])}"
-        click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {_fmt(r['enqueued_at'])}{when}")
-        click.echo("  " + _json_line(r["message"]))
+        when = f" archived {fmt(r['archived_at'])}" if archive else f" vt {fmt(r['vt'])}"
+        click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {fmt(r['enqueued_at'])}{when}")
+        click.echo("  " + json_line(r["message"]))
         if r["headers"]:
-            click.echo("  headers " + _json_line(r["headers"]))
+            click.echo("  headers " + json_line(r["headers"]))
     if not rows:
         click.echo("(empty)")
-
-
-def _json_line(v) -> str:
-    """One message as JSON text for the terminal; what cannot be encoded is shown as its reason, never a traceback."""
-    try:
-        return json.dumps(v, ensure_ascii=True)
-    except (RecursionError, ValueError, TypeError) as e:
-        return f"<cannot be shown: {type(e).__name__}>"
 
 
 @main.group()
@@ -261,7 +231,7 @@ def dlq_list(queue: str | None, limit: int) -> None:
     rows = [{"dlq_id": r["msg_id"], "queue": r["message"].get("queue"), "attempts": r["message"].get("attempts"),
              "failed_at": r["message"].get("failed_at"), "error": (r["message"].get("error") or "")[:70]}
             for r in rows if queue is None or r["message"].get("queue") == queue]
-    _table(rows, ["dlq_id", "queue", "attempts", "failed_at", "error"])
+    table(rows, ["dlq_id", "queue", "attempts", "failed_at", "error"])
 
 
 @dlq.command("replay")
@@ -276,7 +246,7 @@ def dlq_replay(dlq_ids: tuple[int, ...], all_: bool) -> None:
         if all_:
             ids = [r["msg_id"] for r in conn.execute("SELECT msg_id FROM pgmq.q_dead_letters ORDER BY msg_id")]
         if not ids:
-            _fail("name the dead letters to replay (orchestrator dlq list shows their ids) or pass --all")
+            fail("name the dead letters to replay (orchestrator dlq list shows their ids) or pass --all")
         refused = 0
         for i in ids:
             try:
@@ -286,7 +256,7 @@ def dlq_replay(dlq_ids: tuple[int, ...], all_: bool) -> None:
                 refused += 1
                 click.echo(f"dead letter {i} not replayed: {e.diag.message_primary} ({e.diag.message_hint or ''})")
     if refused:
-        _fail(f"{refused} of {len(ids)} dead letters were not replayed (reasons above)")
+        fail(f"{refused} of {len(ids)} dead letters were not replayed (reasons above)")
 
 
 @dlq.command("purge")
@@ -328,34 +298,20 @@ def status() -> None:
         k = (r["service"], r["instance_id"])
         seen[k] = max(seen.get(k, r["last_seen"]), r["last_seen"])
     for (svc, inst), at in sorted(seen.items()):
-        click.echo(f"heartbeat  {svc}:{inst} last seen {_fmt(at)}")
-    _refresh_schedules()
+        click.echo(f"heartbeat  {svc}:{inst} last seen {fmt(at)}")
+    refresh_schedule_report(settings())
     with _operator() as conn:
         jobs = conn.execute("SELECT * FROM bus.dashboard_schedules()").fetchall()
     for j in jobs:
         click.echo(f"schedule   {j['jobname']:<40} {j['schedule']:<14} last: {j['last_status'] or 'never run'} "
-                   f"{_fmt(j['last_start']) if j['last_start'] else ''}"
+                   f"{fmt(j['last_start']) if j['last_start'] else ''}"
                    + (f" ({(j['last_message'] or '')[:120]})" if j["last_status"] == "failed" else ""))
-
-
-def _refresh_schedules() -> None:
-    """Have pg_cron's jobs reported into shared_queue now (postgres:report_schedules does it each minute)."""
-    import psycopg
-
-    from orchestrator.infra.db import admin_conninfo, connect
-
-    try:
-        with connect(admin_conninfo(settings(), "postgres")) as conn:
-            conn.execute("SELECT ops.report_schedules()")
-    except psycopg.Error as e:
-        click.echo(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
-                   "Is pg_cron loaded (orchestrator doctor)?", err=True)
 
 
 @main.command()
 def alerts() -> None:
     """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
-    _refresh_schedules()  # the schedules' last runs, fresh
+    refresh_schedule_report(settings())  # the schedules' last runs, fresh
     with _operator() as conn:
         rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
     for r in rows:
@@ -385,8 +341,8 @@ def doctor() -> None:
 @click.option("--grace", default=20.0, show_default=True, help="Seconds to finish in-flight work on SIGTERM.")
 def daemon(only: str, list_: bool, grace: float) -> None:
     """Run the workers under one supervisor until SIGTERM/SIGINT."""
-    from orchestrator.core.supervisor import Supervisor
     from orchestrator.cli.workers import factories
+    from orchestrator.core.supervisor import Supervisor
 
     registry = factories()
     if list_:
@@ -396,12 +352,12 @@ def daemon(only: str, list_: bool, grace: float) -> None:
     names = [n.strip() for n in only.split(",") if n.strip()] or list(registry)
     unknown = [n for n in names if n not in registry]
     if unknown:
-        _fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
+        fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     s = settings()
     try:
         workers = [registry[n](s) for n in names]
     except ValueError as e:  # a worker's setting from the environment is out of range
-        _fail(str(e))
+        fail(str(e))
     click.echo(_banner(names), err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
@@ -420,12 +376,12 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
         for name in ("orchestrator", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     s = settings()
-    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod._web_url()}/ "
+    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod.web_url()}/ "
                "(the workers it needs run in this process; a running daemon shares the work)")
     try:
         demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
     except demo_mod.DemoError as e:
-        _fail(f"demo stopped: {e}. Check `orchestrator status` and the daemon's log, then run the demo again.")
+        fail(f"demo stopped: {e}. Check `orchestrator status` and the daemon's log, then run the demo again.")
     click.echo("\n== orchestrator queues")
     ctx.invoke(queues)
     stats_cmd = main.get_command(ctx, "stats")
@@ -439,8 +395,9 @@ def _banner(names: list[str]) -> str:
     lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
              "finished or released)"]
     if "hitl" in names:
-        host, port = os.environ.get("NEXUS_WEB_HOST", "127.0.0.1"), os.environ.get("NEXUS_WEB_PORT", "8780")
-        lines.append(f"  web page (approvals, questions, dashboard): http://{host}:{port}/"
+        from orchestrator.nexus.settings import NexusSettings
+
+        lines.append(f"  web page (approvals, questions, dashboard): {NexusSettings.from_env().web_url}/"
                      "   sign-in user: orchestrator nexus user add NAME")
     lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
               "                        .venv/bin/orchestrator status | queues | stats",
@@ -451,7 +408,7 @@ def _banner(names: list[str]) -> str:
 
 from orchestrator.nexus.cli import nexus as _nexus; main.add_command(_nexus)  # noqa: E402, E702, I001
 from orchestrator.singularity.cli import autonomous as _autonomous; main.add_command(_autonomous)  # noqa: E402, E702, I001
-from orchestrator.singularity.cli import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
+from orchestrator.cli.instances import instance as _instance; main.add_command(_instance)  # noqa: E402, E702, I001
 from orchestrator.genesis.cli import genesis as _genesis; main.add_command(_genesis)  # noqa: E402, E702, I001
 from orchestrator.centralcloud.cli import centralcloud as _centralcloud; main.add_command(_centralcloud)  # noqa: E402, E702, I001
 from orchestrator.centralcloud.cli import stats as _stats; main.add_command(_stats)  # noqa: E402, E702, I001

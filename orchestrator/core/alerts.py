@@ -8,7 +8,6 @@ marked as sent until the receiver answered 2xx.
 from __future__ import annotations
 
 import logging
-import os
 
 import httpx
 
@@ -27,7 +26,7 @@ class AlertPusher:
         self.sent: dict[tuple[str, str], dict] = {}  # (severity, subject) -> alert, as last pushed
 
     def current(self) -> dict[tuple[str, str], dict]:
-        rows = self.bus._run(lambda c: c.execute("SELECT * FROM bus.dashboard_alerts()").fetchall())
+        rows = self.bus.run(lambda c: c.execute("SELECT * FROM bus.dashboard_alerts()").fetchall())
         return {(r["severity"], r["subject"]): dict(r) for r in rows}
 
     def check(self) -> dict:
@@ -64,7 +63,6 @@ class AlertPusher:
 
 def make(s: Settings) -> Worker:
     bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:alerts", pool_size=1)
-    pusher = AlertPusher(bus, os.environ.get("ORCHESTRATOR_ALERT_WEBHOOK") or None,
-                         os.environ.get("ORCHESTRATOR_ALERT_WEBHOOK_TOKEN") or None)
-    return Worker(name="alerts", bus=bus, every_s=float(os.environ.get("ORCHESTRATOR_ALERT_CHECK_S", "30")),
+    pusher = AlertPusher(bus, s.alert_webhook, s.alert_webhook_token)
+    return Worker(name="alerts", bus=bus, every_s=s.alert_check_s,
                   tick=pusher.check, on_stop=bus.close)

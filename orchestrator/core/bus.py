@@ -134,7 +134,7 @@ class Bus:
                 self._notifier = Notifier(self.conninfo)
             return self._notifier
 
-    def _run(self, fn):
+    def run(self, fn):
         """Run FN(conn) with a pooled connection; retry once on a connection that died under us."""
         for attempt in (1, 2):
             try:
@@ -146,7 +146,7 @@ class Bus:
                 log.info("connection lost; probing the pool and retrying once")
                 self.pool.check()  # drop every other dead idle connection too (e.g. after a restart)
 
-    def _stamp(self, queue: str, message: dict) -> dict:
+    def stamp(self, queue: str, message: dict) -> dict:
         if self.source and isinstance(message, dict) and "source" not in message:
             message = {**message, "source": self.source}
         try:
@@ -160,15 +160,15 @@ class Bus:
     # -- publishing ----------------------------------------------------------------
     def publish(self, queue: str, message: dict, *, delay_s: int = 0, conn: psycopg.Connection | None = None) -> int:
         """Validate and send one message; returns its msg_id. CONN lets callers send inside their transaction."""
-        m = self._stamp(queue, message)
+        m = self.stamp(queue, message)
         try:
             if conn is not None:
                 return conn.execute("SELECT pgmq.send(%s, %s, %s) AS id",
                                     (queue, Jsonb(m), delay_s)).fetchone()["id"]
             if delay_s:
-                return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s, %s) AS id",
+                return self.run(lambda c: c.execute("SELECT pgmq.send(%s, %s, %s) AS id",
                                                      (queue, Jsonb(m), delay_s)).fetchone()["id"])
-            return self._run(lambda c: c.execute("SELECT pgmq.send(%s, %s) AS id", (queue, Jsonb(m))).fetchone()["id"])
+            return self.run(lambda c: c.execute("SELECT pgmq.send(%s, %s) AS id", (queue, Jsonb(m))).fetchone()["id"])
         except psycopg.errors.DiskFull as e:
             raise BusError(f"{queue}: the database server is out of disk space ({e.diag.message_primary}); "
                            "free space there and send again. Nothing was enqueued.") from e
@@ -179,9 +179,9 @@ class Bus:
 
     def publish_batch(self, queue: str, messages: Iterable[dict]) -> list[int]:
         """Validate all, then send all in one statement (all or nothing)."""
-        ms = [Jsonb(self._stamp(queue, m)) for m in messages]
+        ms = [Jsonb(self.stamp(queue, m)) for m in messages]
         try:
-            return self._run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",
+            return self.run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",
                                                                    (queue, ms))])
         except psycopg.errors.Error as e:
             if db_away(e):  # not OperationalError in general: 54000 (too big, too deep) is one too
@@ -194,7 +194,7 @@ class Bus:
         """Read up to QTY visible messages, hiding them for VT_S seconds (pgmq.read)."""
         qty = qty or self.batch_size
         vt = vt_s if vt_s is not None else self.vt_s
-        rows = self._run(lambda c: c.execute("SELECT * FROM bus.read(%s, %s, %s, %s)",
+        rows = self.run(lambda c: c.execute("SELECT * FROM bus.read(%s, %s, %s, %s)",
                                              (queue, vt, qty, Jsonb(where or {}))).fetchall())
         out = []
         for r in rows:
@@ -202,7 +202,7 @@ class Bus:
             if not isinstance(m.body, dict):  # undecodable here (db.Undecodable) or not an object: never retried
                 why = m.body if isinstance(m.body, Undecodable) else f"not a JSON object ({type(m.body).__name__})"
                 log.error("%s msg %s cannot be decoded (%s); dead-lettered", queue, m.msg_id, why)
-                self._safe(self.dead_letter, m, f"cannot be decoded by the consumer: {why}")
+                self.safely(self.dead_letter, m, f"cannot be decoded by the consumer: {why}")
                 continue
             out.append(m)
         return out
@@ -213,7 +213,7 @@ class Bus:
         if conn is not None:
             status = conn.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"]
         else:
-            status = self._run(lambda c: c.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"])
+            status = self.run(lambda c: c.execute(sql, (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"])
         if status != "acked":
             log.warning("late ack ignored: %s msg %s read_ct %s is %s (redelivered after its visibility timeout)",
                         msg.queue, msg.msg_id, msg.read_ct, status)
@@ -223,13 +223,13 @@ class Bus:
         """Fenced archive of a batch from one queue; returns the ids archived."""
         if not msgs:
             return []
-        return self._run(lambda c: [r["id"] for r in c.execute(
+        return self.run(lambda c: [r["id"] for r in c.execute(
             "SELECT bus.ack(%s, %s::bigint[], %s::int[]) AS id",
             (msgs[0].queue, [m.msg_id for m in msgs], [m.read_ct for m in msgs]))])
 
     def reply_and_ack(self, msg: Message, result_queue: str, result: dict) -> str:
         """Send RESULT and archive the request in one transaction; a stale delivery sends nothing."""
-        m = self._stamp(result_queue, result)
+        m = self.stamp(result_queue, result)
         with self.pool.connection() as c:
             with c.transaction():
                 status = c.execute("SELECT bus.ack(%s, %s, %s) AS r",
@@ -295,7 +295,7 @@ class Bus:
                 continue
             for m in msgs:
                 if stop.is_set():
-                    self._safe(self.release, m)
+                    self.safely(self.release, m)
                     continue
                 self.handle(m, handler)
 
@@ -304,15 +304,15 @@ class Bus:
         try:
             handler(m)
         except Reject as e:
-            self._safe(self.dead_letter, m, f"rejected: {e}")
+            self.safely(self.dead_letter, m, f"rejected: {e}")
             return
         except Exception as e:  # noqa: BLE001 - every handler error is recorded on the message
             if self.away(m, e):
                 return
             log.exception("handler failed on %s msg %s", m.queue, m.msg_id)
-            self._safe(self.fail, m, f"{type(e).__name__}: {e}")
+            self.safely(self.fail, m, f"{type(e).__name__}: {e}")
             return
-        self._safe(self.ack, m)
+        self.safely(self.ack, m)
 
     def away(self, m: Message, e: BaseException) -> bool:
         """If E is the database going away, give M back soon without counting a failed attempt.
@@ -323,10 +323,10 @@ class Bus:
             return False
         log.warning("%s msg %s: the database connection was lost mid-way (%s); redelivered in %.0fs, "
                     "not counted as a failed attempt", m.queue, m.msg_id, type(e).__name__, AWAY_RETRY_S)
-        self._safe(self.give_back, m, AWAY_RETRY_S)
+        self.safely(self.give_back, m, AWAY_RETRY_S)
         return True
 
-    def _safe(self, fn, *args) -> str | None:
+    def safely(self, fn, *args) -> str | None:
         """Settle a message; if the database is away, the visibility timeout brings it back later."""
         try:
             return fn(*args)
@@ -343,7 +343,7 @@ class Bus:
     def request(self, queue: str, message: dict, *, reply_to: str, timeout: float = 30.0) -> dict:
         """Publish MESSAGE with a correlation id and reply_to; wait for the reply carrying that request_id."""
         self.notifier.subscribe(reply_to)
-        m = self._stamp(queue, {**message, "reply_to": reply_to})
+        m = self.stamp(queue, {**message, "reply_to": reply_to})
         self.publish(queue, m)
         return self.await_reply(reply_to, m["id"], timeout=timeout)
 
@@ -354,7 +354,7 @@ class Bus:
         while True:
             gen = self.notifier.generation(reply_to)
             try:  # read and archive in one statement (bus.take): one commit, not two
-                got = self._run(lambda c: c.execute("SELECT message FROM bus.take(%s, %s)",
+                got = self.run(lambda c: c.execute("SELECT message FROM bus.take(%s, %s)",
                                                     (reply_to, Jsonb({"request_id": request_id}))).fetchall())
             except TRANSIENT:
                 got = []
@@ -401,9 +401,9 @@ class SelfSettlingBus(Bus):
         try:
             handler(m)
         except Reject as e:
-            self._safe(self.dead_letter, m, f"rejected: {e}")
+            self.safely(self.dead_letter, m, f"rejected: {e}")
         except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
             if self.away(m, e):
                 return
             log.exception("%s: handler failed on msg %s", self.source or "worker", m.msg_id)
-            self._safe(self.fail, m, f"{type(e).__name__}: {e}")
+            self.safely(self.fail, m, f"{type(e).__name__}: {e}")

@@ -70,7 +70,7 @@ class Supervisor:
             w.in_flight[key] = m
             try:
                 if self.stop.is_set():
-                    bus._safe(bus.release, m)
+                    bus.safely(bus.release, m)
                 else:
                     bus.handle(m, w.handle)
                     w.processed += 1
@@ -115,7 +115,7 @@ class Supervisor:
         leftovers = [m for w in self.workers for m in list(w.in_flight.values())]
         for m in leftovers:
             w = next(w for w in self.workers if w.queue == m.queue)
-            status = w.bus._safe(w.bus.release, m)
+            status = w.bus.safely(w.bus.release, m)
             log.warning("released %s msg %s for immediate redelivery (%s)", m.queue, m.msg_id, status)
         for w in self.workers:
             if w.on_stop:

@@ -8,27 +8,17 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
+from orchestrator.infra.output import fail, sql_rows, table
 
 
-def _fail(msg: str, code: int = 1) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
+def _owner():
+    from orchestrator.infra.db import connect, owner_conninfo
+
+    return connect(owner_conninfo(settings(), "genesis"))
 
 
 def _run(sql: str, params: tuple = ()) -> list[dict]:
-    import psycopg
-
-    from orchestrator.infra.db import connect, owner_conninfo
-
-    try:
-        with connect(owner_conninfo(settings(), "genesis")) as c:
-            cur = c.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    except psycopg.Error as e:
-        diag = getattr(e, "diag", None)
-        text = (diag.message_primary if diag and diag.message_primary else str(e)).strip()
-        _fail(f"{text} ({diag.message_hint})" if diag and diag.message_hint else text)
-    return []
+    return sql_rows(_owner, sql, params)
 
 
 @click.group()
@@ -46,7 +36,7 @@ def check(as_json: bool) -> None:
         sb = Sandbox()
         r = sb.check()
     except SandboxUnavailable as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps({"sandbox": sb.kind, "confinement": sb.confinement(), "probe": r["probe"],
                                "duration_ms": r["duration_ms"]}, indent=2))
@@ -77,14 +67,14 @@ def run_(file, language, mode, timeout_s, limits, as_json) -> None:
         try:
             req[name] = float(value)
         except ValueError:
-            _fail(f"--limit {item!r}: expected NAME=NUMBER, e.g. memory_mb=128")
+            fail(f"--limit {item!r}: expected NAME=NUMBER, e.g. memory_mb=128")
     if timeout_s is not None:
         req["timeout_s"] = timeout_s
     try:
         lim = resolve_local(req)
         r = Sandbox().run(file.read(), language, mode, lim)
     except (SandboxUnavailable, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps(r, indent=2))
     else:
@@ -101,9 +91,8 @@ def run_(file, language, mode, timeout_s, limits, as_json) -> None:
 @click.option("--limit", default=20, show_default=True)
 def list_(limit: int) -> None:
     """Recent executions, newest first."""
-    from orchestrator.cli.main import _table
 
-    _table(_run("SELECT * FROM genesis.recent_executions LIMIT %s", (limit,)),
+    table(_run("SELECT * FROM genesis.recent_executions LIMIT %s", (limit,)),
            ["request_id", "agent_id", "language", "mode", "status", "runs", "exit_code", "killed_reason",
             "exceeded", "duration_ms", "peak_memory_kb", "error"])
 
@@ -113,9 +102,8 @@ def list_(limit: int) -> None:
 def limits(ctx: click.Context) -> None:
     """Resource limits: defaults and operator maxima (subcommand: set)."""
     if ctx.invoked_subcommand is None:
-        from orchestrator.cli.main import _table
 
-        _table(_run("SELECT * FROM genesis.limits ORDER BY name"),
+        table(_run("SELECT * FROM genesis.limits ORDER BY name"),
                ["name", "default_value", "max_value", "unit", "description"])
 
 

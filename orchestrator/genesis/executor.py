@@ -47,8 +47,7 @@ class Genesis:
         self.bus, self.pool, self.sandbox = bus, pool, sandbox
         # how long past a job's timeout its request stays invisible (and its claim held) before a
         # crashed worker's job is handed to another worker
-        self.lease_margin_s = (lease_margin_s if lease_margin_s is not None
-                               else float(os.environ.get("GENESIS_LEASE_MARGIN_S", "15")))
+        self.lease_margin_s = lease_margin_s if lease_margin_s is not None else sandbox.settings.lease_margin_s
         self.ran = 0  # code executions by this process (tests and stats)
 
     def _sql(self, query: str, params: tuple):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from orchestrator.core.bus import SelfSettlingBus
@@ -12,6 +11,7 @@ from orchestrator.core.heartbeat import beat, last_beat
 from orchestrator.core.supervisor import Worker
 from orchestrator.genesis.executor import Genesis
 from orchestrator.genesis.sandbox import Sandbox, SandboxUnavailable
+from orchestrator.genesis.settings import GenesisSettings
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
 
@@ -19,18 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def concurrency() -> int:
-    raw = os.environ.get("GENESIS_CONCURRENCY", "")
-    try:
-        n = int(raw) if raw else (os.cpu_count() or 1)
-    except ValueError:
-        raise SystemExit(f"GENESIS_CONCURRENCY={raw!r} is not an integer; set a number of parallel jobs") from None
-    return max(1, n)
+    """GENESIS_CONCURRENCY (default: the cores); SettingError with the fix when it is not a number."""
+    return GenesisSettings.from_env().concurrency
 
 
 def make(s: Settings) -> Worker:
-    n = concurrency()
+    gs = GenesisSettings.from_env()
+    n = gs.concurrency
     try:
-        sandbox = Sandbox(slots=n)
+        sandbox = Sandbox(slots=n, settings=gs)
         if sandbox.kind == "bwrap":
             sandbox.check()
             if sandbox.cgroups is None:

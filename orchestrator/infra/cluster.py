@@ -24,10 +24,10 @@ class ClusterError(RuntimeError):
     """The embedded cluster could not be set up or started; the message says what to do."""
 
 
-def _bindir() -> Path:
-    env = os.environ.get("ORCHESTRATOR_PG_BINDIR")
-    if env:
-        return Path(env)
+def bindir(configured: Path | None = None) -> Path:
+    """The PostgreSQL 15 server binaries: ORCHESTRATOR_PG_BINDIR (Settings.pg_bindir), else Debian's, else PATH."""
+    if configured:
+        return configured
     for cand in ("/usr/lib/postgresql/15/bin",):
         if Path(cand, "initdb").exists():
             return Path(cand)
@@ -138,7 +138,7 @@ class Cluster:
         return int(p["port"])
 
     # -- lifecycle -----------------------------------------------------------
-    def _run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run(_as_user(_os_user(), argv), capture_output=True, text=True)
         if check and r.returncode != 0:
             raise ClusterError(f"{' '.join(argv[:2])} failed: {r.stderr.strip() or r.stdout.strip()}")
@@ -177,8 +177,8 @@ class Cluster:
             base.parent.mkdir(parents=True, exist_ok=True)
         self._mkdir_owned(base)
         self._mkdir_owned(self.data_dir)
-        bindir = _bindir()
-        self._run([str(bindir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8", "--no-locale",
+        bins = bindir(self.settings.pg_bindir)
+        self.run([str(bins / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8", "--no-locale",
                    "--auth=trust"])  # pg_hba.conf is rewritten below, before the first start
         hba = self.data_dir / "pg_hba.conf"
         hba_text = (
@@ -231,7 +231,7 @@ class Cluster:
     def running(self) -> bool:
         if not self._load_pointer() or not (self.data_dir / "PG_VERSION").exists():
             return False
-        r = self._run([str(_bindir() / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False)
+        r = self.run([str(bindir(self.settings.pg_bindir) / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False)
         return r.returncode == 0
 
     def start(self) -> None:
@@ -249,7 +249,7 @@ class Cluster:
             self.log_file.touch()
         if os.geteuid() == 0:
             shutil.chown(self.log_file, _os_user(), _os_user())
-        r = self._run([str(_bindir() / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+        r = self.run([str(bindir(self.settings.pg_bindir) / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_file),
                        "-w", "-t", "60"], check=False)
         if r.returncode != 0:
             tail = self.log_tail(15)
@@ -259,7 +259,7 @@ class Cluster:
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = subprocess.run([str(_bindir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.port)],
+            r = subprocess.run([str(bindir(self.settings.pg_bindir) / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.port)],
                                capture_output=True)
             if r.returncode == 0:
                 return
@@ -268,7 +268,7 @@ class Cluster:
 
     def stop(self, mode: str = "fast") -> None:
         if self.running():
-            self._run([str(_bindir() / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60"])
+            self.run([str(bindir(self.settings.pg_bindir) / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60"])
 
     def destroy(self) -> None:
         """Stop and delete the cluster's data (used by `make clean`)."""

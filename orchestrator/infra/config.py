@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from orchestrator.infra.settings import Env
 
 # The five databases of the system, plus `postgres` where pg_cron lives.
 DATABASES = ("shared_queue", "singularity", "genesis", "nexus", "centralcloud")
@@ -16,6 +19,10 @@ SERVICES = {
     "nexus": "svc_nexus",
     "centralcloud": "svc_centralcloud",
 }
+
+
+# A Singularity instance id (`default` is the database singularity; X is singularity_X).
+INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
 
 def owner_role(database: str) -> str:
@@ -31,42 +38,68 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer; set it to a whole number or unset it") from None
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    return raw in ("1", "true", "yes", "on")
-
-
 @dataclass(frozen=True)
 class Settings:
-    """Everything the orchestrator reads from the environment."""
+    """What every part of the orchestrator reads from the environment (the bus, the server, the daemon's
+    shared workers), read once by `settings()`; each service adds its own settings object."""
 
     root: Path = field(default_factory=project_root)
-    shared_queue_enabled: bool = field(default_factory=lambda: _bool("SHARED_QUEUE_ENABLED", True))
-    poll_ms: int = field(default_factory=lambda: _int("SHARED_QUEUE_POLL_MS", 1000))
-    batch_size: int = field(default_factory=lambda: _int("SHARED_QUEUE_BATCH_SIZE", 10))
-    retention_days: int = field(default_factory=lambda: _int("SHARED_QUEUE_RETENTION_DAYS", 90))
-    notify_throttle_ms: int = field(default_factory=lambda: _int("SHARED_QUEUE_NOTIFY_THROTTLE_MS", 0))
-    visibility_timeout_s: int = field(default_factory=lambda: _int("SHARED_QUEUE_VT_S", 30))
-    max_attempts: int = field(default_factory=lambda: _int("SHARED_QUEUE_MAX_ATTEMPTS", 5))
-    heartbeat_s: int = field(default_factory=lambda: _int("ORCHESTRATOR_HEARTBEAT_S", 15))
-    instance_id: str = field(default_factory=lambda: os.environ.get("ORCHESTRATOR_INSTANCE_ID", "default"))
+    shared_queue_enabled: bool = True
+    poll_ms: int = 1000
+    batch_size: int = 10
+    retention_days: int = 90
+    notify_throttle_ms: int = 0
+    visibility_timeout_s: int = 30
+    max_attempts: int | None = None        # None: each queue kind's own
+    heartbeat_s: int = 15
+    instance_id: str = "default"
     # External server (DESIGN section 9). Unset means the embedded cluster.
-    db_host: str | None = field(default_factory=lambda: os.environ.get("DB_HOST") or None)
-    db_port: int | None = field(default_factory=lambda: _int("DB_PORT", 0) or None)
-    db_user: str | None = field(default_factory=lambda: os.environ.get("DB_USER") or None)
-    db_password: str | None = field(default_factory=lambda: os.environ.get("DB_PASSWORD") or None)
+    db_host: str | None = None
+    db_port: int | None = None
+    db_user: str | None = None
+    db_password: str | None = None
+    db_urls: dict = field(default_factory=dict)   # database -> URL (SINGULARITY_DB_URL, ...)
+    shared_queue_parts: dict = field(default_factory=dict)  # SHARED_QUEUE_HOST/PORT/USER/PASSWORD
+    role_passwords: dict = field(default_factory=dict)      # role -> PGPASSWORD_<ROLE>
+    secrets_file: Path | None = None
+    pg_bindir: Path | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    alert_webhook: str | None = None
+    alert_webhook_token: str | None = None
+    alert_check_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env=None) -> Settings:
+        """Read and check every variable once; SettingError (exit 2, with the fix) on a bad value."""
+        e = Env(env)
+        raw = e.env
+        return cls(
+            shared_queue_enabled=e.bool("SHARED_QUEUE_ENABLED", True),
+            poll_ms=e.int("SHARED_QUEUE_POLL_MS", 1000, 10, 600_000, "the fallback poll interval in ms"),
+            batch_size=e.int("SHARED_QUEUE_BATCH_SIZE", 10, 1, 1000, "the messages each worker reads at once"),
+            retention_days=e.int("SHARED_QUEUE_RETENTION_DAYS", 90, 1, 36_500, "the days archives are kept"),
+            notify_throttle_ms=e.int("SHARED_QUEUE_NOTIFY_THROTTLE_MS", 0, 0, 60_000, "pgmq's notify throttle in ms"),
+            visibility_timeout_s=e.int("SHARED_QUEUE_VT_S", 30, 1, 86_400, "the visibility timeout of a read, in s"),
+            max_attempts=(e.int("SHARED_QUEUE_MAX_ATTEMPTS", 5, 1, 1000, "the attempts before a dead letter")
+                          if e.raw("SHARED_QUEUE_MAX_ATTEMPTS") else None),
+            heartbeat_s=e.int("ORCHESTRATOR_HEARTBEAT_S", 15, 1, 3600, "the heartbeat period in s"),
+            instance_id=e.str("ORCHESTRATOR_INSTANCE_ID", "default"),
+            db_host=e.str("DB_HOST"), db_port=e.int("DB_PORT", 0, 0, 65535, "the server's port") or None,
+            db_user=e.str("DB_USER"), db_password=e.str("DB_PASSWORD"),
+            db_urls={d: raw[f"{d.upper()}_DB_URL"] for d in DATABASES if raw.get(f"{d.upper()}_DB_URL")},
+            shared_queue_parts={k: raw[f"SHARED_QUEUE_{k.upper()}"] for k in ("host", "port", "user", "password")
+                                if raw.get(f"SHARED_QUEUE_{k.upper()}")},
+            role_passwords={k[len("PGPASSWORD_"):].lower(): v for k, v in raw.items()
+                            if k.startswith("PGPASSWORD_") and v},
+            secrets_file=Path(raw["ORCHESTRATOR_SECRETS_FILE"]) if raw.get("ORCHESTRATOR_SECRETS_FILE") else None,
+            pg_bindir=Path(raw["ORCHESTRATOR_PG_BINDIR"]) if raw.get("ORCHESTRATOR_PG_BINDIR") else None,
+            log_level=e.choice("ORCHESTRATOR_LOG_LEVEL", "info", LOG_LEVELS, "the log level").upper(),
+            log_json=e.bool("ORCHESTRATOR_LOG_JSON", False),
+            alert_webhook=e.str("ORCHESTRATOR_ALERT_WEBHOOK"),
+            alert_webhook_token=e.str("ORCHESTRATOR_ALERT_WEBHOOK_TOKEN"),
+            alert_check_s=e.float("ORCHESTRATOR_ALERT_CHECK_S", 30.0, 1, 86_400, "how often alerts are evaluated, in s"),
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -79,26 +112,25 @@ class Settings:
 
     def database_url_override(self, database: str) -> str | None:
         """A full URL set for DATABASE (e.g. SHARED_QUEUE_DB_URL), or None."""
-        url = os.environ.get(f"{database.upper()}_DB_URL")
-        if url:
-            return url
-        if database == "shared_queue" and os.environ.get("SHARED_QUEUE_HOST"):
+        if database in self.db_urls:
+            return self.db_urls[database]
+        parts = self.shared_queue_parts
+        if database == "shared_queue" and parts.get("host"):
             from psycopg.conninfo import make_conninfo
 
-            return make_conninfo(
-                host=os.environ["SHARED_QUEUE_HOST"],
-                port=os.environ.get("SHARED_QUEUE_PORT", "5432"),
-                user=os.environ.get("SHARED_QUEUE_USER", ""),
-                password=os.environ.get("SHARED_QUEUE_PASSWORD", ""),
-                dbname="shared_queue",
-            )
+            return make_conninfo(host=parts["host"], port=parts.get("port", "5432"), user=parts.get("user", ""),
+                                 password=parts.get("password", ""), dbname="shared_queue")
         return None
 
     @property
     def external(self) -> bool:
         """True when a server is configured by env, so no embedded cluster is managed."""
-        return bool(self.db_host or os.environ.get("SHARED_QUEUE_DB_URL") or os.environ.get("SHARED_QUEUE_HOST"))
+        return bool(self.db_host or self.db_urls.get("shared_queue") or self.shared_queue_parts.get("host"))
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def settings() -> Settings:
-    return Settings()
+    """The shared settings, read from the environment now."""
+    return Settings.from_env()

@@ -74,3 +74,22 @@ def ensure_report_link(su: psycopg.Connection, s: Settings) -> None:
         for role in dict.fromkeys(["postgres", me]):
             if su.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone():
                 _map(su, REPORT_SERVER, role, "own_shared_queue", password)
+
+
+def refresh_schedule_report(s) -> bool:
+    """Have pg_cron's jobs reported into shared_queue now (postgres:report_schedules does it each minute).
+    On failure, say why on stderr and keep the last report; returns whether it was refreshed."""
+    import sys
+
+    import psycopg
+
+    from orchestrator.infra.db import admin_conninfo, connect
+
+    try:
+        with connect(admin_conninfo(s, "postgres")) as conn:
+            conn.execute("SELECT ops.report_schedules()")
+        return True
+    except psycopg.Error as e:
+        print(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "
+              "Is pg_cron loaded (orchestrator doctor)?", file=sys.stderr)
+        return False

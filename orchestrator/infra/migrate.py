@@ -302,7 +302,7 @@ def instance_targets(s: Settings, conn: psycopg.Connection | None = None) -> lis
     """Extra Singularity instances registered in shared_queue (bus.instances), read as the shared_queue
     owner (its table: whatever it planted there runs with its rights), on CONN when given. An id that
     is not a valid instance id is refused (Refused), never turned into a database name."""
-    from orchestrator.singularity.instances import INSTANCE_RE
+    from orchestrator.infra.config import INSTANCE_RE
 
     if conn is None:
         try:

@@ -10,7 +10,7 @@ from orchestrator.infra.config import Settings
 
 
 def secrets_path(s: Settings) -> Path:
-    return Path(os.environ.get("ORCHESTRATOR_SECRETS_FILE") or (s.state_dir / "secrets.env"))
+    return s.secrets_file or (s.state_dir / "secrets.env")
 
 
 def _load(path: Path) -> dict[str, str]:
@@ -31,8 +31,8 @@ def _env_key(role: str) -> str:
 def role_password(s: Settings, role: str, create: bool = False) -> str | None:
     """The password of ROLE: env PGPASSWORD_<ROLE> wins, else the secrets file; generated when create=True."""
     key = _env_key(role)
-    if os.environ.get(key):
-        return os.environ[key]
+    if s.role_passwords.get(role.lower()):
+        return s.role_passwords[role.lower()]
     path = secrets_path(s)
     values = _load(path)
     if key in values:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from orchestrator.infra.config import settings
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(1)
+from orchestrator.infra.output import fail, sql_rows, table
 
 
 def _owner():
@@ -22,23 +16,12 @@ def _owner():
 
 
 def _run(sql: str, params: tuple = ()) -> list[dict]:
-    import psycopg
-
-    try:
-        with _owner() as c:
-            cur = c.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    except psycopg.Error as e:
-        diag = getattr(e, "diag", None)
-        text = (diag.message_primary if diag and diag.message_primary else str(e)).strip()
-        _fail(f"{text} ({diag.message_hint})" if diag and diag.message_hint else text)
-    return []
+    return sql_rows(_owner, sql, params)
 
 
 def _show(sql: str, cols: list[str], params: tuple = ()) -> None:
-    from orchestrator.cli.main import _table
 
-    _table(_run(sql, params), cols)
+    table(_run(sql, params), cols)
 
 
 @click.group()
@@ -171,7 +154,7 @@ def user_add(username: str, password: str) -> None:
     try:
         h = hash_password(password)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     _run("SELECT nexus.user_set(%s, %s)", (username, h))
     click.echo(f"user {username} can sign in")
 
@@ -193,11 +176,11 @@ def user_unblock(username: str | None, addr: str | None) -> None:
     import ipaddress
 
     if not username and not addr:
-        _fail("name a user (orchestrator nexus user unblock NAME) or an address (--addr 203.0.113.7)")
+        fail("name a user (orchestrator nexus user unblock NAME) or an address (--addr 203.0.113.7)")
     try:
         ip = ipaddress.ip_address(addr) if addr else None
     except ValueError:
-        _fail(f"--addr {addr!r} is not an IP address (e.g. 203.0.113.7 or 2001:db8::1)")
+        fail(f"--addr {addr!r} is not an IP address (e.g. 203.0.113.7 or 2001:db8::1)")
     n = _run("SELECT nexus.signin_unblock(%s, %s) AS n", (username or None, ip))[0]["n"]
     who = " and ".join(x for x in (f"user {username}" if username else "", f"address {addr}" if addr else "") if x)
     click.echo(f"{who}: {n} failed sign-in(s) forgotten")

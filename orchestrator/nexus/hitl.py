@@ -66,7 +66,7 @@ class Hitl:
                     if self.bus.away(m, e):
                         continue
                     log.exception("hitl: %s msg %s could not be held", queue, m.msg_id)
-                    self.bus._safe(self.bus.fail, m, f"{type(e).__name__}: {e}")
+                    self.bus.safely(self.bus.fail, m, f"{type(e).__name__}: {e}")
         return n
 
     def _claim(self, m: Message, queue: str, kind: str) -> None:

@@ -12,7 +12,6 @@ NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings).
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 
@@ -21,6 +20,7 @@ from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
 from orchestrator.nexus.hitl import Hitl
+from orchestrator.nexus.settings import NexusSettings, web_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,32 +73,32 @@ class WebServer:
             self.sock.close()
 
 
-def build(s: Settings, *, host: str | None = None, port: int | None = None):
+def build(s: Settings, *, host: str | None = None, port: int | None = None, ns: NexusSettings | None = None):
     """The parts of the hitl worker: (Hitl, WebServer, Worker)."""
     from orchestrator.nexus.dashboard import Dashboard
-    from orchestrator.nexus.web.app import create_app, web_settings
+    from orchestrator.nexus.web.app import create_app
 
-    host = host or os.environ.get("NEXUS_WEB_HOST", "127.0.0.1")
-    web_cfg = web_settings(host)  # before anything connects: a bad setting stops here, with the fix
+    ns = ns or NexusSettings.from_env()  # before anything connects: a bad setting stops here, with the fix
+    web_cfg = web_settings(host, env=None) if host and host != ns.web_host else ns.web
+    host = host or ns.web_host
     bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:hitl", poll_ms=s.poll_ms, pool_size=3)
     pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:hitl")
-    hitl = Hitl(bus, pool, lease_s=float(os.environ.get("NEXUS_HITL_LEASE_S", "300")),
-                default_timeout_s=float(os.environ.get("NEXUS_HITL_TIMEOUT_S", "86400")))
+    hitl = Hitl(bus, pool, lease_s=ns.hitl_lease_s, default_timeout_s=ns.hitl_timeout_s)
     dash = Dashboard(bus.pool, pool)
-    app = create_app(hitl, pool, dash, web=web_cfg)
-    web = WebServer(app, host, port if port is not None else int(os.environ.get("NEXUS_WEB_PORT", "8780")))
+    app = create_app(hitl, pool, dash, web=web_cfg, metrics_token=ns.metrics_token)
+    web = WebServer(app, host, port if port is not None else ns.web_port)
 
     def stop() -> None:
         web.stop()
         pool.close()
         bus.close()
 
-    worker = Worker(name="hitl", bus=bus, every_s=float(os.environ.get("NEXUS_HITL_TICK_S", "1")), tick=hitl.tick,
-                    on_stop=stop)
+    worker = Worker(name="hitl", bus=bus, every_s=ns.hitl_tick_s, tick=hitl.tick, on_stop=stop)
     return hitl, web, worker
 
 
 def make(s: Settings) -> Worker:
-    _hitl, web, worker = build(s)
-    web.start(required=os.environ.get("NEXUS_WEB_REQUIRED", "0") == "1")
+    ns = NexusSettings.from_env()
+    _hitl, web, worker = build(s, ns=ns)
+    web.start(required=ns.web_required)
     return worker

@@ -9,10 +9,11 @@ a missing key) moves on to the next model.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import httpx
+
+from orchestrator.nexus.settings import api_key
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _key(cand: dict) -> str | None:
     env = cand.get("api_key_env")
     if not env:
         return None
-    key = os.environ.get(env)
+    key = api_key(env)
     if not key:
         raise ProviderError(f"provider {cand['provider']}: environment variable {env} (its API key) is not set; "
                             f"export {env}=... for the daemon", retryable=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.core.bus import Bus, Message, Reject, SelfSettlingBus
@@ -11,6 +10,7 @@ from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
 from orchestrator.nexus.router import Router, fast_commit
+from orchestrator.nexus.settings import NexusSettings
 
 
 def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
@@ -39,7 +39,7 @@ def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
 
 
 def make(s: Settings) -> Worker:
-    margin_s = _margin_s()  # a bad value fails before anything connects
+    ns = NexusSettings.from_env()  # a bad value fails before anything connects
     bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
                            vt_s=s.visibility_timeout_s, pool_size=4)
     pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
@@ -50,18 +50,5 @@ def make(s: Settings) -> Worker:
         pool.close()
         bus.close()
 
-    return Worker(name="nexus", bus=bus, queue="llm_requests",
-                  concurrency=int(os.environ.get("NEXUS_CONCURRENCY", "4")),
-                  handle=make_handler(bus, router, margin_s), on_stop=stop)
-
-
-def _margin_s() -> float:
-    raw = os.environ.get("NEXUS_LEASE_MARGIN_S", "15")
-    try:
-        v = float(raw)
-    except ValueError:
-        v = -1.0
-    if not 1 <= v <= 3600:
-        raise ValueError(f"NEXUS_LEASE_MARGIN_S={raw!r}: give seconds between 1 and 3600 (default 15), the time a "
-                         "held llm_requests message must outlive each provider call's timeout")
-    return v
+    return Worker(name="nexus", bus=bus, queue="llm_requests", concurrency=ns.concurrency,
+                  handle=make_handler(bus, router, ns.lease_margin_s), on_stop=stop)

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from orchestrator.core.bus import TRANSIENT, Bus
 from orchestrator.infra.config import Settings, settings
 from orchestrator.infra.db import connect_retry, role_conninfo, service_role
-from orchestrator.singularity.instances import check_id, database
+from orchestrator.infra.instances import check_id, database
 
 # kind -> (request queue, reply queue kind)
 KINDS = {"llm": ("llm_requests", "llm_results"), "job": ("job_requests", "job_results"),
@@ -73,7 +73,7 @@ class AgentClient:
         if kind not in KINDS:
             raise ValueError(f"unknown request kind {kind!r}; use one of {', '.join(KINDS)}")
         queue, reply_to = KINDS[kind][0], self.reply_queue(kind)
-        m = self.bus._stamp(queue, {**body, "agent_id": self.agent_id, "reply_to": reply_to})
+        m = self.bus.stamp(queue, {**body, "agent_id": self.agent_id, "reply_to": reply_to})
         self._sql("SELECT core.record_request(%s, %s, %s, %s, %s)", (m["id"], self.agent_id, kind, Jsonb(m), reply_to))
         self.bus.notifier.subscribe(reply_to)
         self.bus.publish(queue, m)
@@ -111,10 +111,10 @@ class AgentClient:
             if got:
                 status = self._sql("SELECT core.store_result(%s, %s) AS s", (request_id, Jsonb(got[0].body)))[0]["s"]
                 if status == "conflict":  # answers other content under this id: never taken as this request's result
-                    self.bus._safe(self.bus.dead_letter, got[0], f"result for request {request_id} answers other "
+                    self.bus.safely(self.bus.dead_letter, got[0], f"result for request {request_id} answers other "
                                    "content (its request_sha256 is not the hash of the request this agent sent)")
                     continue
-                self.bus._safe(self.bus.ack, got[0])
+                self.bus.safely(self.bus.ack, got[0])
                 if status == "already":  # a duplicate delivery: the first stored result stands
                     return self.stored(request_id)
                 return got[0].body

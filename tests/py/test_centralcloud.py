@@ -366,8 +366,8 @@ def test_worker_schedule(s, cc_clean, monkeypatch):
     from orchestrator.centralcloud.worker import due_jobs, last_slot
 
     now = datetime(2026, 5, 3, 0, 30, tzinfo=UTC)
-    assert last_slot("knowledge-export", now) == datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
-    assert last_slot("template-distribution", datetime(2026, 5, 3, 7, 59, tzinfo=UTC)) == datetime(2026, 5, 3, 4, 0, tzinfo=UTC)
+    assert last_slot(s, "knowledge-export", now) == datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
+    assert last_slot(s, "template-distribution", datetime(2026, 5, 3, 7, 59, tzinfo=UTC)) == datetime(2026, 5, 3, 4, 0, tzinfo=UTC)
     monkeypatch.delenv("CENTRALCLOUD_EXPORT_REPO", raising=False)
     monkeypatch.delenv("CENTRALCLOUD_TEMPLATES_REPO", raising=False)
     assert due_jobs(s) == []
@@ -380,7 +380,7 @@ def test_worker_schedule(s, cc_clean, monkeypatch):
 @pytest.fixture(scope="module")
 def real_instance(s):
     """A real second Singularity instance (own role, database, pg_cron jobs), removed afterwards."""
-    sing = pytest.importorskip("orchestrator.singularity")
+    sing = pytest.importorskip("orchestrator.infra.instances")
     sing.add_instance(s, "ccx")
     yield "ccx"
     sing.remove_instance(s, "ccx")
@@ -390,7 +390,8 @@ def real_instance(s):
 def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_instance, cc_clean):
     """Singularity learns from analysis results in both instances -> pattern_messages (outbox, pg_cron-able)
     -> aggregated once here -> aggregated_patterns -> each instance's core.global_knowledge."""
-    from orchestrator.singularity import instances as sing
+    from orchestrator.infra import instances as sing
+    from orchestrator.singularity.autonomous import run_job as run_instance_job
 
     tag = datetime.now(UTC).strftime("%H%M%S%f")
     k1, k2 = f"cc.e2e{tag}.fstring", f"cc.e2e{tag}.walrus"
@@ -401,8 +402,8 @@ def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_in
             for keys in rs:
                 c.execute("INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES ('cc-agent', %s, 0.8)",
                           (json.dumps({"patterns": [{"key": k, "kind": "syntax", "packages": ["python"]} for k in keys]}),))
-        assert sing.run_job(s, "learn_patterns", inst).startswith("ok"), inst
-        assert sing.run_job(s, "drain_outbox", inst).startswith("ok"), inst
+        assert run_instance_job(s, "learn_patterns", inst).startswith("ok"), inst
+        assert run_instance_job(s, "drain_outbox", inst).startswith("ok"), inst
 
     assert run_job(s, "aggregate").startswith("ok:")
     with connect(owner_conninfo(s, "centralcloud")) as c:
@@ -411,7 +412,7 @@ def test_analysis_results_in_two_instances_reach_both_knowledge_bases(s, real_in
     assert got == {k1: (2, 3), k2: (1, 1)}
     assert run_job(s, "pattern-sync").startswith("ok:")
     for inst in results:
-        assert sing.run_job(s, "consume_inbox", inst).startswith("ok"), inst
+        assert run_instance_job(s, "consume_inbox", inst).startswith("ok"), inst
         with sing.owner_conn(s, inst) as c:
             gk = c.execute("SELECT instances, total_occurrences FROM core.global_knowledge WHERE key = %s", (k1,)).fetchone()
         assert (gk["instances"], gk["total_occurrences"]) == (2, 3), inst

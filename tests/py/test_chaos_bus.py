@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from orchestrator.core.bus import Bus
 from orchestrator.core.messages import ValidationError
-from orchestrator.infra.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.infra.cluster import Cluster, _as_user, _os_user, bindir
 from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
 
 pytestmark = pytest.mark.chaos
@@ -24,7 +24,7 @@ LLM = {"task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _pg_ctl(c: Cluster, *args: str) -> None:
-    subprocess.run(_as_user(_os_user(), [str(_bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
+    subprocess.run(_as_user(_os_user(), [str(bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
                    check=True, capture_output=True, timeout=60)
 
 
@@ -33,7 +33,7 @@ def test_postgres_immediate_stop_under_load(s, clean_queues):
     c = Cluster(s)
     sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=2)
     nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), poll_ms=200, vt_s=5, pool_size=4)
-    ids = [m["id"] for m in (sender._stamp("llm_requests", {**LLM, "agent_id": f"a{i}"}) for i in range(1000))]
+    ids = [m["id"] for m in (sender.stamp("llm_requests", {**LLM, "agent_id": f"a{i}"}) for i in range(1000))]
     with EchoResponder(nexus, concurrency=3) as echo:
         for chunk in range(0, 1000, 100):
             sender.publish_batch("llm_requests", [{**LLM, "agent_id": "x", "id": i} for i in ids[chunk:chunk + 100]])

@@ -30,7 +30,7 @@ from llm_servers import ProviderServer
 
 from orchestrator.core.bus import Bus
 from orchestrator.core.messages import ulid
-from orchestrator.infra.cluster import Cluster, _as_user, _bindir, _os_user
+from orchestrator.infra.cluster import Cluster, _as_user, _os_user, bindir
 from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
 
 pytestmark = pytest.mark.chaos
@@ -309,7 +309,7 @@ def test_sigterm_releases_nexus_work_that_outlives_the_grace(s, clean_queues, sq
 
 
 def _pg_ctl(c: Cluster, *args: str) -> None:
-    subprocess.run(_as_user(_os_user(), [str(_bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
+    subprocess.run(_as_user(_os_user(), [str(bindir() / "pg_ctl"), *args, "-D", str(c.data_dir)]),
                    check=True, capture_output=True, timeout=60)
 
 

@@ -196,7 +196,7 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
                 "or now: orchestrator centralcloud run package-sync") in r.stdout
         # the same alerts reach svc_nexus (dashboard, /metrics, the alert pusher) through bus.dashboard_alerts()
         with Bus(role_conninfo(s, "shared_queue", "svc_nexus")) as nx:
-            subjects = {x["subject"] for x in nx._run(lambda c: c.execute("SELECT * FROM bus.dashboard_alerts()")
+            subjects = {x["subject"] for x in nx.run(lambda c: c.execute("SELECT * FROM bus.dashboard_alerts()")
                                                         .fetchall())}
         assert {"postgres:prune_cron_history", "centralcloud:package_sync"} <= subjects
         assert "llm_requests: oldest message has waited" in r.stdout

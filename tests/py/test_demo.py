@@ -14,7 +14,7 @@ import pytest
 from helpers import run_cli
 from orchestrator.centralcloud.jobs import run_job
 from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo, service_role
-from orchestrator.singularity.instances import add_instance, remove_instance
+from orchestrator.infra.instances import add_instance, remove_instance
 
 pytestmark = pytest.mark.timeout(300)
 

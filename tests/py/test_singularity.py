@@ -175,7 +175,7 @@ def test_cdc_returns_inserted_and_updated_rows(s, sing):
 def test_session_canary_not_in_table_dump_or_log(s, sing):
     if s.external:
         pytest.skip("needs the embedded cluster's server log")
-    from orchestrator.infra.cluster import Cluster, _bindir
+    from orchestrator.infra.cluster import Cluster, bindir
 
     canary = f"canary-{uuid.uuid4().hex}"
     cl = Cluster(s)
@@ -211,7 +211,7 @@ def test_session_canary_not_in_table_dump_or_log(s, sing):
     from psycopg.conninfo import conninfo_to_dict
 
     d = conninfo_to_dict(admin_conninfo(s, "singularity"))
-    dump = subprocess.run([str(_bindir() / "pg_dump"), "-h", d["host"], "-p", str(d["port"]), "-U", d["user"],
+    dump = subprocess.run([str(bindir() / "pg_dump"), "-h", d["host"], "-p", str(d["port"]), "-U", d["user"],
                            "-d", "singularity", "--data-only", "-n", "core", "-n", "outbox"],
                           capture_output=True, text=True, timeout=60, env={"PGPASSWORD": d.get("password", "")})
     assert dump.returncode == 0, dump.stderr

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from orchestrator.infra.db import admin_conninfo, connect, role_conninfo
-from orchestrator.singularity.instances import (
+from orchestrator.infra.instances import (
     InstanceError,
     add_instance,
     list_instances,

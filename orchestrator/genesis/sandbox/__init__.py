@@ -7,8 +7,7 @@ from orchestrator.genesis.sandbox.runner import (
            Sandbox,
            SandboxUnavailable,
            confinement_report,
-           sandbox_kind,
 )
 
 __all__ = ["DEFAULTS", "MODES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable", "Unsupported",
-           "confinement_report", "resolve_local", "sandbox_kind"]
+           "confinement_report", "resolve_local"]

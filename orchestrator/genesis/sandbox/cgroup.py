@@ -33,14 +33,6 @@ class CgroupUnavailable(RuntimeError):
     """GENESIS_CGROUP=required but no usable cgroup; or a bad GENESIS_CGROUP value. The message has the fix."""
 
 
-def mode_from_env() -> str:
-    raw = os.environ.get("GENESIS_CGROUP", "auto").strip().lower() or "auto"
-    if raw not in MODES:
-        raise CgroupUnavailable(f"GENESIS_CGROUP={raw!r} is not known; use auto (the default: a cgroup per job "
-                                "where the host allows), off (no cgroup: memfd denied) or required")
-    return raw
-
-
 def _mounts() -> list[tuple[str, str, str, set[str]]]:
     """(fstype, root, mountpoint, super options) of every cgroup mount, from /proc/self/mountinfo."""
     out = []

@@ -61,23 +61,20 @@ def _staged_copy(path: str) -> str:
     return _staged[path]
 
 
-def _ruff() -> str | None:
-    cand = [os.environ.get("GENESIS_RUFF"), str(Path(sys.executable).parent / "ruff"), shutil.which("ruff")]
+def _ruff(configured: str | None = None) -> str | None:
+    cand = [configured, str(Path(sys.executable).parent / "ruff"), shutil.which("ruff")]
     found = next((c for c in cand if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
     return _staged_copy(found) if found else None
 
 
-def _python() -> str:
-    return os.environ.get("GENESIS_PYTHON", "/usr/bin/python3")
-
-
-def command(language: str, mode: str, memory_mb: int) -> Command:
+def command(language: str, mode: str, memory_mb: int, *, python: str = "/usr/bin/python3",
+            ruff: str | None = None) -> Command:
     """The argv for LANGUAGE/MODE, or Unsupported saying what is supported."""
     lang = ALIASES.get((language or "").lower(), (language or "").lower())
     if mode not in MODES:
         raise Unsupported(f"unknown mode {mode!r}; supported modes: {', '.join(MODES)}")
     if lang == "python":
-        py = _python()
+        py = python
         if not os.path.exists(py):
             raise Unsupported(f"python interpreter {py} is missing: install python3 or set GENESIS_PYTHON")
         if mode == "run":
@@ -85,7 +82,7 @@ def command(language: str, mode: str, memory_mb: int) -> Command:
         if mode == "validate":
             return Command([py, "-c", "import sys; src = open(sys.argv[1], 'rb').read(); "
                             "compile(src, sys.argv[1], 'exec'); print('syntax ok')", "main.py"], "main.py")
-        ruff = _ruff()
+        ruff = _ruff(ruff)
         if not ruff:
             raise Unsupported("python lint needs ruff (pip install ruff, or set GENESIS_RUFF to its path)")
         return Command([RUFF_IN_SANDBOX, "check", "--no-cache", "--isolated", "--output-format", "concise",

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from orchestrator.genesis.sandbox import cgroup, seccomp
 from orchestrator.genesis.sandbox.languages import Command, Unsupported, command
 from orchestrator.genesis.sandbox.limits import Limits
+from orchestrator.genesis.settings import GenesisSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,34 +91,19 @@ class SandboxUnavailable(RuntimeError):
     """bwrap or user namespaces are missing: untrusted code is refused; the message says how to fix it."""
 
 
-def sandbox_kind() -> str:
-    kind = os.environ.get("GENESIS_SANDBOX", "bwrap").strip().lower() or "bwrap"
-    if kind not in ("bwrap", "none"):
-        raise SandboxUnavailable(f"GENESIS_SANDBOX={kind!r} is not known; use bwrap (the default) or none "
-                                 "(no isolation, unsafe)")
-    return kind
-
-
-def default_uid_base() -> int:
-    """GENESIS_UID_BASE, else 600000 + 64 * (pid % 4096): two workers on one host rarely share uids."""
-    raw = os.environ.get("GENESIS_UID_BASE", "")
-    try:
-        return int(raw) if raw else 600000 + 64 * (os.getpid() % 4096)
-    except ValueError:
-        raise SandboxUnavailable(f"GENESIS_UID_BASE={raw!r} is not a number; set the first uid for jobs") from None
-
-
 class Sandbox:
     """Runs jobs; SLOTS uids are handed out so that at most SLOTS jobs run at once, each under its own uid."""
 
-    def __init__(self, slots: int = 1, uid_base: int | None = None, kind: str | None = None):
-        self.kind = kind or sandbox_kind()
+    def __init__(self, slots: int = 1, uid_base: int | None = None, kind: str | None = None,
+                 settings: GenesisSettings | None = None):
+        self.settings = settings or GenesisSettings.from_env()
+        self.kind = kind or self.settings.sandbox
         self.root = os.geteuid() == 0
-        base = uid_base if uid_base is not None else default_uid_base()
+        base = uid_base if uid_base is not None else self.settings.uid_base  # 600000 + 64 * (pid % 4096) by default
         self._uids: queue.Queue[int | None] = queue.Queue()
         for i in range(max(1, slots)):
             self._uids.put(base + i if self.root else None)
-        self.bwrap = shutil.which(os.environ.get("GENESIS_BWRAP") or "bwrap") or ""
+        self.bwrap = shutil.which(self.settings.bwrap) or ""
         self.prlimit = shutil.which("prlimit") or ""
         self.setpriv = shutil.which("setpriv") or ""
         self.time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else ""
@@ -132,10 +118,7 @@ class Sandbox:
         # the job cgroups (memory of the whole job, pids), or why there are none
         self.cgroups: cgroup.Hierarchy | None = None
         self.cgroup_reason = "GENESIS_SANDBOX=none" if self.kind == "none" else ""
-        try:
-            self.cgroup_mode = cgroup.mode_from_env()
-        except cgroup.CgroupUnavailable as e:
-            raise SandboxUnavailable(str(e)) from None
+        self.cgroup_mode = self.settings.cgroup
         if self.kind == "bwrap":
             if self.cgroup_mode == "off":
                 self.cgroup_reason = "GENESIS_CGROUP=off"
@@ -221,7 +204,7 @@ class Sandbox:
         base = {"language": language, "mode": mode, "sandbox": self.kind, "limits": limits.as_dict(),
                 "confinement": self.confinement()}
         try:
-            cmd = command(language, mode, int(limits.memory_mb))
+            cmd = command(language, mode, int(limits.memory_mb), python=self.settings.python, ruff=self.settings.ruff)
         except Unsupported as e:
             return {**base, "exit_code": None, "stdout": "", "stderr": "", "output": "", "error": str(e),
                     "duration_ms": 0, "peak_memory_kb": 0, "killed_reason": None, "exceeded": None,

@@ -6,7 +6,7 @@ the key is derived here, and nexus.sign_in compares it and starts the session in
 role never sees a stored hash. The throttle lives in SQL (docs/nexus.md, "Signing in").
 Templates autoescape everything, so request content (diffs, questions, comments) is shown as text, and
 notices come from the server (stored on the session), never from the URL.
-What the page trusts (host names, proxies) is read once from the environment by web_settings().
+What the page trusts (host names, proxies) is read once from the environment (nexus.settings).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import hmac
 import ipaddress
 import logging
 import math
-import os
 import re
 import secrets
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,6 +34,7 @@ from starlette.templating import Jinja2Templates
 
 from orchestrator.nexus.hitl import Hitl
 from orchestrator.nexus.passwords import derive_key
+from orchestrator.nexus.settings import NET, WebSettings, host_name
 
 log = logging.getLogger(__name__)
 
@@ -47,71 +46,6 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")                  # what secrets.token_urlsafe makes
 NEXT_RE = re.compile(r"/(?:[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*)?")  # a path of this page, never //host
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-NET = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-# -- settings ---------------------------------------------------------------------------------------------
-DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """What the page trusts: the host names it answers to, the proxies whose X-Forwarded-For it believes."""
-
-    hosts: frozenset[str] = frozenset(DEFAULT_HOSTS)
-    trusted_proxies: tuple[NET, ...] = field(default=())
-    secure_cookies: bool = False
-
-
-def web_settings(bind_host: str, env: dict | None = None) -> WebSettings:
-    """Read NEXUS_WEB_HOSTS, NEXUS_TRUSTED_PROXIES and NEXUS_WEB_SECURE_COOKIES once; SystemExit with the fix
-    when one is malformed."""
-    env = os.environ if env is None else env
-    raw_hosts = [h for h in re.split(r"[\s,]+", env.get("NEXUS_WEB_HOSTS", "").strip()) if h]
-    hosts = set()
-    for h in raw_hosts:
-        name = host_name(h)
-        if name is None:
-            raise SystemExit(f"NEXUS_WEB_HOSTS: {h!r} is not a host name or address; list the names the page is "
-                             "opened by, e.g. NEXUS_WEB_HOSTS=nexus.example.com,localhost")
-        hosts.add(name)
-    if not hosts:
-        hosts = {*DEFAULT_HOSTS, (host_name(bind_host) or "127.0.0.1")}
-    proxies = []
-    for p in re.split(r"[\s,]+", env.get("NEXUS_TRUSTED_PROXIES", "").strip()):
-        if not p:
-            continue
-        try:
-            proxies.append(ipaddress.ip_network(p, strict=False))
-        except ValueError:
-            raise SystemExit(f"NEXUS_TRUSTED_PROXIES: {p!r} is not an address or network; list your reverse "
-                             "proxies' addresses, e.g. NEXUS_TRUSTED_PROXIES=10.0.0.5,192.168.10.0/24") from None
-    return WebSettings(hosts=frozenset(hosts), trusted_proxies=tuple(proxies),
-                       secure_cookies=env.get("NEXUS_WEB_SECURE_COOKIES", "") == "1")
-
-
-def host_name(value: str) -> str | None:
-    """The host name of a Host header or setting (lower case, no port, no brackets), or None when malformed."""
-    v = value.strip().lower()
-    if v.startswith("["):
-        end = v.find("]")
-        name, rest = (v[1:end], v[end + 1:]) if end > 0 else ("", "")
-        if rest and not re.fullmatch(r":[0-9]{1,5}", rest):
-            return None
-        try:
-            return str(ipaddress.IPv6Address(name))
-        except ValueError:
-            return None
-    if v.count(":") > 1:  # a bare IPv6 address (a setting)
-        try:
-            return str(ipaddress.IPv6Address(v))
-        except ValueError:
-            return None
-    name, _, port = v.partition(":")
-    name = name.rstrip(".")
-    if (port and not re.fullmatch(r"[0-9]{1,5}", port)) or not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", name):
-        return None
-    return name
 
 
 def client_ip(text: str) -> IP | None:
@@ -261,7 +195,7 @@ class ClientAddress:
 
 
 def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSettings | None = None,
-               session_ttl_s: int = 8 * 3600) -> Starlette:
+               session_ttl_s: int = 8 * 3600, metrics_token: str | None = None) -> Starlette:
     web = web or WebSettings()
     scrypt_slots = threading.BoundedSemaphore(4)  # each derivation takes 16 MiB and ~50 ms of a core
 
@@ -445,7 +379,7 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSett
         return RedirectResponse("/dashboard", status_code=303)
 
     def metrics(request: Request) -> Response:
-        token = os.environ.get("NEXUS_METRICS_TOKEN")
+        token = metrics_token
         raw = request.headers.get("authorization")
         if raw is not None:
             given = raw.encode("latin-1")  # the header's bytes as sent (Starlette decodes them as latin-1)

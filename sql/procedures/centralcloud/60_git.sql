@@ -91,3 +91,29 @@ END;
 $$;
 COMMENT ON FUNCTION centralcloud.record_templates(text, text, jsonb, text[]) IS
     'Publishes templates_updated (exactly the given files) to every instance and records the new versions.';
+
+-- The latest scheduled time of Git job P_JOB at or before P_NOW (centralcloud.git_schedule).
+CREATE OR REPLACE FUNCTION centralcloud.git_slot(p_job text, p_now timestamptz DEFAULT now())
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.date_bin(g.every, p_now - g.at, timestamptz '2000-01-01 00:00:00+00') + g.at
+      FROM centralcloud.git_schedule g WHERE g.job = p_job;
+$$;
+COMMENT ON FUNCTION centralcloud.git_slot(text, timestamptz) IS 'The latest scheduled time of a Git job.';
+
+-- Which of the configured Git jobs (P_CONFIGURED) are due: no run of them since their latest slot, so
+-- a worker that was down catches up once when it starts.
+CREATE OR REPLACE FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamptz DEFAULT now())
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.job FROM centralcloud.git_schedule g
+     WHERE g.job = ANY (p_configured)
+       AND NOT EXISTS (SELECT 1 FROM centralcloud.job_runs r
+                        WHERE r.job = g.job AND r.started_at >= centralcloud.git_slot(g.job, p_now))
+     ORDER BY g.job;
+$$;
+COMMENT ON FUNCTION centralcloud.git_jobs_due(text[], timestamptz) IS 'The configured Git jobs that are due now.';

@@ -203,3 +203,27 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION bus.drop_queue(text) FROM PUBLIC;
+
+-- Forget Singularity instance P_ID (orchestrator instance remove): drop its reply and inbox queues and
+-- its registration; returns the queues dropped. Operator only. Its role's grants go with DROP OWNED.
+CREATE OR REPLACE FUNCTION bus.forget_instance(p_id text)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q text;
+BEGIN
+    IF p_id = 'default' THEN
+        RAISE EXCEPTION 'the default instance cannot be removed' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Remove only instances made with orchestrator instance add.';
+    END IF;
+    FOR q IN SELECT b.queue_name FROM bus.queues b WHERE b.instance_id = p_id ORDER BY 1 LOOP
+        PERFORM bus.drop_queue(q);
+        RETURN NEXT q;
+    END LOOP;
+    DELETE FROM bus.instances i WHERE i.instance_id = p_id;
+END;
+$$;
+COMMENT ON FUNCTION bus.forget_instance(text) IS 'Drops an instance''s queues and registration (operator only).';
+REVOKE EXECUTE ON FUNCTION bus.forget_instance(text) FROM PUBLIC;

@@ -4,7 +4,7 @@
 -- Then CentralCloud's read-only archive access, and the operator functions no service may call.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(469);
+SELECT plan(473);
 
 -- Expectations, written out (not computed from bus.flows): who may send, who may consume (read+archive).
 CREATE TEMP TABLE t_expect (q text PRIMARY KEY, senders name[], consumers name[], msg jsonb) ON COMMIT DROP;
@@ -151,7 +151,8 @@ SELECT throws_ok(format('SET LOCAL ROLE %I; %s; RESET ROLE', r, stmt), '42501', 
       ('bus.ensure_instance', 'SELECT bus.ensure_instance(''evil'', ''svc_genesis'')'),
       ('bus.apply_grants',    'SELECT bus.apply_grants(''llm_requests'')'),
       ('bus.set_setting',     'SELECT bus.set_setting(''retention_days'', ''1'')'),
-      ('bus.prune_archives',  'CALL bus.prune_archives()')
+      ('bus.prune_archives',  'CALL bus.prune_archives()'),
+      ('bus.forget_instance', 'SELECT * FROM bus.forget_instance(''t20'')')
   ) AS f(fn, stmt)
  ORDER BY r, fn;
 -- Nor may a service rewrite the catalog to grant itself a flow or loosen a rule.

@@ -1,4 +1,5 @@
-"""Singularity instances and the AutonomousWorker calls (seed 003): each call is one SQL function.
+"""Singularity instances, the operator's side: add, list, remove, rotate a key (the superuser and the
+owner roles do this, like migrate). What an instance does lives in orchestrator.singularity.
 
 An instance X is the database `singularity_X` with its own LOGIN role `svc_singularity_X`, its own
 migrations, pg_cron schedules, outbox, CDC slot, key file and per-instance reply/inbox queues in
@@ -8,12 +9,11 @@ shared_queue. `default` is the database `singularity`.
 from __future__ import annotations
 
 import logging
-import re
 
 import psycopg
 from psycopg import sql
 
-from orchestrator.infra.config import Settings
+from orchestrator.infra.config import INSTANCE_RE, Settings
 from orchestrator.infra.db import (
     admin_conninfo,
     connect,
@@ -24,14 +24,6 @@ from orchestrator.infra.db import (
 )
 
 log = logging.getLogger(__name__)
-
-INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-
-# `orchestrator autonomous <command>` -> the job core.run_job runs.
-JOBS = {"learn-now": "learn_patterns", "knowledge-now": "update_knowledge", "sync-now": "sync_learning",
-        "assign-now": "assign_tasks", "drain-now": "drain_outbox", "inbox-now": "consume_inbox",
-        "metrics-now": "refresh_metrics", "cleanup-now": "cleanup_logs", "archive-now": "archive_tasks",
-        "heartbeat-now": "heartbeat"}
 
 
 class InstanceError(RuntimeError):
@@ -47,12 +39,6 @@ def check_id(instance: str) -> str:
     if instance != "default" and not INSTANCE_RE.match(instance):
         raise InstanceError(f"invalid instance id {instance!r}: use 1-16 characters a-z and 0-9, starting with a letter")
     return instance
-
-
-def service_conn(s: Settings, instance: str = "default") -> psycopg.Connection:
-    """The instance's service-role connection (what pg_cron jobs run as)."""
-    check_id(instance)
-    return connect(role_conninfo(s, database(instance), service_role("singularity", instance)))
 
 
 def owner_conn(s: Settings, instance: str = "default") -> psycopg.Connection:
@@ -122,9 +108,7 @@ def remove_instance(s: Settings, instance: str) -> None:
         pg.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         has_role = pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     with connect(owner_conninfo(s, "shared_queue")) as sq:
-        for r in sq.execute("SELECT queue_name FROM bus.queues WHERE instance_id = %s", (instance,)).fetchall():
-            sq.execute("SELECT bus.drop_queue(%s)", (r["queue_name"],))
-        sq.execute("DELETE FROM bus.instances WHERE instance_id = %s", (instance,))
+        sq.execute("SELECT bus.forget_instance(%s)", (instance,)).fetchall()
         if has_role:  # grants on pgmq's extension objects were made by the shared_queue owner: it revokes them
             sq.execute(sql.SQL("REVOKE ALL ON SCHEMA pgmq, bus, ops FROM {}").format(sql.Identifier(role)))
             sq.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA pgmq, bus FROM {}").format(sql.Identifier(role)))
@@ -156,39 +140,3 @@ def rotate_key(s: Settings, instance: str = "default", reencrypt: bool = True) -
     return {"key_id": key_id, "reencrypted": n}
 
 
-# -- the AutonomousWorker ------------------------------------------------------------------------
-def run_job(s: Settings, name: str, instance: str = "default") -> str:
-    """core.run_job(NAME) in INSTANCE: 'ok: ...' or 'failed: <reason>'."""
-    with service_conn(s, instance) as c:
-        return c.execute("SELECT core.run_job(%s) AS r", (name,)).fetchone()["r"]
-
-
-def queue_status(s: Settings, instance: str = "default") -> list[dict]:
-    with service_conn(s, instance) as c:
-        return c.execute("SELECT * FROM core.queue_status()").fetchall()
-
-
-def jobs_status(s: Settings, instance: str = "default", cron: bool = False) -> list[dict]:
-    """core.jobs_status(); with CRON, also pg_cron's own last run of each job (cron.job_run_details,
-    readable by the superuser only)."""
-    with service_conn(s, instance) as c:
-        rows = c.execute("SELECT * FROM core.jobs_status()").fetchall()
-    if cron:
-        db = database(instance)
-        with connect(admin_conninfo(s, "postgres")) as pg:
-            got = {r["jobname"].split(":", 1)[1]: r for r in pg.execute(
-                """SELECT DISTINCT ON (j.jobname) j.jobname, d.status AS cron_status, d.start_time AS cron_start,
-                          round(extract(epoch FROM d.end_time - d.start_time)::numeric * 1000, 1) AS cron_ms,
-                          left(d.return_message, 60) AS cron_message
-                     FROM cron.job j JOIN cron.job_run_details d USING (jobid)
-                    WHERE j.jobname LIKE %s ORDER BY j.jobname, d.start_time DESC""", (f"{db}:%",))}
-        rows = [{**r, **{k: v for k, v in got.get(r["job"], {}).items() if k != "jobname"}} for r in rows]
-    return rows
-
-
-def cdc(s: Settings, instance: str = "default", what: str = "all", consume: bool = False, limit: int = 100) -> list[dict]:
-    """Changes from the instance's CDC slot: what = all | patterns | sessions."""
-    fn = {"all": "core.get_cdc_changes", "patterns": "core.get_pattern_changes",
-          "sessions": "core.get_session_changes"}[what]
-    with service_conn(s, instance) as c:
-        return c.execute(sql.SQL("SELECT * FROM {}(%s, %s)").format(sql.SQL(fn)), (consume, limit)).fetchall()

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS centralcloud.git_schedule;
