@@ -168,129 +168,146 @@ PATTERNS = [
 ]
 
 
+class Demo:
+    """The demo's steps, each a method: an agent of INSTANCE gets a task, asks the LLM, runs code, asks for
+    an approval and an answer, records results; the instance learns; CentralCloud aggregates; the
+    knowledge comes back. SQ is the instance database as its service role."""
+
+    def __init__(self, s: Settings, sq, *, instance: str, interactive: bool, timeout: float, out, web: str):
+        self.s, self.sq, self.instance, self.interactive, self.timeout, self.out, self.web = (
+            s, sq, instance, interactive, timeout, out, web)
+        self.agent_id = f"demo-{secrets.token_hex(3)}"
+        self.hitl: HitlClient | None = None
+        self.agent = None
+        self.task: dict = {}
+        self.steps = [("SQL scheduler assigns a task", self.assign), ("agent asks the LLM (Nexus)", self.ask_llm),
+                      ("agent runs code (Genesis sandbox)", self.run_code), ("approval via the HITL page", self.approval),
+                      ("question via the HITL page", self.question), ("analysis results recorded", self.record),
+                      ("instance learns and queues patterns", self.learn), ("outbox drained to shared_queue", self.drain),
+                      ("CentralCloud aggregates, sends knowledge back", self.aggregate),
+                      ("instance folds the knowledge in", self.fold_in), ("done", self.summary)]
+        self.progress = Progress(total=len(self.steps), out=out)
+
+    def run(self) -> list[tuple[str, float, str]]:
+        try:
+            if not self.interactive:
+                self.hitl = HitlClient(self.s, self.web)
+            for title, fn in self.steps:
+                self.progress.step(title, fn)
+        finally:
+            if self.hitl:
+                self.hitl.close()
+            if self.agent:
+                self.agent.close()
+        return self.progress.rows
+
+    def assign(self) -> str:
+        # The demo's agent joins the instance's agents; the SQL scheduler picks who gets the task
+        # (another agent with free capacity may) and the demo then plays that agent.
+        from orchestrator.singularity.agent import AgentClient
+
+        sq = self.sq
+        sq.execute("INSERT INTO core.agents (id, capacity) VALUES (%s, 2)", (self.agent_id,))
+        row = sq.execute("INSERT INTO core.tasks (id, kind, payload, priority) VALUES (ops.ulid(), 'refactor', %s, "
+                         "1000) RETURNING id", (Jsonb({"file": "lib/greeter.py"}),)).fetchone()
+        self.task["id"] = row["id"]
+        n = sq.execute("SELECT core.assign_pending_tasks() AS n").fetchone()["n"]
+        got = sq.execute("SELECT status, assigned_agent FROM core.tasks WHERE id = %s", (self.task["id"],)).fetchone()
+        if got["assigned_agent"] is None:
+            raise DemoError(f"task {self.task['id']} is still {got['status']}: no active agent has free capacity")
+        self.task["agent"] = got["assigned_agent"]
+        self.agent = AgentClient(self.task["agent"], instance=self.instance, s=self.s)
+        return f"agent {self.task['agent']} got task {self.task['id']} ({n} assigned this run)"
+
+    def ask_llm(self) -> str:
+        r = self.agent.ask_llm([{"role": "user", "content": "How should greet() format its string?"}],
+                               task_type="chat", timeout=self.timeout)
+        if r.get("error"):
+            raise DemoError(r["error"])
+        return f"{r.get('model')}: {_short(str(r.get('result')), 60)!r}"
+
+    def run_code(self) -> str:
+        r = self.agent.run_job(CODE, "python", timeout=self.timeout)
+        if r.get("exit_code") != 0:
+            raise DemoError(f"exit {r.get('exit_code')}: {r.get('error') or r.get('output')}")
+        return f"exit 0, output {str(r.get('output')).strip()!r}"
+
+    def _wait_for_person(self, rid: str, page: str, decide) -> dict:
+        """The agent's result for RID: a person decides on PAGE (--interactive), or DECIDE does it now."""
+        if self.interactive:
+            self.out.write(f"\n    waiting for a person: decide it at {self.web}/{page} (up to {self.timeout:g} s)\n")
+        else:
+            decide(rid)
+        return self.agent.result(rid, timeout=self.timeout)
+
+    def approval(self) -> str:
+        rid = self.agent.send("approval", {"file_path": "lib/greeter.py", "diff": DIFF, "reason": "use an f-string"})
+        r = self._wait_for_person(rid, "approvals", lambda i: self.hitl.approve(i, self.timeout))
+        return f"approved={r.get('approved')} by {r.get('decided_by')}"
+
+    def question(self) -> str:
+        rid = self.agent.send("question", {"question": "Ship the refactor today?", "options": ["yes", "no"]})
+        r = self._wait_for_person(rid, "questions", lambda i: self.hitl.answer(i, "yes", self.timeout))
+        return f"{r.get('response')!r} from {r.get('answered_by')}"
+
+    def record(self) -> str:
+        for body in PATTERNS:
+            self.sq.execute("INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES (%s, %s, 0.9)",
+                            (self.task["agent"], Jsonb(body)))
+        self.sq.execute("SELECT core.finish_task(%s, %s)", (self.task["id"], Jsonb({"ok": True})))
+        return f"{len(PATTERNS)} analysis results, task {self.task['id']} completed"
+
+    def job(self, name: str) -> str:
+        r = self.sq.execute("SELECT core.run_job(%s) AS r", (name,)).fetchone()["r"] or ""
+        if r.startswith("failed"):
+            raise DemoError(f"{name} {r}")
+        return _short(r)
+
+    def learn(self) -> str:
+        return f"learn_patterns {self.job('learn_patterns')}; sync_learning {self.job('sync_learning')}"
+
+    def drain(self) -> str:
+        return f"drain_outbox {self.job('drain_outbox')}"
+
+    def aggregate(self) -> str:
+        from orchestrator.centralcloud.jobs import run_job
+
+        a = run_job(self.s, "aggregate")
+        b = run_job(self.s, "pattern-sync")
+        return f"aggregate {_short(a)}; pattern-sync {_short(b)}"
+
+    def fold_in(self) -> str:
+        r = self.job("consume_inbox")
+        n = self.sq.execute("SELECT count(*) AS n FROM core.global_knowledge WHERE key = 'python.fstring'").fetchone()["n"]
+        if not n:
+            raise DemoError("the aggregated pattern python.fstring did not reach the instance's knowledge")
+        return f"consume_inbox {r}; python.fstring is in global_knowledge"
+
+    def summary(self) -> str:
+        rows = self.progress.rows
+        return f"{len(rows)} steps before this one, {sum(r[1] for r in rows) / 1000:.1f} s in all"
+
+
 def run(s: Settings, instance: str = "default", interactive: bool = False, timeout: float = 60.0,
         out=sys.stdout) -> list[tuple[str, float, str]]:
     """Run the demo; returns (step, ms, detail) rows. Raises DemoError naming the step that failed."""
-    from orchestrator.centralcloud.jobs import run_job
-    from orchestrator.singularity.agent import AgentClient
-
     db = "singularity" if instance == "default" else f"singularity_{instance}"
-    role = service_role("singularity", instance)
-    agent_id = f"demo-{secrets.token_hex(3)}"
-    p = Progress(total=11, out=out)
     web = web_url()
     names = NEEDED_WORKERS
     if _page_is_up(web):  # a running daemon (make run) serves the page: use it instead of a second one
         names = tuple(n for n in NEEDED_WORKERS if n != "hitl")
         out.write(f"using the page of the running daemon at {web}\n")
-    with workers_in_process(s, names), connect(role_conninfo(s, db, role)) as sq:
-        hitl: HitlClient | None = None
-        task: dict = {}
-        agent: AgentClient | None = None
-
-        def assign() -> str:
-            # The demo's agent joins the instance's agents; the SQL scheduler picks who gets the task
-            # (another agent with free capacity may) and the demo then plays that agent.
-            nonlocal agent
-            sq.execute("INSERT INTO core.agents (id, capacity) VALUES (%s, 2)", (agent_id,))
-            row = sq.execute("INSERT INTO core.tasks (id, kind, payload, priority) VALUES (ops.ulid(), 'refactor', %s, "
-                             "1000) RETURNING id", (Jsonb({"file": "lib/greeter.py"}),)).fetchone()
-            task["id"] = row["id"]
-            n = sq.execute("SELECT core.assign_pending_tasks() AS n").fetchone()["n"]
-            got = sq.execute("SELECT status, assigned_agent FROM core.tasks WHERE id = %s", (task["id"],)).fetchone()
-            if got["assigned_agent"] is None:
-                raise DemoError(f"task {task['id']} is still {got['status']}: no active agent has free capacity")
-            task["agent"] = got["assigned_agent"]
-            agent = AgentClient(task["agent"], instance=instance, s=s)
-            return f"agent {task['agent']} got task {task['id']} ({n} assigned this run)"
-
-        def ask_llm() -> str:
-            r = agent.ask_llm([{"role": "user", "content": "How should greet() format its string?"}],
-                              task_type="chat", timeout=timeout)
-            if r.get("error"):
-                raise DemoError(r["error"])
-            return f"{r.get('model')}: {str(r.get('result'))[:60]!r}"
-
-        def run_code() -> str:
-            r = agent.run_job(CODE, "python", timeout=timeout)
-            if r.get("exit_code") != 0:
-                raise DemoError(f"exit {r.get('exit_code')}: {r.get('error') or r.get('output')}")
-            return f"exit 0, output {str(r.get('output')).strip()!r}"
-
-        def approval() -> str:
-            rid = agent.send("approval", {"file_path": "lib/greeter.py", "diff": DIFF, "reason": "use an f-string"})
-            if interactive:
-                out.write(f"\n    waiting for a person: approve it at {web}/approvals\n")
-            else:
-                hitl.approve(rid, timeout)
-            r = agent.result(rid, timeout=3600 if interactive else timeout)
-            return f"approved={r.get('approved')} by {r.get('decided_by')}"
-
-        def question() -> str:
-            rid = agent.send("question", {"question": "Ship the refactor today?", "options": ["yes", "no"]})
-            if interactive:
-                out.write(f"\n    waiting for a person: answer it at {web}/questions\n")
-            else:
-                hitl.answer(rid, "yes", timeout)
-            r = agent.result(rid, timeout=3600 if interactive else timeout)
-            return f"{r.get('response')!r} from {r.get('answered_by')}"
-
-        def record() -> str:
-            for body in PATTERNS:
-                sq.execute("INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES (%s, %s, 0.9)",
-                           (task["agent"], Jsonb(body)))
-            sq.execute("SELECT core.finish_task(%s, %s)", (task["id"], Jsonb({"ok": True})))
-            return f"{len(PATTERNS)} analysis results, task {task['id']} completed"
-
-        def job(name: str) -> str:
-            r = sq.execute("SELECT core.run_job(%s) AS r", (name,)).fetchone()["r"] or ""
-            if r.startswith("failed"):
-                raise DemoError(f"{name} {r}")
-            return _short(r)
-
-        def learn() -> str:
-            return f"learn_patterns {job('learn_patterns')}; sync_learning {job('sync_learning')}"
-
-        def drain() -> str:
-            return f"drain_outbox {job('drain_outbox')}"
-
-        def aggregate() -> str:
-            a = run_job(s, "aggregate")
-            b = run_job(s, "pattern-sync")
-            return f"aggregate {_short(a)}; pattern-sync {_short(b)}"
-
-        def fold_in() -> str:
-            r = job("consume_inbox")
-            n = sq.execute("SELECT count(*) AS n FROM core.global_knowledge WHERE key = 'python.fstring'").fetchone()["n"]
-            if not n:
-                raise DemoError("the aggregated pattern python.fstring did not reach the instance's knowledge")
-            return f"consume_inbox {r}; python.fstring is in global_knowledge"
-
-        def summary() -> str:
-            return f"{len(p.rows)} steps, {sum(r[1] for r in p.rows) / 1000:.1f} s in all"
-
-        steps = [("SQL scheduler assigns a task", assign), ("agent asks the LLM (Nexus)", ask_llm),
-                 ("agent runs code (Genesis sandbox)", run_code), ("approval via the HITL page", approval),
-                 ("question via the HITL page", question), ("analysis results recorded", record),
-                 ("instance learns and queues patterns", learn), ("outbox drained to shared_queue", drain),
-                 ("CentralCloud aggregates, sends knowledge back", aggregate),
-                 ("instance folds the knowledge in", fold_in), ("done", summary)]
-        try:
-            if not interactive:
-                hitl = HitlClient(s, web)
-            for title, fn in steps:
-                p.step(title, fn)
-        finally:
-            if hitl:
-                hitl.close()
-            if agent:
-                agent.close()
-    return p.rows
+    with workers_in_process(s, names), connect(role_conninfo(s, db, service_role("singularity", instance))) as sq:
+        return Demo(s, sq, instance=instance, interactive=interactive, timeout=timeout, out=out, web=web).run()
 
 
-def _short(v: object) -> str:
-    text = v if isinstance(v, str) else str(v)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _short(v: object, width: int = 80) -> str:
+    """V on one line of at most WIDTH characters, cut at a word with an ellipsis."""
+    text = " ".join((v if isinstance(v, str) else str(v)).split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1].rsplit(" ", 1)[0] if " " in text[:width - 1] else text[:width - 1]
+    return cut + "…"
 
 
 def _page_is_up(base: str) -> bool:

@@ -28,8 +28,9 @@ DIFF = "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n-print('old')\n+print('new'
 def system(s):
     """The hitl worker (claims, leases, timeouts, publishing) and its page on a free port, plus four users."""
     os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    saved = {k: os.environ.get(k) for k in ("NEXUS_HITL_TICK_S", "NEXUS_HITL_LEASE_S")}
-    os.environ.update(NEXUS_HITL_TICK_S="0.2", NEXUS_HITL_LEASE_S="30")
+    saved = {k: os.environ.get(k) for k in ("NEXUS_HITL_TICK_S", "NEXUS_HITL_LEASE_S", "NEXUS_METRICS_TOKEN")}
+    # settings are read once, when the worker is built
+    os.environ.update(NEXUS_HITL_TICK_S="0.2", NEXUS_HITL_LEASE_S="30", NEXUS_METRICS_TOKEN="t0ken")
     with connect(owner_conninfo(s, "shared_queue")) as c:
         for q in ("approval_requests", "question_requests", "approval_responses", "question_responses"):
             c.execute("SELECT pgmq.purge_queue(%s)", (q,))
@@ -277,9 +278,8 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(s, system, browser
     ctx.close()
 
 
-def test_metrics_accepts_a_bearer_token(system, browser, monkeypatch):
-    _hitl, url = system
-    monkeypatch.setenv("NEXUS_METRICS_TOKEN", "t0ken")
+def test_metrics_accepts_a_bearer_token(system, browser):
+    _hitl, url = system  # the system runs with NEXUS_METRICS_TOKEN=t0ken
     ctx = browser.new_context()
     assert ctx.request.get(url + "/metrics", headers={"authorization": "Bearer nope"}).status == 401
     r = ctx.request.get(url + "/metrics", headers={"authorization": "Bearer t0ken"})

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from orchestrator.genesis.sandbox import cgroup, seccomp
 from orchestrator.genesis.sandbox.languages import Command, Unsupported, command
@@ -338,22 +339,8 @@ class Sandbox:
             os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
-        stopped, truncated, setup_error, child = None, False, None, None
-        if job is not None:
-            # the sandbox's pid 1 joins the job's cgroup (while bwrap sets it up) before "go": everything
-            # the job starts is born inside
-            try:
-                child = _child_pid(info_r, deadline)
-                if child is not None:
-                    job.add(child)
-                    os.write(life[0], b"go\n")
-                elif time.monotonic() >= deadline:
-                    stopped = "timeout"
-            except OSError as e:
-                setup_error = (f"the job could not be put in its cgroup ({e.strerror}); it did not run. Check "
-                               f"`orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without a cgroup "
-                               f"(memfd denied)")
-                stopped = "setup"
+        truncated = False
+        child, stopped, setup_error = _join_cgroup(job, info_r, deadline, life) if job is not None else (None, None, None)
         sel = selectors.DefaultSelector()
         for f in (p.stdout, p.stderr):
             os.set_blocking(f.fileno(), False)
@@ -403,42 +390,76 @@ class Sandbox:
             _kill_uid(uid)  # no pid namespace: anything of this uid that outlived the job
         # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
         out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
-        code = p.returncode
-        sig = -code if code < 0 else (code - 128 if 128 < code < 128 + 65 else 0)
-        killed, exceeded = None, None
-        cpu_used = ru.ru_utime + ru.ru_stime
-        oom = job.oom_kills() if job is not None else 0
-        peak_kb = job.peak_kb() if job is not None else _peak_kb(peak_fd)
-        if stopped == "output":
-            killed, exceeded = "resource_exceeded", "output"
-        elif oom and code != 0 and stopped != "timeout":
-            killed, exceeded = "resource_exceeded", "memory"  # the kernel killed for the job's memory bound
-        elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and not stopped and cpu_used >= lim.cpu_s - 0.1):
-            killed, exceeded = "resource_exceeded", "cpu"
-        elif sig == signal.SIGXFSZ:
-            killed, exceeded = "resource_exceeded", "file_size"
-        elif hints and (code != 0 or stopped or "processes" in hints):
-            killed, exceeded = "resource_exceeded", hints[0]
-        elif stopped == "timeout":
-            killed = "timeout"
+        run = _Run(code=p.returncode, cpu_s=ru.ru_utime + ru.ru_stime, stopped=stopped, truncated=truncated,
+                   setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0)
+        killed, exceeded, error = _outcome(run, lim, out, err)
         if truncated:
             marker = f"\n[genesis: output truncated at {cap} bytes; the job was stopped]\n"
             out, err = (s + marker if len(s.encode()) >= cap else s for s in (out, err))
-        exit_code = None if stopped else code
-        if setup_error:
-            error = setup_error
-        elif killed == "timeout":
-            error = f"timed out after {lim.timeout_s:g}s: the whole process tree was killed (raise timeout_s up to the operator's maximum)"
-        elif killed:
-            error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
-        elif code != 0:
-            tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
-            error = f"exit code {code}: " + (tail[0][:300] if tail else f"signal {sig}" if sig else "no output")
-        else:
-            error = None
-        return {"exit_code": exit_code, "stdout": out, "stderr": err, "output": out, "error": error,
-                "duration_ms": duration_ms, "peak_memory_kb": peak_kb, "killed_reason": killed,
+        return {"exit_code": None if stopped else run.code, "stdout": out, "stderr": err, "output": out,
+                "error": error, "duration_ms": duration_ms,
+                "peak_memory_kb": job.peak_kb() if job is not None else _peak_kb(peak_fd), "killed_reason": killed,
                 "exceeded": exceeded, "truncated": truncated}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How a job's process ended, as _outcome needs it."""
+
+    code: int
+    cpu_s: float
+    stopped: str | None           # timeout, output, setup, or None (it ended by itself)
+    truncated: bool
+    setup_error: str | None
+    hints: list[str]              # limits named by the runtime's own error messages
+    oom: int                      # out-of-memory kills in the job's cgroup
+
+
+def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, str | None, str | None]:
+    """(killed_reason, exceeded, error) of a finished job: which limit held it, or its own failure."""
+    code = run.code
+    sig = -code if code < 0 else (code - 128 if 128 < code < 128 + 65 else 0)
+    killed, exceeded = None, None
+    if run.stopped == "output":
+        killed, exceeded = "resource_exceeded", "output"
+    elif run.oom and code != 0 and run.stopped != "timeout":
+        killed, exceeded = "resource_exceeded", "memory"  # the kernel killed for the job's memory bound
+    elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and not run.stopped and run.cpu_s >= lim.cpu_s - 0.1):
+        killed, exceeded = "resource_exceeded", "cpu"
+    elif sig == signal.SIGXFSZ:
+        killed, exceeded = "resource_exceeded", "file_size"
+    elif run.hints and (code != 0 or run.stopped or "processes" in run.hints):
+        killed, exceeded = "resource_exceeded", run.hints[0]
+    elif run.stopped == "timeout":
+        killed = "timeout"
+    if run.setup_error:
+        error = run.setup_error
+    elif killed == "timeout":
+        error = f"timed out after {lim.timeout_s:g}s: the whole process tree was killed (raise timeout_s up to the operator's maximum)"
+    elif killed:
+        error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
+    elif code != 0:
+        tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
+        error = f"exit code {code}: " + (tail[0][:300] if tail else f"signal {sig}" if sig else "no output")
+    else:
+        error = None
+    return killed, exceeded, error
+
+
+def _join_cgroup(job: cgroup.Job, info_r: int | None, deadline: float, life: list[int]):
+    """The sandbox's pid 1 joins the job's cgroup (while bwrap sets it up) before "go": everything the job
+    starts is born inside. Returns (its pid or None, stopped or None, setup error or None)."""
+    try:
+        child = _child_pid(info_r, deadline)
+        if child is not None:
+            job.add(child)
+            os.write(life[0], b"go\n")
+            return child, None, None
+        return None, ("timeout" if time.monotonic() >= deadline else None), None
+    except OSError as e:
+        return None, "setup", (f"the job could not be put in its cgroup ({e.strerror}); it did not run. Check "
+                               f"`orchestrator genesis check`; GENESIS_CGROUP=off runs jobs without a cgroup "
+                               f"(memfd denied)")
 
 
 def confinement_report(sb: Sandbox, probe: dict) -> tuple[list[str], list[str]]:

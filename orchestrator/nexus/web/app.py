@@ -194,152 +194,157 @@ class ClientAddress:
         return await self.app(scope, receive, send)
 
 
-def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSettings | None = None,
-               session_ttl_s: int = 8 * 3600, metrics_token: str | None = None) -> Starlette:
-    web = web or WebSettings()
-    scrypt_slots = threading.BoundedSemaphore(4)  # each derivation takes 16 MiB and ~50 ms of a core
+class Page:
+    """The page's routes over the HITL worker, the nexus pool and the dashboard (one method per route)."""
 
-    def _hash(token: str) -> bytes:
+    def __init__(self, hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSettings | None = None,
+                 session_ttl_s: int = 8 * 3600, metrics_token: str | None = None):
+        self.hitl, self.pool, self.dashboard = hitl, pool, dashboard
+        self.web = web or WebSettings()
+        self.session_ttl_s, self.metrics_token = session_ttl_s, metrics_token
+        self.scrypt_slots = threading.BoundedSemaphore(4)  # each derivation takes 16 MiB and ~50 ms of a core
+
+    def _hash(self, token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    def sql(query: str, params: tuple = ()) -> list[dict]:
-        with pool.connection() as c:
+    def sql(self, query: str, params: tuple = ()) -> list[dict]:
+        with self.pool.connection() as c:
             cur = c.execute(query, params)
             return cur.fetchall() if cur.description else []
 
-    def session_token(request: Request) -> str | None:
+    def session_token(self, request: Request) -> str | None:
         token = request.cookies.get(COOKIE)
         return token if token and TOKEN_RE.fullmatch(token) else None
 
-    def session(request: Request) -> dict | None:
+    def session(self, request: Request) -> dict | None:
         """The live session of REQUEST (for actions: its notice stays for the next page)."""
-        token = session_token(request)
+        token = self.session_token(request)
         if not token:
             return None
-        rows = sql("SELECT * FROM nexus.session_get(%s)", (_hash(token),))
+        rows = self.sql("SELECT * FROM nexus.session_get(%s)", (self._hash(token),))
         return rows[0] if rows else None
 
-    def page_session(request: Request) -> dict | None:
+    def page_session(self, request: Request) -> dict | None:
         """The live session of REQUEST with its pending notice, which is then cleared (a page shows it once)."""
-        token = session_token(request)
+        token = self.session_token(request)
         if not token:
             return None
-        rows = sql("SELECT * FROM nexus.session_page(%s)", (_hash(token),))
+        rows = self.sql("SELECT * FROM nexus.session_page(%s)", (self._hash(token),))
         return rows[0] if rows else None
 
-    def notify(request: Request, text: str) -> None:
+    def notify(self, request: Request, text: str) -> None:
         """Leave TEXT (the server's words) for the session's next page."""
-        sql("SELECT nexus.session_flash(%s, %s)", (_hash(request.cookies[COOKIE]), text))
+        self.sql("SELECT nexus.session_flash(%s, %s)", (self._hash(request.cookies[COOKIE]), text))
 
-    def to_login(request: Request) -> RedirectResponse:
+    def to_login(self, request: Request) -> RedirectResponse:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
-    async def checked_form(request: Request, sess: dict) -> dict | None:
+    async def checked_form(self, request: Request, sess: dict) -> dict | None:
         form = await request.form()  # the form is read on the event loop; database work goes to the threadpool
         if not same_token(form.get("csrf_token"), sess["csrf"]):
             return None
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
-    def page(request: Request, name: str, sess: dict, **ctx) -> Response:
+    def page(self, request: Request, name: str, sess: dict, **ctx) -> Response:
         return TEMPLATES.TemplateResponse(request, name, {"user": sess["username"], "csrf": sess["csrf"],
                                                           "msg": sess.get("flash"), **ctx})
 
-    def refuse_csrf() -> Response:
+    def refuse_csrf(self) -> Response:
         return PlainTextResponse("CSRF token missing, malformed or wrong: reload the page and submit the form again.",
                                  status_code=403)
 
     # -- sign in / out -------------------------------------------------------------------------
-    def login_page(request: Request, nxt: str, error: str | None, status_code: int = 200,
+    def login_page(self, request: Request, nxt: str, error: str | None, status_code: int = 200,
                    headers: dict | None = None) -> Response:
         token = secrets.token_urlsafe(24)
         resp = TEMPLATES.TemplateResponse(request, "login.html", {"csrf": token, "user": None, "next": nxt,
                                                                   "error": error}, status_code=status_code,
                                           headers=headers)
-        resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=web.secure_cookies)
+        resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=self.web.secure_cookies)
         return resp
 
-    def login_form(request: Request) -> Response:
+    def login_form(self, request: Request) -> Response:
         # only fixed texts: the query names one, it never supplies one
-        return login_page(request, safe_next(request.query_params.get("next")),
+        return self.login_page(request, safe_next(request.query_params.get("next")),
                           LOGIN_ERRORS.get(request.query_params.get("error", "")))
 
-    def throttled(request: Request, nxt: str, row: dict) -> Response:
+    def throttled(self, request: Request, nxt: str, row: dict) -> Response:
         wait = int(row["retry_after_s"])
         text = THROTTLED.get(row["reason"], THROTTLED["address"]).format(wait=_wait_text(wait))
-        return login_page(request, nxt, text, status_code=429, headers={"retry-after": str(wait)})
+        return self.login_page(request, nxt, text, status_code=429, headers={"retry-after": str(wait)})
 
-    def sign_in(username: str, password: str, addr: IP, device: bytes | None) -> tuple[dict, str | None, str | None]:
+    def sign_in(self, username: str, password: str, addr: IP, device: bytes | None) -> tuple[dict, str | None, str | None]:
         """(nexus.sign_in's row, session token, new browser token) for one attempt; runs in the threadpool."""
-        params = sql("SELECT * FROM nexus.login_params(%s, %s, %s)", (username, addr, device))[0]
+        params = self.sql("SELECT * FROM nexus.login_params(%s, %s, %s)", (username, addr, device))[0]
         if params["status"] == "throttled":
             return params, None, None
-        with scrypt_slots:
+        with self.scrypt_slots:
             key = derive_key(password, params["salt"], params["n"], params["r"], params["p"], params["dklen"])
         token, new_device = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        row = sql("SELECT * FROM nexus.sign_in(%s, %s, %s, %s, %s, %s, %s, %s)",
-                  (username, key, _hash(token), secrets.token_urlsafe(32), session_ttl_s, addr, device,
-                   _hash(new_device)))[0]
+        row = self.sql("SELECT * FROM nexus.sign_in(%s, %s, %s, %s, %s, %s, %s, %s)",
+                  (username, key, self._hash(token), secrets.token_urlsafe(32), self.session_ttl_s, addr, device,
+                   self._hash(new_device)))[0]
         return row, token, new_device
 
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         form = await request.form()
         if not same_token(form.get("csrf_token"), request.cookies.get(LOGIN_COOKIE)):
-            return refuse_csrf()
+            return self.refuse_csrf()
         username, password = form.get("username"), form.get("password")
         username = username.replace("\x00", "") if isinstance(username, str) else ""
         password = password if isinstance(password, str) else ""
         nxt = safe_next(form.get("next"))
         addr = client_ip(request.client.host) if request.client else None
         device_token = request.cookies.get(DEVICE_COOKIE)
-        device = _hash(device_token) if device_token and TOKEN_RE.fullmatch(device_token) else None
-        row, token, new_device = await run_in_threadpool(sign_in, username, password,
+        device = self._hash(device_token) if device_token and TOKEN_RE.fullmatch(device_token) else None
+        row, token, new_device = await run_in_threadpool(self.sign_in, username, password,
                                                           addr or ipaddress.IPv4Address(0), device)
         if row["status"] == "throttled":
             log.info("hitl page: sign-in held back (%s, %s s) from %s", row["reason"], row["retry_after_s"], addr)
-            return throttled(request, nxt, row)
+            return self.throttled(request, nxt, row)
         if row["status"] != "signed_in":
             return RedirectResponse(f"/login?error=1&next={quote(nxt)}", status_code=303)
         resp = RedirectResponse(nxt, status_code=303)
-        resp.set_cookie(COOKIE, token, max_age=session_ttl_s, httponly=True, samesite="lax", secure=web.secure_cookies)
+        resp.set_cookie(COOKIE, token, max_age=self.session_ttl_s, httponly=True, samesite="lax", secure=self.web.secure_cookies)
         resp.set_cookie(DEVICE_COOKIE, new_device, max_age=DEVICE_TTL_S, path="/login", httponly=True,
-                        samesite="strict", secure=web.secure_cookies)
+                        samesite="strict", secure=self.web.secure_cookies)
         resp.delete_cookie(LOGIN_COOKIE)
         return resp
 
-    async def logout(request: Request) -> Response:
-        sess = await run_in_threadpool(session, request)
+    async def logout(self, request: Request) -> Response:
+        sess = await run_in_threadpool(self.session, request)
         if not sess:
-            return to_login(request)
-        if await checked_form(request, sess) is None:
-            return refuse_csrf()
-        await run_in_threadpool(sql, "SELECT nexus.session_delete(%s)", (_hash(request.cookies[COOKIE]),))
+            return self.to_login(request)
+        if await self.checked_form(request, sess) is None:
+            return self.refuse_csrf()
+        await run_in_threadpool(self.sql, "SELECT nexus.session_delete(%s)", (self._hash(request.cookies[COOKIE]),))
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
 
     # -- approvals and questions -------------------------------------------------------------------
-    def home(request: Request) -> Response:
-        return RedirectResponse("/approvals", status_code=303) if session(request) else to_login(request)
+    def home(self, request: Request) -> Response:
+        return RedirectResponse("/approvals", status_code=303) if self.session(request) else self.to_login(request)
 
-    def approvals(request: Request) -> Response:
-        sess = page_session(request)
+    def approvals(self, request: Request) -> Response:
+        sess = self.page_session(request)
         if not sess:
-            return to_login(request)
-        return page(request, "approvals.html", sess, items=hitl.pending("approval"))
+            return self.to_login(request)
+        return self.page(request, "approvals.html", sess, items=self.hitl.pending("approval"))
 
-    def questions(request: Request) -> Response:
-        sess = page_session(request)
+    def questions(self, request: Request) -> Response:
+        sess = self.page_session(request)
         if not sess:
-            return to_login(request)
-        return page(request, "questions.html", sess, items=hitl.pending("question"))
+            return self.to_login(request)
+        return self.page(request, "questions.html", sess, items=self.hitl.pending("question"))
 
-    async def decide(request: Request) -> Response:
-        sess = await run_in_threadpool(session, request)
+    async def decide(self, request: Request) -> Response:
+        sess = await run_in_threadpool(self.session, request)
         if not sess:
-            return to_login(request)
-        form = await checked_form(request, sess)
+            return self.to_login(request)
+        form = await self.checked_form(request, sess)
         if form is None:
-            return refuse_csrf()
+            return self.refuse_csrf()
         kind = request.url.path.split("/")[1]
         rid = request.path_params["rid"]
         try:
@@ -347,39 +352,47 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSett
                 if form.get("decision") not in ("approve", "reject"):
                     return PlainTextResponse("decision must be approve or reject: use the page's Approve or Reject "
                                              "button", status_code=400)
-                out = await run_in_threadpool(hitl.decide, rid, sess["username"], approved=form["decision"] == "approve",
+                out = await run_in_threadpool(self.hitl.decide, rid, sess["username"], approved=form["decision"] == "approve",
                                               comment=form.get("comment") or None)
             else:
-                out = await run_in_threadpool(hitl.decide, rid, sess["username"], response=form.get("response") or "")
+                out = await run_in_threadpool(self.hitl.decide, rid, sess["username"], response=form.get("response") or "")
         except psycopg.errors.InvalidParameterValue as e:
-            await run_in_threadpool(notify, request, e.diag.message_primary or str(e))
+            await run_in_threadpool(self.notify, request, e.diag.message_primary or str(e))
             return RedirectResponse(f"/{kind}", status_code=303)
         words = {"decided": "decided", "recorded": f"vote recorded ({out.get('approvals')} of {out.get('quorum')} "
                  "approvals so far)", "already_voted": "you already voted on this one",
                  "already_decided": "already decided", "not_found": "no such request"}
-        await run_in_threadpool(notify, request, f"{rid}: " + words[out["status"]])
+        await run_in_threadpool(self.notify, request, f"{rid}: " + words[out["status"]])
         return RedirectResponse(f"/{kind}", status_code=303)
 
-    # -- dashboard and metrics ---------------------------------------------------------------------
-    def dash(request: Request) -> Response:
-        sess = page_session(request)
+    # -- dashboard and metrics --------------------------------------------------------------------------
+    def dash(self, request: Request) -> Response:
+        sess = self.page_session(request)
         if not sess:
-            return to_login(request)
-        return page(request, "dashboard.html", sess, d=dashboard.snapshot() if dashboard else {})
+            return self.to_login(request)
+        return self.page(request, "dashboard.html", sess, d=self.dashboard.snapshot() if self.dashboard else {})
 
-    async def replay(request: Request) -> Response:
-        sess = await run_in_threadpool(session, request)
+    async def replay(self, request: Request) -> Response:
+        sess = await run_in_threadpool(self.session, request)
         if not sess:
-            return to_login(request)
-        if await checked_form(request, sess) is None:
-            return refuse_csrf()
-        new_id = await run_in_threadpool(dashboard.replay, int(request.path_params["dlq_id"]))
-        log.info("dead letter %s replayed by %s as msg %s", request.path_params["dlq_id"], sess["username"], new_id)
-        await run_in_threadpool(notify, request, f"dead letter replayed as msg {new_id}")
+            return self.to_login(request)
+        if await self.checked_form(request, sess) is None:
+            return self.refuse_csrf()
+        dlq_id = int(request.path_params["dlq_id"])
+        try:
+            new_id = await run_in_threadpool(self.dashboard.replay, dlq_id)
+        except psycopg.Error as e:  # refused (not the bus's, sender may no longer send, invalid now): say why
+            why = e.diag.message_primary or str(e)
+            log.info("dead letter %s not replayed for %s: %s", dlq_id, sess["username"], why)
+            await run_in_threadpool(self.notify, request, f"dead letter {dlq_id} not replayed: {why}"
+                                    + (f" ({e.diag.message_hint})" if e.diag.message_hint else ""))
+            return RedirectResponse("/dashboard", status_code=303)
+        log.info("dead letter %s replayed by %s as msg %s", dlq_id, sess["username"], new_id)
+        await run_in_threadpool(self.notify, request, f"dead letter replayed as msg {new_id}")
         return RedirectResponse("/dashboard", status_code=303)
 
-    def metrics(request: Request) -> Response:
-        token = metrics_token
+    def metrics(self, request: Request) -> Response:
+        token = self.metrics_token
         raw = request.headers.get("authorization")
         if raw is not None:
             given = raw.encode("latin-1")  # the header's bytes as sent (Starlette decodes them as latin-1)
@@ -387,24 +400,32 @@ def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSett
                 return PlainTextResponse("Authorization header malformed (only printable ASCII is allowed): send "
                                          "Authorization: Bearer $NEXUS_METRICS_TOKEN, or sign in\n", status_code=403)
             if token and hmac.compare_digest(given, f"Bearer {token}".encode()):
-                return serve_metrics()
-        if not session(request):
+                return self.serve_metrics()
+        if not self.session(request):
             return PlainTextResponse("sign in, or send Authorization: Bearer $NEXUS_METRICS_TOKEN\n", status_code=401)
-        return serve_metrics()
+        return self.serve_metrics()
 
-    def serve_metrics() -> Response:
-        return PlainTextResponse(dashboard.prometheus() if dashboard else "",
+    def serve_metrics(self) -> Response:
+        return PlainTextResponse(self.dashboard.prometheus() if self.dashboard else "",
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    routes = [
-        Route("/", home), Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/approvals", approvals), Route("/questions", questions),
-        Route("/approvals/{rid:str}", decide, methods=["POST"]), Route("/questions/{rid:str}", decide, methods=["POST"]),
-        Route("/dashboard", dash), Route("/dlq/{dlq_id:int}/replay", replay, methods=["POST"]),
-        Route("/metrics", metrics),
-    ]
-    # outermost first: every answer (a refused host too) gets the security headers; the host is checked
-    # before anything else runs; the client's address is settled before any route reads it
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(AllowedHosts, hosts=web.hosts),
-                                                Middleware(ClientAddress, proxies=web.trusted_proxies)])
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.home), Route("/login", self.login_form, methods=["GET"]), Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/approvals", self.approvals), Route("/questions", self.questions),
+            Route("/approvals/{rid:str}", self.decide, methods=["POST"]), Route("/questions/{rid:str}", self.decide, methods=["POST"]),
+            Route("/dashboard", self.dash), Route("/dlq/{dlq_id:int}/replay", self.replay, methods=["POST"]),
+            Route("/metrics", self.metrics),
+        ]
+
+
+def create_app(hitl: Hitl, pool: ConnectionPool, dashboard=None, *, web: WebSettings | None = None,
+               session_ttl_s: int = 8 * 3600, metrics_token: str | None = None) -> Starlette:
+    """The page as an ASGI app: the routes of Page behind the security headers, the host check and the
+    client address (outermost first: every answer, a refused host too, gets the headers; the host is
+    checked before anything runs; the client's address is settled before any route reads it)."""
+    page = Page(hitl, pool, dashboard, web=web, session_ttl_s=session_ttl_s, metrics_token=metrics_token)
+    return Starlette(routes=page.routes(), middleware=[
+        Middleware(SecurityHeaders), Middleware(AllowedHosts, hosts=page.web.hosts),
+        Middleware(ClientAddress, proxies=page.web.trusted_proxies)])
