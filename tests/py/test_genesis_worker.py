@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 import pytest
 from genesis_tools import forget_genesis_heartbeats, one_each, procs_with, results, submit
@@ -245,11 +244,19 @@ def test_requests_cannot_raise_their_limits(sing):
 
 
 def test_concurrency_defaults_to_cores(monkeypatch):
+    """Unset: one job per core (a core count this machine does not have, to tell it from a constant);
+    set: that many, at least one; not a number: the daemon stops naming the variable."""
     from orchestrator.workers.genesis import concurrency
 
     monkeypatch.delenv("GENESIS_CONCURRENCY", raising=False)
-    assert concurrency() == (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert concurrency() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown core count
+    assert concurrency() == 1
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "3")
+    assert concurrency() == 3
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "0")
+    assert concurrency() == 1
     monkeypatch.setenv("GENESIS_CONCURRENCY", "x")
-    with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY"):
+    with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY='x' is not an integer"):
         concurrency()
-    assert threading.active_count() >= 1
