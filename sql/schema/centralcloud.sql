@@ -504,7 +504,7 @@ ALTER FUNCTION centralcloud.aggregated_messages(p_generated_at timestamp with ti
 -- Name: FUNCTION aggregated_messages(p_generated_at timestamp with time zone); Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
 --
 
-COMMENT ON FUNCTION centralcloud.aggregated_messages(p_generated_at timestamp with time zone) IS 'The aggregated_patterns messages (SHAPES.md) for the current ranking.';
+COMMENT ON FUNCTION centralcloud.aggregated_messages(p_generated_at timestamp with time zone) IS 'The aggregated_patterns messages (docs/shapes.md) for the current ranking.';
 
 
 --

@@ -76,12 +76,12 @@ SELECT set_eq($$SELECT package, patterns, instances FROM centralcloud.packages$$
               $$VALUES ('p1', 1, 1), ('p2', 1, 1), ('p3', 1, 1)$$, 'packages with the patterns and instances using them');
 SELECT is(centralcloud.refresh_packages(), 0, 'refreshing the catalogue again changes nothing');
 
--- aggregated_patterns messages (SHAPES.md)
+-- aggregated_patterns messages (docs/shapes.md)
 SELECT is((SELECT count(*) FROM centralcloud.aggregated_messages()), 1::bigint, 'one aggregated_patterns message');
 SELECT is((SELECT m->>'type' FROM centralcloud.aggregated_messages() m), 'aggregated_patterns', 'message type');
 SELECT is((SELECT jsonb_array_length(m->'patterns') FROM centralcloud.aggregated_messages() m), 2, 'every pattern in it');
 SELECT is((SELECT (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(m->'patterns'->0) k) FROM centralcloud.aggregated_messages() m),
-          ARRAY['confidence', 'instances', 'key', 'kind', 'packages', 'rank', 'total_occurrences'], 'pattern fields as in SHAPES.md');
+          ARRAY['confidence', 'instances', 'key', 'kind', 'packages', 'rank', 'total_occurrences'], 'pattern fields as in docs/shapes.md');
 SELECT centralcloud.set_setting('sync_chunk', '1');
 SELECT is((SELECT count(*) FROM centralcloud.aggregated_messages()), 2::bigint, 'chunked by sync_chunk');
 
