@@ -14,8 +14,10 @@ pg_cron jobs are unscheduled after each install), and it is destroyed afterwards
 from __future__ import annotations
 
 import difflib
+import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,13 @@ def _git(*args: str) -> str:
 
 
 # -- the releases to upgrade from ------------------------------------------------------------------
+EXTERNAL_VARS = ("DB_HOST", "SHARED_QUEUE_HOST")
+
+
+class External(RuntimeError):
+    """A database server is configured by env: the scratch cluster would not be the only one touched."""
+
+
 class NoHistory(RuntimeError):
     """The checkout has no usable git history (not a git checkout, or a shallow clone)."""
 
@@ -146,6 +155,9 @@ class Scratch:
     """A cluster of its own under ROOT/.state/schema-scratch: fresh and upgraded installs, dumps."""
 
     def __init__(self, base: Path | None = None):
+        configured = [k for k in os.environ if k in EXTERNAL_VARS or k.endswith("_DB_URL")]
+        if configured:  # the scratch installs would reach that server (service roles' URLs, DB_HOST)
+            raise External(f"{', '.join(sorted(configured))} set: the scratch cluster is embedded only; unset them")
         self.root = base or (ROOT / ".state" / "schema-scratch")
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
@@ -154,15 +166,25 @@ class Scratch:
         self.s = Settings(root=self.root)
         self.cluster = Cluster(self.s)
         self._trees: dict[str, Path] = {}
+        self._lock: int | None = None
 
     # lifecycle
     def start(self) -> Scratch:
-        self.destroy()  # whatever a killed run left behind
+        """Start a new cluster; a second user of the same scratch root (make dump-schema during the
+        tests) waits for the first to finish."""
+        self._lock = os.open(self.root / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.cluster.destroy()  # whatever a killed run left behind
         self.cluster.start()
         return self
 
     def destroy(self) -> None:
-        self.cluster.destroy()
+        try:
+            self.cluster.destroy()
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)  # releases the flock
+                self._lock = None
 
     def __enter__(self) -> Scratch:
         return self.start()
@@ -176,12 +198,15 @@ class Scratch:
         .state pointing at the scratch cluster's (cluster pointer, secrets)."""
         if commit not in self._trees:
             dest = self.root / "releases" / commit
-            if not (dest / "sql").is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
+            if not dest.is_dir():  # extracted next to it, then renamed: never half a tree
+                tmp = self.root / "releases" / f".{commit}.{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
                 archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "orchestrator", "sql"],
                                          capture_output=True, check=True).stdout
-                subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-                (dest / ".state").symlink_to(self.s.state_dir)
+                subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+                (tmp / ".state").symlink_to(self.s.state_dir)
+                tmp.rename(dest)
             self._trees[commit] = dest
         return self._trees[commit]
 
@@ -284,16 +309,27 @@ def _sort_grant_runs(lines: list[str]) -> list[str]:
 
 
 # `orchestrator migrate` of an earlier release, in a subprocess: argv = its tree, database, kind.
+# The modules are found by what they define, not by name, so releases from before and after a
+# reorganisation of the package both work; migrate(settings, progress, only=[Target(db, kind)]) is the
+# interface every release has had.
 _OLD_MIGRATE = """
-import sys
+import importlib, re, sys
 from pathlib import Path
 tree, dbname, kind = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path.insert(0, str(tree))
 import orchestrator
 assert Path(orchestrator.__file__).resolve().is_relative_to(tree.resolve()), orchestrator.__file__
-from orchestrator.config import Settings
-from orchestrator.migrate import Target, migrate
-migrate(Settings(root=tree), progress=lambda _m: None, only=[Target(dbname, kind)])
+
+def module(*patterns):
+    for p in sorted((tree / "orchestrator").rglob("*.py")):
+        text = p.read_text(errors="replace")
+        if all(re.search(pat, text, re.M) for pat in patterns):
+            return importlib.import_module(".".join(p.relative_to(tree).with_suffix("").parts))
+    raise SystemExit(f"no module of {tree} defines {patterns}")
+
+Settings = module(r"^class Settings\\b").Settings
+m = module(r"^def migrate\\(", r"^class Target\\b")
+m.migrate(Settings(root=tree), progress=lambda _m: None, only=[m.Target(dbname, kind)])
 """
 
 
