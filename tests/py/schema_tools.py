@@ -277,8 +277,7 @@ class Scratch:
         env = {**os.environ, **self.cluster.env()}
         out = subprocess.run(["pg_dump", "--schema-only", "-d", dbname], capture_output=True, text=True,
                              env=env, check=True).stdout
-        lines = [line for line in out.splitlines()
-                 if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from", "-- Dumped by"))]
+        lines = [line for line in out.splitlines() if not line.startswith(_VOLATILE)]
         return "\n".join(_sort_grant_runs(lines)) + "\n"
 
     def catalog(self, dbname: str, kind: str) -> str:
@@ -292,6 +291,9 @@ class Scratch:
 
     def state(self, dbname: str, kind: str) -> str:
         return self.dump(dbname) + "\n-- catalog rows\n" + self.catalog(dbname, kind)
+
+
+_VOLATILE = ("\\restrict", "\\unrestrict", "-- Dumped from", "-- Dumped by")  # pg_dump's random key, versions
 
 
 def _sort_grant_runs(lines: list[str]) -> list[str]:
@@ -370,15 +372,44 @@ HEADER = """\
 """
 
 
+def local_drift() -> list[str]:
+    """This checkout's own (long-lived, migrated) databases against the committed dumps: what differs."""
+    from orchestrator.config import settings
+
+    env = {**os.environ, **Cluster(settings()).env()}
+    out = []
+    for db in DUMPED:
+        dump = subprocess.run(["pg_dump", "--schema-only", "-d", db], capture_output=True, text=True, env=env,
+                              check=True).stdout
+        lines = [ln for ln in dump.splitlines() if not ln.startswith(_VOLATILE)]
+        have = HEADER.format(db=db) + committed_form("\n".join(_sort_grant_runs(lines)) + "\n")
+        want = committed_path(db).read_text()
+        if have != want:
+            out.append(f"{db}: your database differs from {committed_path(db).relative_to(ROOT)}:\n"
+                       + unified_diff(want, have, "committed", f"local {db}"))
+    return out
+
+
+USAGE = """usage: python tests/py/schema_tools.py --write | --check-local
+  --write         a fresh install in a scratch cluster, dumped to sql/schema/<db>.sql (make dump-schema)
+  --check-local   this checkout's migrated databases against those dumps (make check-drift): shows what
+                  your long-lived databases kept from earlier work (run make dump-schema first if you
+                  changed the schema)"""
+
+
 def main(argv: list[str]) -> int:
-    if argv[1:] != ["--write"]:
-        print("usage: python tests/py/schema_tools.py --write   (what `make dump-schema` runs)", file=sys.stderr)
-        return 2
-    with Scratch() as sc:
-        sc.install_all()
-        for p in write_dumps(sc):
-            print(f"wrote {p.relative_to(ROOT)}")
-    return 0
+    if argv[1:] == ["--write"]:
+        with Scratch() as sc:
+            sc.install_all()
+            for p in write_dumps(sc):
+                print(f"wrote {p.relative_to(ROOT)}")
+        return 0
+    if argv[1:] == ["--check-local"]:
+        diffs = local_drift()
+        print("\n\n".join(diffs) if diffs else f"{', '.join(DUMPED)}: as committed in sql/schema/")
+        return 1 if diffs else 0
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
