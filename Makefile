@@ -14,12 +14,12 @@ SQL_DBS   := shared_queue singularity genesis nexus centralcloud postgres
 # playwright (browser tests) drives Debian's chromium; it must never download a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help setup deb venv db migrate run test test-sql test-py bench soak lint clean
+.PHONY: help setup deb venv db migrate run test test-sql test-py dump-schema check-drift bench soak lint clean
 
 help:
 	@echo "make run    set up everything (Debian packages, venv, PostgreSQL, migrations) and run the daemon"
 	@echo "make test   same setup, then pgTAP (pg_prove) and pytest"
-	@echo "other targets: setup db migrate test-sql test-py bench soak lint clean"
+	@echo "other targets: setup db migrate test-sql test-py dump-schema check-drift bench soak lint clean"
 
 setup: deb venv
 
@@ -62,6 +62,16 @@ test-sql:
 
 test-py:
 	$(BIN)/pytest -q --durations=12 tests/py
+
+# sql/schema/<db>.sql: a fresh install's pg_dump --schema-only per database, committed so that every
+# schema change shows in review. Built in a scratch cluster of its own (tests/py/schema_tools.py), not
+# from the long-lived databases; tests/py/test_schema_drift.py fails when a dump is stale.
+dump-schema: setup
+	$(BIN)/python tests/py/schema_tools.py --write
+
+# This checkout's own databases (migrated over time) against sql/schema/: what they kept from earlier work.
+check-drift: migrate
+	$(BIN)/python tests/py/schema_tools.py --check-local
 
 bench: migrate
 	$(BIN)/python -m bench

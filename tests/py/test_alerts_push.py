@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import wait_until
 from orchestrator.core.alerts import AlertPusher
 from orchestrator.core.bus import Bus
 from orchestrator.infra.db import role_conninfo
@@ -57,6 +58,10 @@ def low_thresholds(s, admin):
     a = admin("shared_queue")
     old = {r["key"]: r["value"] for r in a.execute("SELECT key, value FROM bus.settings WHERE key LIKE 'alert%'")}
     a.execute("SELECT bus.set_setting('alert_oldest_s', '1')")
+    # no heartbeat turns late while a test runs: the default instance beats through its outbox once a
+    # minute, so with the 60 s default its alert comes and goes on its own (seen: "singularity:default:
+    # no heartbeat for 61 s" pushed as new in the middle of this test)
+    a.execute("SELECT bus.set_setting('alert_heartbeat_late_s', '86400')")
     yield
     a.execute("DELETE FROM bus.settings WHERE key LIKE 'alert%'")
     for k, v in old.items():
@@ -71,7 +76,8 @@ def test_new_and_cleared_alerts_reach_the_webhook_and_failures_are_retried(s, cl
         pusher = AlertPusher(nexus, receiver.url, token="t0ken")
         pusher.sent = pusher.current()  # what was already alerting before this test is not this test's business
         sender.publish("llm_requests", LLM)
-        time.sleep(2.2)  # the message is now older than alert_oldest_s with nobody consuming it
+        # wait for the message to get older than alert_oldest_s (1 s) with nobody consuming it
+        wait_until(lambda: any(k[1] == "llm_requests" for k in pusher.current()), 15, "the llm_requests alert")
 
         receiver.status = 503  # the receiver is down: nothing is marked as sent
         assert pusher.check() == {}
@@ -126,7 +132,11 @@ def test_a_service_that_stopped_on_purpose_is_not_late_but_a_crashed_one_is(s, a
         beat(g, "crashed", "genesis")          # then nothing: a kill -9
         beat(g, "stopped", "genesis")
         last_beat(g, "stopped", "genesis")     # a graceful shutdown says so
-        time.sleep(2.2)
+        stopped_at = time.monotonic()
+        # both are past alert_heartbeat_late_s (1 s) once the crashed one alerts, and the stopped one 1 s later
+        wait_until(lambda: "genesis:crashed" in {r["subject"] for r in a.execute("SELECT subject FROM bus.alerts()")},
+                   15, "the crashed service's alert")
+        wait_until(lambda: time.monotonic() - stopped_at > 1.2, 5, "the stopped service's last beat to be late", 0.1)
         subjects = {r["subject"] for r in a.execute("SELECT subject FROM bus.alerts()")}
         assert "genesis:crashed" in subjects
         assert "genesis:stopped" not in subjects

@@ -8,6 +8,7 @@ import time
 import psycopg
 import pytest
 
+from helpers import wait_until
 from orchestrator.core.bus import Bus, Reject
 from orchestrator.core.messages import ValidationError
 
@@ -133,9 +134,10 @@ def test_unacked_message_comes_back_after_visibility_timeout(bus_for, clean_queu
     sing, nexus = bus_for("svc_singularity"), bus_for("svc_nexus")
     msg_id = sing.publish_llm_request(LLM)
     [m1] = nexus.read("llm_requests", 1, vt_s=1)  # a consumer that then "crashes" without ack
+    t1 = time.monotonic()
     assert nexus.read("llm_requests", 1) == []
-    time.sleep(1.2)
-    [m2] = nexus.read("llm_requests", 1)
+    [m2] = wait_until(lambda: nexus.read("llm_requests", 1), 10, "the message to come back")
+    assert time.monotonic() - t1 >= 0.8, "it came back before its visibility timeout"
     assert m2.msg_id == msg_id and m2.read_ct == m1.read_ct + 1
 
 
@@ -144,8 +146,7 @@ def test_late_ack_is_fenced(bus_for, clean_queues, sq_owner):
     sing, nexus = bus_for("svc_singularity"), bus_for("svc_nexus")
     sing.publish_llm_request(LLM)
     [slow] = nexus.read("llm_requests", 1, vt_s=1)
-    time.sleep(1.1)
-    [fast] = nexus.read("llm_requests", 1, vt_s=30)
+    [fast] = wait_until(lambda: nexus.read("llm_requests", 1, vt_s=30), 10, "slow's lease to run out")
     assert nexus.ack(slow) == "stale"
     assert nexus.reply_and_ack(slow, "llm_results", {"request_id": slow.body["id"], "result": "late"}) == "stale"
     assert sq_owner.execute("SELECT count(*) AS n FROM pgmq.q_llm_results").fetchone()["n"] == 0

@@ -4,6 +4,7 @@ timeout, hostile input. Zero lost requests, zero duplicate results."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import time
 
@@ -150,17 +151,33 @@ def test_hostile_bodies_refused_at_send(s, clean_queues, sq_owner):
 
 
 def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_owner):
-    """Queue tables churn; autovacuum (tuned per queue) keeps dead tuples bounded and reads fast."""
+    """Queue tables churn; autovacuum (tuned per queue) keeps dead tuples bounded and reads fast.
+
+    Bounded means three things, none of them a single sample against a single bound (autovacuum is a
+    sawtooth whose teeth a loaded machine stretches now and then): the peaks do not grow (the median
+    peak of the later windows against the earlier ones, each window several naptimes long, sampled
+    every 0.25 s); the troughs do not grow (what a vacuum cannot remove, e.g. behind a transaction the
+    bus left open, raises every trough); and once the churn stops, autovacuum brings the table down
+    to its own trigger level (waited for, not slept for).
+    """
     sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), pool_size=1)
     nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), pool_size=1)
     body = {**LLM, "agent_id": "churn"}
     total, batch = 100_000, 10
     lat: list[float] = []
     at: list[float] = []  # wall-clock time of each read
-    dead: list[int] = []
+    dead: list[tuple[float, int]] = []  # (monotonic time, n_dead_tup), every 0.25 s
     done = 0
-    vac0 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
-                            "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
+
+    def dead_now() -> int:
+        return sq_owner.execute("SELECT n_dead_tup FROM pg_stat_user_tables "
+                                "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["n_dead_tup"]
+
+    def vacuums() -> int:
+        return sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
+                                "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
+
+    vac0 = vacuums()
     try:
         sender.publish_batch("llm_requests", [body] * 500)  # a standing backlog, as in production
         while done < total:
@@ -171,9 +188,8 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
             at.append(time.time())
             nexus.ack_many(msgs)
             done += len(msgs)
-            if len(lat) % 500 == 0:
-                dead.append(sq_owner.execute("SELECT n_dead_tup FROM pg_stat_user_tables "
-                                             "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["n_dead_tup"])
+            if not dead or time.monotonic() - dead[-1][0] >= 0.25:
+                dead.append((time.monotonic(), dead_now()))
     finally:
         sender.close()
         nexus.close()
@@ -188,11 +204,27 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
     first = window(range(0, n // 4))
     last = window(range(n - n // 4, n))
     p99_first, p99_last = first[int(len(first) * 0.99)], last[int(len(last) * 0.99)]
-    vac1 = sq_owner.execute("SELECT autovacuum_count FROM pg_stat_user_tables "
-                            "WHERE relid = 'pgmq.q_llm_requests'::regclass").fetchone()["autovacuum_count"]
-    assert vac1 - vac0 >= 2, "autovacuum never ran on the queue table"
-    # a sawtooth (autovacuum every naptime), not a ramp: the last third peaks no higher than the first
-    third = max(1, len(dead) // 3)
-    assert max(dead[-third:]) <= 1.5 * max(dead[:third]) + 5_000, f"dead tuples keep growing: {dead}"
-    print(f"read p99 {p99_first * 1000:.2f} -> {p99_last * 1000:.2f} ms over {n} reads")
+    assert vacuums() - vac0 >= 2, "autovacuum never ran on the queue table"
+
+    # six time windows of the run (each about 25 s, 2-3 autovacuum naptimes): their peaks and troughs
+    t_start, t_end = dead[0][0], dead[-1][0]
+    span = (t_end - t_start) / 6
+    wins = [[d for t, d in dead if t_start + i * span <= t <= t_start + (i + 1) * span] for i in range(6)]
+    peaks, troughs = [max(w) for w in wins if w], [min(w) for w in wins if w]
+    shown = f"window peaks {peaks}, troughs {troughs}"
+    # a sawtooth, not a ramp: the later windows' median peak no higher than the earlier ones' (one tall
+    # tooth, a vacuum a busy machine started late, moves a maximum but not the median)
+    assert statistics.median(peaks[3:]) <= 1.5 * statistics.median(peaks[:3]) + 5_000, f"dead tuples keep growing: {shown}"
+    # what vacuum leaves behind does not pile up
+    assert statistics.median(troughs[3:]) <= 1.5 * statistics.median(troughs[:3]) + 2_000, \
+        f"dead tuples vacuum cannot remove pile up: {shown}"
+    # churn over: autovacuum takes the table down to below its trigger (500 + 1 % of the rows), every
+    # dead tuple removable; waited for on the table's own statistics
+    settled, deadline, left = vacuums(), time.monotonic() + 120, dead_now()
+    while left > 1_000 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = dead_now()
+    assert left <= 1_000, (f"{left} dead tuples still there 120 s after the churn stopped "
+                           f"({vacuums() - settled} autovacuum runs since); {shown}")
+    print(f"read p99 {p99_first * 1000:.2f} -> {p99_last * 1000:.2f} ms over {n} reads; {shown}")
     assert p99_last <= 2 * max(p99_first, 0.002), f"read p99 went from {p99_first * 1000:.2f} to {p99_last * 1000:.2f} ms"

@@ -101,20 +101,6 @@ def test_concurrent_migrators_are_safe(s):
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
 
 
-@pytest.mark.parametrize("kind", ["shared_queue", "genesis", "nexus", "centralcloud"])
-def test_fresh_install_matches_migrated_database(s, admin, kind):
-    """A database built from nothing today has exactly the schema of the long-lived migrated one."""
-    fresh = f"fresh_{kind}"
-    a = admin("postgres")
-    a.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
-    try:
-        migrate(s, progress=lambda _m: None, only=[Target(fresh, kind)])
-        assert _dump(s, fresh).replace(fresh, kind) == _dump(s, kind)
-    finally:
-        a.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE %s", (f"{fresh}:%",))
-        a.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
-
-
 def test_schedules_are_named_upserts(s, admin):
     a = admin("postgres")
     before = a.execute("SELECT jobid, jobname FROM cron.job ORDER BY jobname").fetchall()

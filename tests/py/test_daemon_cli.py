@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, wait_until
 from orchestrator.core.bus import Bus
 from orchestrator.core.supervisor import Supervisor, Worker
 from orchestrator.infra.db import role_conninfo
@@ -81,12 +81,15 @@ def test_shutdown_releases_in_flight_work(s, clean_queues, sq_owner):
     """Work that cannot finish within the grace period is released for immediate redelivery."""
     sender = Bus(role_conninfo(s, "shared_queue", "svc_singularity"))
     nexus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), poll_ms=100, vt_s=300)
-    started = threading.Event()
+    started, finished = threading.Event(), threading.Event()
 
     def slow(m):
         started.set()
-        time.sleep(3)
-        raise RuntimeError("interrupted")
+        try:
+            time.sleep(3)
+            raise RuntimeError("interrupted")
+        finally:
+            finished.set()
 
     sup = Supervisor([Worker(name="slow", bus=nexus, queue="llm_requests", handle=slow)], grace_s=0.5)
     sup.start()
@@ -99,7 +102,7 @@ def test_shutdown_releases_in_flight_work(s, clean_queues, sq_owner):
         assert row["visible"], "in-flight message was not released"
     finally:
         sender.close()
-        time.sleep(3)
+        finished.wait(10)  # the handler's thread still holds a connection of nexus's pool
         nexus.close()
 
 
@@ -186,7 +189,9 @@ def test_alerts_name_the_problem_and_the_fix(s, clean_queues, sq_owner, admin):
                       SELECT jobid, nextval('cron.runid_seq'), 0, database, username, command, 'failed',
                              'server restarted', now(), now()
                         FROM cron.job WHERE jobname = 'centralcloud:package_sync'""")
-        time.sleep(2.2)
+        # the message and the heartbeat get older than the 1 s thresholds
+        wait_until(lambda: {"llm_requests", "genesis:default"} <= {r["subject"] for r in a.execute(
+            "SELECT subject FROM bus.alerts()")}, 15, "the waiting-message and late-heartbeat alerts")
         r = run_cli("alerts")
         assert r.returncode == 1
         assert 'postgres:prune_cron_history: last run failed: ERROR:  canceling statement due to statement timeout' in r.stdout

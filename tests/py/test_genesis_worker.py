@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 import pytest
 from genesis_tools import forget_genesis_heartbeats, one_each, procs_with, results, submit
@@ -245,14 +244,23 @@ def test_requests_cannot_raise_their_limits(sing):
 
 
 def test_concurrency_defaults_to_cores(monkeypatch):
+    """Unset: one job per core (a core count this machine does not have, to tell it from a constant);
+    set: that many; zero or not a number: the daemon stops naming the variable, its value and the fix."""
     from orchestrator.genesis.worker import concurrency
 
     monkeypatch.delenv("GENESIS_CONCURRENCY", raising=False)
-    assert concurrency() == (os.cpu_count() or 1)
-    monkeypatch.setenv("GENESIS_CONCURRENCY", "x")
-    with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY"):
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert concurrency() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown core count
+    assert concurrency() == 1
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "3")
+    assert concurrency() == 3
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "0")
+    with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY='0': give the number of jobs run in parallel"):
         concurrency()
-    assert threading.active_count() >= 1
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "x")
+    with pytest.raises(SystemExit, match="GENESIS_CONCURRENCY='x': give .* as a whole number between 1 and 1024"):
+        concurrency()
 
 
 def test_a_memfd_bomb_through_the_bus_is_stopped_and_the_result_says_what_held_it(sing):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
+from helpers import cron_job_paused
 from orchestrator.infra.db import connect, role_conninfo
 
 KEY = "inbox.ack_after_commit"
@@ -18,10 +17,12 @@ def test_a_failed_fold_loses_nothing_and_acks_wait_for_the_commit(s, clean_queue
     admin("singularity").execute("DELETE FROM core.global_knowledge WHERE key = %s", (KEY,))
     admin("singularity").execute("DELETE FROM outbox.inbox_acks")
     sq_owner.execute("DELETE FROM pgmq.a_knowledge_updates WHERE message->'patterns'->0->>'key' = %s", (KEY,))
-    # pg_cron runs the same consumer at every minute's start: keep this test's steps clear of it
-    sec = time.time() % 60
-    if sec > 45 or sec < 3:
-        time.sleep((63 - sec) % 60)
+    # pg_cron runs the same consumer every minute: paused for these steps, so none of them interleaves
+    with cron_job_paused(s, "singularity:consume_inbox"):
+        _fail_then_fold_then_ack(s, sq_owner, bus_for)
+
+
+def _fail_then_fold_then_ack(s, sq_owner, bus_for) -> None:
     cc = bus_for("svc_centralcloud")
     cc.publish("knowledge_updates", {"type": "aggregated_patterns", "generated_at": "2026-12-02T00:00:00Z",
                                      "patterns": [{"key": KEY, "kind": "practice", "instances": 3,

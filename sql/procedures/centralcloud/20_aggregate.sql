@@ -1,6 +1,6 @@
 -- Pattern aggregation: consume pattern_messages and learned_patterns (every instance), fold each
 -- instance's numbers into centralcloud.instance_patterns, then aggregate and rank into
--- centralcloud.patterns. Rules (SHAPES.md): pattern_detection carries DELTA occurrences (summed);
+-- centralcloud.patterns. Rules (docs/shapes.md): pattern_detection carries DELTA occurrences (summed);
 -- learned_patterns carries TOTALS (they replace that instance's count for a key, and only deltas
 -- enqueued after that total add to it); knowledge_summary records presence (kind, confidence,
 -- packages) without changing counts. A re-delivered message is dropped by the ledger.

@@ -85,7 +85,7 @@ AS $$
                'part', part + 1, 'parts', count(*) OVER ())
       FROM parts ORDER BY part;
 $$;
-COMMENT ON FUNCTION centralcloud.aggregated_messages(timestamptz) IS 'The aggregated_patterns messages (SHAPES.md) for the current ranking.';
+COMMENT ON FUNCTION centralcloud.aggregated_messages(timestamptz) IS 'The aggregated_patterns messages (docs/shapes.md) for the current ranking.';
 
 -- Digest of what pattern sync would send (key, kind, counts, confidence, rank, packages).
 CREATE OR REPLACE FUNCTION centralcloud.patterns_digest()

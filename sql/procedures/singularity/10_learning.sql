@@ -1,7 +1,7 @@
 -- Learning: analysis results -> learned patterns (+ pattern_detection deltas), per-agent knowledge
 -- (+ knowledge_summary), and periodic totals to CentralCloud (learned_patterns).
 
--- One pattern as the bus carries it (SHAPES.md "pattern object").
+-- One pattern as the bus carries it (docs/shapes.md "Pattern object").
 CREATE OR REPLACE FUNCTION core._pattern_json(p_key text, p_kind text, p_occ bigint, p_conf numeric,
                                               p_first timestamptz, p_last timestamptz, p_packages text[])
 RETURNS jsonb LANGUAGE sql IMMUTABLE

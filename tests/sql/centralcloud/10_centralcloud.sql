@@ -4,7 +4,7 @@
 -- aggregated_patterns messages, bad input, and what svc_centralcloud may not do.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(45);
+SELECT plan(47);
 
 TRUNCATE centralcloud.received, centralcloud.instance_patterns, centralcloud.patterns, centralcloud.packages,
          centralcloud.instances, centralcloud._batch_patterns, centralcloud._batch_heartbeats;
@@ -36,9 +36,12 @@ SELECT row_eq($$SELECT instances, total_occurrences, rank FROM centralcloud.patt
               ROW(1, 1::bigint, 2)::record, 'k2: 1 instance, rank 2');
 SELECT is((SELECT first_seen FROM centralcloud.patterns WHERE key = 'k1'), '2029-12-31 10:00:00+00'::timestamptz,
           'first_seen from the pattern objects');
-SELECT is(centralcloud.rank_patterns(), 0, 'ranking again changes nothing');
-SELECT is(centralcloud.patterns_digest(), centralcloud.patterns_digest(), 'the digest is stable');
 SELECT centralcloud.patterns_digest() AS d1 \gset
+SELECT is(centralcloud.rank_patterns(), 0, 'ranking again changes nothing');
+SELECT is(centralcloud.patterns_digest(), :'d1', 'the digest is stable: ranking again gives the same digest');
+UPDATE centralcloud.patterns SET key = key WHERE rank = 1;  -- rank 1 now lies after rank 2 on disk
+SELECT is(centralcloud.patterns_digest(), :'d1', 'the digest follows the ranking, not where the rows lie on disk');
+SELECT isnt(:'d1', md5(''), 'the digest covers the patterns (not the digest of nothing)');
 
 -- batch 2: A's total for k1 replaces its count
 TRUNCATE centralcloud._batch_patterns;
@@ -73,12 +76,12 @@ SELECT set_eq($$SELECT package, patterns, instances FROM centralcloud.packages$$
               $$VALUES ('p1', 1, 1), ('p2', 1, 1), ('p3', 1, 1)$$, 'packages with the patterns and instances using them');
 SELECT is(centralcloud.refresh_packages(), 0, 'refreshing the catalogue again changes nothing');
 
--- aggregated_patterns messages (SHAPES.md)
+-- aggregated_patterns messages (docs/shapes.md)
 SELECT is((SELECT count(*) FROM centralcloud.aggregated_messages()), 1::bigint, 'one aggregated_patterns message');
 SELECT is((SELECT m->>'type' FROM centralcloud.aggregated_messages() m), 'aggregated_patterns', 'message type');
 SELECT is((SELECT jsonb_array_length(m->'patterns') FROM centralcloud.aggregated_messages() m), 2, 'every pattern in it');
 SELECT is((SELECT (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(m->'patterns'->0) k) FROM centralcloud.aggregated_messages() m),
-          ARRAY['confidence', 'instances', 'key', 'kind', 'packages', 'rank', 'total_occurrences'], 'pattern fields as in SHAPES.md');
+          ARRAY['confidence', 'instances', 'key', 'kind', 'packages', 'rank', 'total_occurrences'], 'pattern fields as in docs/shapes.md');
 SELECT centralcloud.set_setting('sync_chunk', '1');
 SELECT is((SELECT count(*) FROM centralcloud.aggregated_messages()), 2::bigint, 'chunked by sync_chunk');
 

@@ -1,6 +1,7 @@
 -- Outbox: bad messages refused; a drain with shared_queue unreachable keeps every row and records
 -- why; a message the bus refuses is retried, counted and finally marked dead, never lost.
--- (Delivery itself commits in shared_queue, outside this transaction: tests/py/test_singularity_outbox.py.)
+-- (Delivery itself commits in shared_queue, outside this transaction: tests/py/test_singularity.py,
+-- test_drain_as_pg_cron_runs_it_delivers_exactly_once and test_pg_cron_itself_runs_the_drain.)
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(18);
