@@ -508,6 +508,53 @@ COMMENT ON FUNCTION centralcloud.aggregated_messages(p_generated_at timestamp wi
 
 
 --
+-- Name: git_jobs_due(text[], timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
+--
+
+CREATE FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamp with time zone DEFAULT now()) RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT g.job FROM centralcloud.git_schedule g
+     WHERE g.job = ANY (p_configured)
+       AND NOT EXISTS (SELECT 1 FROM centralcloud.job_runs r
+                        WHERE r.job = g.job AND r.started_at >= centralcloud.git_slot(g.job, p_now))
+     ORDER BY g.job;
+$$;
+
+
+ALTER FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamp with time zone) OWNER TO own_centralcloud;
+
+--
+-- Name: FUNCTION git_jobs_due(p_configured text[], p_now timestamp with time zone); Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
+--
+
+COMMENT ON FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamp with time zone) IS 'The configured Git jobs that are due now.';
+
+
+--
+-- Name: git_slot(text, timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
+--
+
+CREATE FUNCTION centralcloud.git_slot(p_job text, p_now timestamp with time zone DEFAULT now()) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT pg_catalog.date_bin(g.every, p_now - g.at, timestamptz '2000-01-01 00:00:00+00') + g.at
+      FROM centralcloud.git_schedule g WHERE g.job = p_job;
+$$;
+
+
+ALTER FUNCTION centralcloud.git_slot(p_job text, p_now timestamp with time zone) OWNER TO own_centralcloud;
+
+--
+-- Name: FUNCTION git_slot(p_job text, p_now timestamp with time zone); Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
+--
+
+COMMENT ON FUNCTION centralcloud.git_slot(p_job text, p_now timestamp with time zone) IS 'The latest scheduled time of a Git job.';
+
+
+--
 -- Name: heartbeat_status(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
 --
 
@@ -1098,6 +1145,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO own_centralcloud;
 
 --
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO own_centralcloud;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: own_centralcloud
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
+
+--
 -- Name: request_hash(jsonb); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
 --
 
@@ -1301,6 +1376,29 @@ ALTER TABLE centralcloud.exports ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     NO MAXVALUE
     CACHE 1
 );
+
+
+--
+-- Name: git_schedule; Type: TABLE; Schema: centralcloud; Owner: own_centralcloud
+--
+
+CREATE TABLE centralcloud.git_schedule (
+    job text NOT NULL,
+    every interval NOT NULL,
+    at interval DEFAULT '00:00:00'::interval NOT NULL,
+    CONSTRAINT git_schedule_at_check CHECK ((at >= '00:00:00'::interval)),
+    CONSTRAINT git_schedule_every_check CHECK ((every > '00:00:00'::interval)),
+    CONSTRAINT git_schedule_job_check CHECK ((job = ANY (ARRAY['knowledge-export'::text, 'template-distribution'::text])))
+);
+
+
+ALTER TABLE centralcloud.git_schedule OWNER TO own_centralcloud;
+
+--
+-- Name: TABLE git_schedule; Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
+--
+
+COMMENT ON TABLE centralcloud.git_schedule IS 'When the Git jobs run: every EVERY, offset AT from midnight UTC.';
 
 
 --
@@ -1824,6 +1922,14 @@ ALTER TABLE ONLY centralcloud.exports
 
 
 --
+-- Name: git_schedule git_schedule_pkey; Type: CONSTRAINT; Schema: centralcloud; Owner: own_centralcloud
+--
+
+ALTER TABLE ONLY centralcloud.git_schedule
+    ADD CONSTRAINT git_schedule_pkey PRIMARY KEY (job);
+
+
+--
 -- Name: instance_patterns instance_patterns_pkey; Type: CONSTRAINT; Schema: centralcloud; Owner: own_centralcloud
 --
 
@@ -2124,6 +2230,22 @@ GRANT ALL ON FUNCTION centralcloud.aggregated_messages(p_generated_at timestamp 
 
 
 --
+-- Name: FUNCTION git_jobs_due(p_configured text[], p_now timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION centralcloud.git_jobs_due(p_configured text[], p_now timestamp with time zone) TO svc_centralcloud;
+
+
+--
+-- Name: FUNCTION git_slot(p_job text, p_now timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION centralcloud.git_slot(p_job text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION centralcloud.git_slot(p_job text, p_now timestamp with time zone) TO svc_centralcloud;
+
+
+--
 -- Name: FUNCTION heartbeat_status(p_last_seen timestamp with time zone, p_now timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
 --
 
@@ -2305,6 +2427,13 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE centralcloud.exports TO svc_centralcl
 --
 
 GRANT USAGE ON SEQUENCE centralcloud.exports_id_seq TO svc_centralcloud;
+
+
+--
+-- Name: TABLE git_schedule; Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE centralcloud.git_schedule TO svc_centralcloud;
 
 
 --

@@ -210,13 +210,8 @@ DECLARE
     n int;
 BEGIN
     IF p_days IS NULL OR p_days < min_days THEN
-        RAISE EXCEPTION 'genesis.prune_executions: % days is below the minimum of % days (ops.settings prune_executions_min_days)',
-                        coalesce(p_days::text, 'NULL'), min_days
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Prune with at least %s days. The database owner (%s) may change the minimum: '
-                                'UPDATE ops.settings SET value = ''N'' WHERE key = ''prune_executions_min_days''.',
-                                min_days, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                            WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('genesis.prune_executions', p_days || ' days', min_days || ' days',
+                                         'prune_executions_min_days', format('Prune with at least %s days.', min_days));
     END IF;
     WITH d AS (DELETE FROM genesis.executions e WHERE e.status = 'finished'
                 AND e.finished_at < now() - make_interval(days => p_days) RETURNING 1)
@@ -366,6 +361,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 
 
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO own_genesis;
+
+--
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: own_genesis
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO own_genesis;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: own_genesis
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
 
 --
 -- Name: request_hash(jsonb); Type: FUNCTION; Schema: ops; Owner: own_genesis

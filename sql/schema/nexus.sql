@@ -849,13 +849,9 @@ DECLARE
     n int;
 BEGIN
     IF p_age IS NULL OR p_age < min_age THEN
-        RAISE EXCEPTION 'nexus.release_stale_reservations: % is below the minimum of % (ops.settings release_reservations_min_age)',
-                        coalesce(p_age::text, 'NULL'), min_age
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Release reservations older than at least %s. The database owner (%s) may change the '
-                                'minimum: UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''release_reservations_min_age''.',
-                                min_age, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                           WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('nexus.release_stale_reservations', p_age::text, min_age::text,
+                                         'release_reservations_min_age',
+                                         format('Release reservations older than at least %s.', min_age));
     END IF;
     WITH gone AS (DELETE FROM nexus.reservations r WHERE r.created_at < now() - p_age RETURNING r.*),
          per AS (SELECT g.agent_id, g.day, sum(g.tokens) AS tokens, sum(g.cost) AS cost, count(*) AS k
@@ -1296,6 +1292,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 
 
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO own_nexus;
+
+--
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: own_nexus
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
 
 --
 -- Name: request_hash(jsonb); Type: FUNCTION; Schema: ops; Owner: own_nexus

@@ -103,6 +103,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO postgres;
 
 --
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: postgres
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO postgres;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: postgres
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
+
+--
 -- Name: report_schedules(); Type: FUNCTION; Schema: ops; Owner: postgres
 --
 

@@ -1585,6 +1585,39 @@ COMMENT ON FUNCTION bus.fail(p_queue text, p_msg_id bigint, p_read_ct integer, p
 
 
 --
+-- Name: forget_instance(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.forget_instance(p_id text) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    q text;
+BEGIN
+    IF p_id = 'default' THEN
+        RAISE EXCEPTION 'the default instance cannot be removed' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Remove only instances made with orchestrator instance add.';
+    END IF;
+    FOR q IN SELECT b.queue_name FROM bus.queues b WHERE b.instance_id = p_id ORDER BY 1 LOOP
+        PERFORM bus.drop_queue(q);
+        RETURN NEXT q;
+    END LOOP;
+    DELETE FROM bus.instances i WHERE i.instance_id = p_id;
+END;
+$$;
+
+
+ALTER FUNCTION bus.forget_instance(p_id text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION forget_instance(p_id text); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.forget_instance(p_id text) IS 'Drops an instance''s queues and registration (operator only).';
+
+
+--
 -- Name: give_back(text, bigint, integer, double precision); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
@@ -2097,6 +2130,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 
 
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO own_shared_queue;
+
+--
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: own_shared_queue
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
 
 --
 -- Name: request_hash(jsonb); Type: FUNCTION; Schema: ops; Owner: own_shared_queue
@@ -4412,6 +4473,13 @@ REVOKE ALL ON FUNCTION bus.ensure_instance(p_id text, p_role name) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus.ensure_queue(p_queue text, p_kind text, p_instance text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION forget_instance(p_id text); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.forget_instance(p_id text) FROM PUBLIC;
 
 
 --

@@ -307,13 +307,8 @@ DECLARE
     n bigint;
 BEGIN
     IF p_age IS NULL OR p_age < min_age THEN
-        RAISE EXCEPTION 'core.archive_completed_tasks: % is below the minimum of % (ops.settings archive_tasks_min_age)',
-                        coalesce(p_age::text, 'NULL'), min_age
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Archive tasks finished at least %s ago. The database owner (%s) may change the minimum: '
-                                'UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''archive_tasks_min_age''.',
-                                min_age, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                           WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('core.archive_completed_tasks', p_age::text, min_age::text, 'archive_tasks_min_age',
+                                         format('Archive tasks finished at least %s ago.', min_age));
     END IF;
     WITH moved AS (
         DELETE FROM core.tasks t WHERE t.status IN ('completed', 'failed') AND t.completed_at < now() - p_age
@@ -398,13 +393,8 @@ DECLARE
     n bigint;
 BEGIN
     IF p_keep IS NULL OR p_keep_errors IS NULL OR least(p_keep, p_keep_errors) < min_keep THEN
-        RAISE EXCEPTION 'core.cleanup_logs: keeping % is below the minimum of % (ops.settings cleanup_logs_min_keep)',
-                        coalesce(least(p_keep, p_keep_errors)::text, 'NULL'), min_keep
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Keep logs at least %s. The database owner (%s) may change the minimum: '
-                                'UPDATE ops.settings SET value = ''<interval>'' WHERE key = ''cleanup_logs_min_keep''.',
-                                min_keep, (SELECT pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
-                                            WHERE d.datname = current_database()));
+        PERFORM ops.refuse_below_minimum('core.cleanup_logs', 'keeping ' || coalesce(least(p_keep, p_keep_errors)::text, 'NULL'),
+                                         min_keep::text, 'cleanup_logs_min_keep', format('Keep logs at least %s.', min_keep));
     END IF;
     DELETE FROM core.logs l
      WHERE (l.level IN ('debug', 'info') AND l.at < now() - p_keep)
@@ -1120,6 +1110,34 @@ CREATE FUNCTION ops.is_ulid(txt text) RETURNS boolean
 
 
 ALTER FUNCTION ops.is_ulid(txt text) OWNER TO own_singularity;
+
+--
+-- Name: refuse_below_minimum(text, text, text, text, text); Type: FUNCTION; Schema: ops; Owner: own_singularity
+--
+
+CREATE FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION '%: % is below the minimum of % (ops.settings %)', p_fn, coalesce(p_given, 'NULL'), p_min, p_key
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = pg_catalog.format('%s The database owner (%s) may change the minimum: '
+                                       'UPDATE ops.settings SET value = ''<value>'' WHERE key = %L.', p_advice,
+                                       (SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_database d
+                                         WHERE d.datname = pg_catalog.current_database()), p_key);
+END;
+$$;
+
+
+ALTER FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) OWNER TO own_singularity;
+
+--
+-- Name: FUNCTION refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text); Type: COMMENT; Schema: ops; Owner: own_singularity
+--
+
+COMMENT ON FUNCTION ops.refuse_below_minimum(p_fn text, p_given text, p_min text, p_key text, p_advice text) IS 'Raises 22023 for a retention call under its ops.settings minimum, with the fix.';
+
 
 --
 -- Name: request_hash(jsonb); Type: FUNCTION; Schema: ops; Owner: own_singularity
