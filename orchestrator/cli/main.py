@@ -285,20 +285,11 @@ def status() -> None:
     with _operator() as conn:
         q = conn.execute("SELECT sum(queue_length) AS depth, sum(dead_letters) AS dl, max(oldest_age_s) AS oldest "
                          "FROM bus.queue_overview()").fetchone()
-        hb = conn.execute("""SELECT message->>'service' AS service, message->>'instance_id' AS instance_id,
-                                    max(enqueued_at) AS last_seen
-                               FROM pgmq.q_instance_heartbeat GROUP BY 1, 2
-                             UNION ALL
-                             SELECT message->>'service', message->>'instance_id', max(enqueued_at)
-                               FROM pgmq.a_instance_heartbeat WHERE enqueued_at > now() - interval '1 day'
-                              GROUP BY 1, 2""").fetchall()
+        hb = conn.execute("SELECT * FROM bus.heartbeat_status()").fetchall()
     click.echo(f"queues     {q['depth'] or 0} waiting, oldest {q['oldest'] or 0}s; dead letters {q['dl'] or 0}")
-    seen: dict = {}
     for r in hb:
-        k = (r["service"], r["instance_id"])
-        seen[k] = max(seen.get(k, r["last_seen"]), r["last_seen"])
-    for (svc, inst), at in sorted(seen.items()):
-        click.echo(f"heartbeat  {svc}:{inst} last seen {fmt(at)}")
+        click.echo(f"heartbeat  {r['service']}:{r['instance_id']} {r['status']}, last seen {fmt(r['last_seen'])} "
+                   f"({r['age_s']} s ago)")
     refresh_schedule_report(settings())
     with _operator() as conn:
         jobs = conn.execute("SELECT * FROM bus.dashboard_schedules()").fetchall()

@@ -274,10 +274,16 @@ class Bus:
         return self.notifier.wait(queue, since, timeout)
 
     def consume(self, queue: str, handler: Callable[[Message], None], *, stop: threading.Event,
-                batch_size: int | None = None, on_idle: Callable[[], None] | None = None) -> None:
-        """Read QUEUE until STOP is set; HANDLER's return acks, Reject dead-letters, any other error retries."""
+                batch_size: int | None = None, on_idle: Callable[[], None] | None = None,
+                in_flight: dict | None = None, on_done: Callable[[Message], None] | None = None) -> None:
+        """The consumer loop (the daemon's, the tests' and the benchmarks'): read QUEUE in batches until STOP
+        is set and settle each message on its own: HANDLER's return acks, Reject dead-letters, any other
+        error retries with backoff, a lost database hands it back. IN_FLIGHT (if given) holds the messages
+        read and not yet settled, so a shutdown can give them back; ON_DONE is called after each one.
+        Wake-ups come from LISTEN; without one, the queue is polled every SHARED_QUEUE_POLL_MS."""
         self.notifier.subscribe(queue)
         delay = 0.1
+        held = in_flight if in_flight is not None else {}
         while not stop.is_set():
             gen = self.notifier.generation(queue)
             try:
@@ -286,18 +292,28 @@ class Bus:
             except TRANSIENT as e:
                 log.warning("reading %s failed (%s); retrying in %.1fs", queue, type(e).__name__, delay)
                 stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:  # noqa: BLE001 - a consumer never dies on one bad read
+                log.exception("reading %s failed", queue)
+                stop.wait(1.0)
                 continue
             if not msgs:
                 if on_idle:
                     on_idle()
                 self.notifier.wait(queue, gen, self.poll_s)
                 continue
+            held.update({(m.queue, m.msg_id): m for m in msgs})
             for m in msgs:
-                if stop.is_set():
-                    self.safely(self.release, m)
-                    continue
-                self.handle(m, handler)
+                try:
+                    if stop.is_set():
+                        self.safely(self.release, m)
+                        continue
+                    self.handle(m, handler)
+                    if on_done:
+                        on_done(m)
+                finally:
+                    held.pop((m.queue, m.msg_id), None)
 
     def handle(self, m: Message, handler: Callable[[Message], None]) -> None:
         """Run HANDLER on one delivery and settle it (ack / dead-letter / fail), surviving DB outages."""

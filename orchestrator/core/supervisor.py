@@ -30,6 +30,7 @@ class Worker:
     handle: object = None          # Callable[[Message], None] for consumers
     tick: object = None            # Callable[[], None] for periodic workers
     on_stop: object = None         # Callable[[], None], called once at shutdown
+    batch: int = 1                 # messages a consumer slot reads at once
     in_flight: dict = field(default_factory=dict)
     processed: int = 0
     failed: int = 0
@@ -45,37 +46,10 @@ class Supervisor:
 
     # -- consumer threads ----------------------------------------------------------------
     def _consume(self, w: Worker, slot: int) -> None:
-        bus = w.bus
-        bus.notifier.subscribe(w.queue)
-        delay = 0.1
-        while not self.stop.is_set():
-            gen = bus.notifier.generation(w.queue)
-            try:
-                msgs = bus.read(w.queue, 1)
-                delay = 0.1
-            except TRANSIENT as e:
-                log.warning("%s: database unavailable (%s); retrying in %.1fs", w.name, type(e).__name__, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            except Exception:  # noqa: BLE001 - a worker never dies on one bad read
-                log.exception("%s: read failed", w.name)
-                self.stop.wait(1.0)
-                continue
-            if not msgs:
-                bus.notifier.wait(w.queue, gen, bus.poll_s)
-                continue
-            m: Message = msgs[0]
-            key = (slot, m.msg_id)
-            w.in_flight[key] = m
-            try:
-                if self.stop.is_set():
-                    bus.safely(bus.release, m)
-                else:
-                    bus.handle(m, w.handle)
-                    w.processed += 1
-            finally:
-                w.in_flight.pop(key, None)
+        def done(_m: Message) -> None:
+            w.processed += 1
+
+        w.bus.consume(w.queue, w.handle, stop=self.stop, batch_size=w.batch, in_flight=w.in_flight, on_done=done)
 
     def _periodic(self, w: Worker) -> None:
         while not self.stop.is_set():

@@ -58,4 +58,7 @@ def make(s: Settings) -> Worker:
         pool.close()
         bus.close()
 
-    return Worker(name="genesis", bus=bus, queue="job_requests", concurrency=n, handle=g.handle, on_stop=on_stop)
+    # one job per read: a job takes seconds and holds its slot, so a batch would only age in the slot
+    # (SHARED_QUEUE_BATCH_SIZE sets the read size of the other workers; parallelism here is the slots)
+    return Worker(name="genesis", bus=bus, queue="job_requests", concurrency=n, batch=1, handle=g.handle,
+                  on_stop=on_stop)

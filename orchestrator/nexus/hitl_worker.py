@@ -83,7 +83,7 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None, ns: 
     host = host or ns.web_host
     bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:hitl", poll_ms=s.poll_ms, pool_size=3)
     pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:hitl")
-    hitl = Hitl(bus, pool, lease_s=ns.hitl_lease_s, default_timeout_s=ns.hitl_timeout_s)
+    hitl = Hitl(bus, pool, lease_s=ns.hitl_lease_s, default_timeout_s=ns.hitl_timeout_s, batch=s.batch_size)
     dash = Dashboard(bus.pool, pool)
     app = create_app(hitl, pool, dash, web=web_cfg, metrics_token=ns.metrics_token)
     web = WebServer(app, host, port if port is not None else ns.web_port)

@@ -50,5 +50,7 @@ def make(s: Settings) -> Worker:
         pool.close()
         bus.close()
 
-    return Worker(name="nexus", bus=bus, queue="llm_requests", concurrency=ns.concurrency,
+    # each slot reads SHARED_QUEUE_BATCH_SIZE requests at once; a request whose lease would end before its
+    # provider call does is extended first (make_handler), and acks are fenced, so a long batch is safe
+    return Worker(name="nexus", bus=bus, queue="llm_requests", concurrency=ns.concurrency, batch=s.batch_size,
                   handle=make_handler(bus, router, ns.lease_margin_s), on_stop=stop)

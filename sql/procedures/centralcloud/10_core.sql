@@ -5,8 +5,8 @@
 INSERT INTO centralcloud.settings (key, value) VALUES
     ('batch_size', '20000'),           -- messages read per batch over dblink (pattern_messages, heartbeats)
     ('batch_size_learned', '200'),     -- learned_patterns messages per batch (each up to 500 patterns)
-    ('heartbeat_late_s', '60'),        -- no heartbeat for this long: late
-    ('heartbeat_gone_s', '600'),       -- ... for this long: gone
+    ('heartbeat_late_s', '180'),       -- no heartbeat for this long: late (copied from the bus's alert_heartbeat_late_s)
+    ('heartbeat_gone_s', '600'),       -- ... for this long: gone (the bus's alert_heartbeat_gone_s)
     ('sync_chunk', '500'),             -- patterns per aggregated_patterns message
     ('sync_limit', '10000'),           -- at most this many top-ranked patterns are synced
     ('ledger_days', '7'),              -- ledger entries kept this long (package_sync prunes daily)

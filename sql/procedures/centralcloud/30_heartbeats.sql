@@ -42,6 +42,32 @@ BEGIN
 END;
 $$;
 
+-- The liveness thresholds are the bus's (bus.settings alert_heartbeat_late_s / _gone_s, used by
+-- bus.heartbeat_status and the alerts): each heartbeats run copies them here, so the registry and the
+-- alerts never disagree on who is late.
+CREATE OR REPLACE FUNCTION centralcloud._set_heartbeat_thresholds(p_late_s int, p_gone_s int)
+RETURNS void LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO centralcloud.settings (key, value)
+    SELECT k, v::text FROM (VALUES ('heartbeat_late_s', p_late_s), ('heartbeat_gone_s', p_gone_s)) AS x(k, v)
+     WHERE v IS NOT NULL AND v > 0
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = pg_catalog.now()
+     WHERE centralcloud.settings.value IS DISTINCT FROM EXCLUDED.value;
+$$;
+REVOKE EXECUTE ON FUNCTION centralcloud._set_heartbeat_thresholds(int, int) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION centralcloud._sync_heartbeat_thresholds()
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT centralcloud._set_heartbeat_thresholds(t.late_s, t.gone_s)
+      FROM extensions.dblink(centralcloud._bus(),
+               $q$SELECT (SELECT value FROM bus.settings WHERE key = 'alert_heartbeat_late_s')::int,
+                         (SELECT value FROM bus.settings WHERE key = 'alert_heartbeat_gone_s')::int$q$)
+           AS t(late_s int, gone_s int);
+$$;
+
 -- Job `heartbeats` (every minute): drain instance_heartbeat into the registry.
 CREATE OR REPLACE PROCEDURE centralcloud.job_heartbeats(INOUT result text DEFAULT NULL)
 LANGUAGE plpgsql
@@ -57,6 +83,7 @@ BEGIN
         result := 'skipped: heartbeats is already running';
         RETURN;
     END IF;
+    PERFORM centralcloud._sync_heartbeat_thresholds();
     LOOP
         n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '20000')::int,
                                       '_batch_heartbeats', last_id);

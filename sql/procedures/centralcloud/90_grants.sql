@@ -30,3 +30,4 @@ GRANT TRUNCATE ON centralcloud._batch_patterns, centralcloud._batch_heartbeats, 
 -- the ledger hashes each message (ops.request_hash, shared by every database)
 GRANT USAGE ON SCHEMA ops TO svc_centralcloud;
 GRANT EXECUTE ON FUNCTION ops.request_hash(jsonb) TO svc_centralcloud;
+GRANT EXECUTE ON FUNCTION centralcloud._set_heartbeat_thresholds(int, int) TO svc_centralcloud;

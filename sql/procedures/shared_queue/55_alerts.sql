@@ -1,6 +1,38 @@
 -- Alerts over the bus (seed 002's "monitoring/alerting for queue depth"): each row says what is
 -- wrong and what to do. Thresholds are operator settings (bus.settings), with defaults here.
 
+-- Liveness of every service and instance that sent a heartbeat: the one place it is decided (the
+-- alerts, `orchestrator status`, the dashboard and CentralCloud's registry all use these thresholds:
+-- bus.settings alert_heartbeat_late_s, alert_heartbeat_gone_s). A heartbeat's time is the bus's
+-- (enqueued_at), never the sender's clock; a last beat saying "stopped" is a graceful shutdown.
+CREATE OR REPLACE FUNCTION bus.heartbeat_status()
+RETURNS TABLE (service text, instance_id text, last_seen timestamptz, age_s int, status text, stopped boolean,
+               stats jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH t AS (SELECT coalesce(bus.setting('alert_heartbeat_late_s'), '180')::int AS late_s,
+                      coalesce(bus.setting('alert_heartbeat_gone_s'), '600')::int AS gone_s),
+         h AS (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
+                      x.enqueued_at, x.message->'stats' AS stats
+                 FROM (SELECT q.message, q.enqueued_at FROM pgmq.q_instance_heartbeat q
+                       UNION ALL
+                       SELECT a.message, a.enqueued_at FROM pgmq.a_instance_heartbeat a, t
+                        WHERE a.enqueued_at > now() - make_interval(secs => t.gone_s * 6)) x
+                ORDER BY 1, 2, x.enqueued_at DESC)
+    SELECT h.service, h.instance_id, h.enqueued_at, extract(epoch FROM now() - h.enqueued_at)::int,
+           CASE WHEN h.stats->>'state' IS NOT DISTINCT FROM 'stopped' THEN 'stopped'
+                WHEN now() - h.enqueued_at <= make_interval(secs => t.late_s) THEN 'healthy'
+                WHEN now() - h.enqueued_at <= make_interval(secs => t.gone_s) THEN 'late'
+                ELSE 'gone' END,
+           h.stats->>'state' IS NOT DISTINCT FROM 'stopped', h.stats
+      FROM h, t
+     ORDER BY 1, 2;
+$$;
+COMMENT ON FUNCTION bus.heartbeat_status() IS
+    'Every service/instance seen in instance_heartbeat: last seen (bus time) and healthy / late / gone / stopped.';
+REVOKE EXECUTE ON FUNCTION bus.heartbeat_status() FROM PUBLIC;
+
 -- Current alerts: deep or stale queues, dead letters, late heartbeats, failing schedules.
 CREATE OR REPLACE FUNCTION bus.alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
@@ -11,8 +43,6 @@ AS $$
 DECLARE
     max_depth  bigint := coalesce(bus.setting('alert_depth'), '1000')::bigint;
     max_age_s  int := coalesce(bus.setting('alert_oldest_s'), '300')::int;
-    late_s     int := coalesce(bus.setting('alert_heartbeat_late_s'), '60')::int;
-    gone_s     int := coalesce(bus.setting('alert_heartbeat_gone_s'), '600')::int;
 BEGIN
     RETURN QUERY
     SELECT 'warning', o.queue_name,
@@ -34,20 +64,12 @@ BEGIN
      WHERE o.dead_letters > 0
     HAVING sum(o.dead_letters) > 0
     UNION ALL
-    SELECT CASE WHEN h.age_s > gone_s THEN 'critical' ELSE 'warning' END,
+    SELECT CASE WHEN h.status = 'gone' THEN 'critical' ELSE 'warning' END,
            h.service || ':' || h.instance_id,
-           format('no heartbeat for %s s (%s)', h.age_s, CASE WHEN h.age_s > gone_s THEN 'gone' ELSE 'late' END),
+           format('no heartbeat for %s s (%s)', h.age_s, h.status),
            'restart its daemon (orchestrator daemon) or remove the instance if it was retired'
-      FROM (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
-                   extract(epoch FROM now() - x.enqueued_at)::int AS age_s,
-                   x.message->'stats'->>'state' IS NOT DISTINCT FROM 'stopped' AS stopped
-              FROM (SELECT message, enqueued_at FROM pgmq.q_instance_heartbeat
-                    UNION ALL
-                    SELECT message, enqueued_at FROM pgmq.a_instance_heartbeat
-                     WHERE enqueued_at > now() - make_interval(secs => gone_s * 6)) x
-             ORDER BY 1, 2, x.enqueued_at DESC) h
-     WHERE h.age_s > late_s
-       AND NOT h.stopped  -- its last heartbeat said it stopped on purpose (graceful shutdown)
+      FROM bus.heartbeat_status() h
+     WHERE h.status IN ('late', 'gone')
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
        AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id))
     UNION ALL
