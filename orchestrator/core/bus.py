@@ -363,24 +363,45 @@ class Bus:
         self.publish(queue, m)
         return self.await_reply(reply_to, m["id"], timeout=timeout)
 
-    def await_reply(self, reply_to: str, request_id: str, timeout: float = 30.0) -> dict:
-        """Wait for the message on REPLY_TO whose request_id is REQUEST_ID; archive and return it."""
+    def await_reply(self, reply_to: str, request_id: str, timeout: float = 30.0,
+                    store: Callable[[Message], str] | None = None) -> dict:
+        """Wait for the message on REPLY_TO whose request_id is REQUEST_ID; archive and return it.
+
+        The one wait-for-reply loop. Without STORE the reply is read and archived in one statement
+        (bus.take: one commit). With STORE (an agent that keeps its results) the reply is read, STORE(m)
+        records it, and only then is it acked, so a crash in between loses nothing: STORE says 'stored' or
+        'already' (a duplicate: acked all the same), or 'conflict' (the reply answers other content under
+        this id: it is dead-lettered with the reason and the wait goes on)."""
         self.notifier.subscribe(reply_to)
         deadline = time.monotonic() + timeout
         while True:
             gen = self.notifier.generation(reply_to)
-            try:  # read and archive in one statement (bus.take): one commit, not two
-                got = self.run(lambda c: c.execute("SELECT message FROM bus.take(%s, %s)",
-                                                    (reply_to, Jsonb({"request_id": request_id}))).fetchall())
+            try:
+                got = self._take_reply(reply_to, request_id, store)
             except TRANSIENT:
-                got = []
-            if got:
-                return got[0]["message"]
+                got = None
+            if got is not None:
+                return got
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no reply on {reply_to} for request {request_id} within {timeout}s; "
                                    "is the consuming service running? (orchestrator status)")
             self.notifier.wait(reply_to, gen, min(left, self.poll_s))
+
+    def _take_reply(self, reply_to: str, request_id: str, store) -> dict | None:
+        if store is None:  # read and archive in one statement (bus.take): one commit, not two
+            rows = self.run(lambda c: c.execute("SELECT message FROM bus.take(%s, %s)",
+                                                (reply_to, Jsonb({"request_id": request_id}))).fetchall())
+            return rows[0]["message"] if rows else None
+        for m in self.read(reply_to, 1, vt_s=30, where={"request_id": request_id}):
+            status = store(m)
+            if status == "conflict":
+                self.safely(self.dead_letter, m, f"result for request {request_id} answers other content (its "
+                                                 "request_sha256 is not the hash of the request that was sent)")
+                continue
+            self.safely(self.ack, m)
+            return m.body
+        return None
 
     # -- thin aliases named as in seed 002 ---------------------------------------------------
     def publish_llm_request(self, request: dict) -> int:

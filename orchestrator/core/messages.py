@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ULID_RE = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 
 
 class ValidationError(ValueError):
@@ -61,6 +60,17 @@ def _json_type(v) -> str:
     return "object"
 
 
+def json_depth(v) -> int:
+    """How deeply objects and arrays nest in V (0 for a scalar), as bus.json_depth counts; no recursion."""
+    depth, stack = 0, [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, dict | list):
+            depth = max(depth, d)
+            stack.extend((y, d + 1) for y in (x.values() if isinstance(x, dict) else x))
+    return depth
+
+
 class Rules:
     """The validation rules of every queue, as loaded from bus.message_rules()."""
 
@@ -69,6 +79,9 @@ class Rules:
         self.kinds: dict[str, dict] = doc.get("kinds") or {}
         self.instance_of: dict[str, str | None] = doc.get("queue_instances") or {}
         self.identity: dict = doc.get("identity") or {}  # the caller on the bus (bus._identity): service, instance
+        self.id_re = re.compile(doc.get("id_pattern") or r"^[^\x01-\x1f\x7f]{1,128}$")
+        self.ts_re = re.compile(doc.get("timestamp_pattern") or r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+        self.max_depth: int = doc.get("max_json_depth") or 64
 
     def _stamp_identity(self, queue: str, kind: dict, m: dict) -> None:
         """As bus._stamp_identity: an instance's instance_id and a service's name are stamped; another is refused."""
@@ -81,17 +94,7 @@ class Rules:
                                       f'may not send as {field.replace("_id", "")} "{str(m[field])[:60]}"')
             m[field] = mine
 
-    def kind_of(self, queue: str) -> str:
-        if queue not in self.queues:
-            raise ValidationError(f'unknown queue "{queue[:60]}"; use one of: {", ".join(sorted(self.queues))}')
-        return self.queues[queue]
-
-    def validate(self, queue: str, message: object) -> dict:
-        """Return MESSAGE with its envelope stamped, or raise ValidationError exactly as SQL would."""
-        kind = self.kinds[self.kind_of(queue)]
-        if not isinstance(message, dict):
-            raise ValidationError(f"{queue}: a message must be a JSON object, got {_json_type(message)}")
-        m = dict(message)
+    def _check_size_and_depth(self, queue: str, kind: dict, m: dict) -> None:
         try:
             text = json.dumps(m, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
             text.encode()
@@ -112,16 +115,53 @@ class Rules:
         if size > kind["max_bytes"]:
             raise ValidationError(f"{queue}: message is {size} bytes, over the limit of {kind['max_bytes']} bytes; "
                                   "store large payloads elsewhere and send a reference")
+        depth = json_depth(m)
+        if self.queues.get(queue) != "dead_letters" and depth > self.max_depth:
+            raise ValidationError(f"{queue}: message is nested {depth} levels deep, over the limit of {self.max_depth}; "
+                                  "flatten the data, or send deeply nested data as a JSON string inside the message")
+
+    def _stamp_envelope(self, queue: str, m: dict) -> None:
+        """id (any 1-128 printable characters; a ULID when absent), created_at and timestamp (ISO-8601,
+        either given stamps the other), source: as bus.validate_message does."""
         if m.get("id") is None:
             m["id"] = ulid()
-        elif not isinstance(m["id"], str) or not _ULID_RE.match(m["id"]):
-            raise ValidationError(f'{queue}: field "id" must be a ULID string (26 Crockford base32 characters)')
-        if m.get("created_at") is None:
-            m["created_at"] = now_iso()
-        elif not isinstance(m["created_at"], str):
-            raise ValidationError(f'{queue}: field "created_at" must be an ISO-8601 timestamp string')
+        elif not isinstance(m["id"], str) or not self.id_re.match(m["id"]):
+            raise ValidationError(f'{queue}: field "id" must be a string of 1 to 128 printable characters, got '
+                                  f'{json.dumps(m["id"])[:60]}')
+        for tf in ("created_at", "timestamp"):
+            v = m.get(tf)
+            if v is not None and not (isinstance(v, str) and self.is_timestamp(v)):
+                raise ValidationError(f'{queue}: field "{tf}" must be an ISO-8601 timestamp string (e.g. '
+                                      f'2026-01-31T12:00:00Z), got {json.dumps(v)[:60]}')
+        m["created_at"] = m.get("created_at") or m.get("timestamp") or now_iso()
+        m["timestamp"] = m.get("timestamp") or m["created_at"]
         if m.get("source") is not None and not isinstance(m["source"], str):
             raise ValidationError(f'{queue}: field "source" must be a string, got {_json_type(m["source"])}')
+
+    def is_timestamp(self, v: str) -> bool:
+        """An ISO-8601 time (the pattern SQL hands out) that names a real time."""
+        if not self.ts_re.match(v):
+            return False
+        try:
+            datetime.fromisoformat(v.replace(" ", "T", 1))
+            return True
+        except ValueError:
+            return False
+
+    def kind_of(self, queue: str) -> str:
+        if queue not in self.queues:
+            raise ValidationError(f'unknown queue "{queue[:60]}"; use one of: {", ".join(sorted(self.queues))}')
+        return self.queues[queue]
+
+    def validate(self, queue: str, message: object) -> dict:
+        """Return MESSAGE with its envelope stamped, or raise ValidationError exactly as SQL would
+        (bus.validate_message: the same rules, patterns and limits, read from bus.message_rules())."""
+        kind = self.kinds[self.kind_of(queue)]
+        if not isinstance(message, dict):
+            raise ValidationError(f"{queue}: a message must be a JSON object, got {_json_type(message)}")
+        m = dict(message)
+        self._check_size_and_depth(queue, kind, m)
+        self._stamp_envelope(queue, m)
         self._stamp_identity(queue, kind, m)
         if m.get("type") is None:
             for f in kind["fields"]:

@@ -7,12 +7,10 @@ its reply is stored there before it is acked on the bus, so an agent that restar
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 from psycopg.types.json import Jsonb
 
-from orchestrator.core.bus import TRANSIENT, Bus
+from orchestrator.core.bus import Bus
 from orchestrator.infra.config import Settings, settings
 from orchestrator.infra.db import connect_retry, role_conninfo, service_role
 from orchestrator.infra.instances import check_id, database
@@ -35,6 +33,7 @@ class AgentClient:
                        poll_ms=poll_ms, pool_size=2)
         self._db_conninfo = role_conninfo(self.s, database(instance), role)
         self._db: psycopg.Connection | None = None
+        self._reply_queues: dict[str, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------
     def __enter__(self) -> AgentClient:
@@ -64,8 +63,10 @@ class AgentClient:
         return []
 
     def reply_queue(self, kind: str) -> str:
-        base = KINDS[kind][1]
-        return base if self.instance == "default" else f"{base}_{self.instance}"
+        """This instance's reply queue for KIND (core.instance_queue: SQL holds the naming)."""
+        if kind not in self._reply_queues:
+            self._reply_queues[kind] = self._sql("SELECT core.instance_queue(%s) AS q", (KINDS[kind][1],))[0]["q"]
+        return self._reply_queues[kind]
 
     # -- generic request / result -----------------------------------------------------------
     def send(self, kind: str, body: dict) -> str:
@@ -73,7 +74,7 @@ class AgentClient:
         if kind not in KINDS:
             raise ValueError(f"unknown request kind {kind!r}; use one of {', '.join(KINDS)}")
         queue, reply_to = KINDS[kind][0], self.reply_queue(kind)
-        m = self.bus.stamp(queue, {**body, "agent_id": self.agent_id, "reply_to": reply_to})
+        m = self.bus.stamp(queue, {**body, "agent_id": self.agent_id, "reply_to": reply_to})  # id stamped here
         self._sql("SELECT core.record_request(%s, %s, %s, %s, %s)", (m["id"], self.agent_id, kind, Jsonb(m), reply_to))
         self.bus.notifier.subscribe(reply_to)
         self.bus.publish(queue, m)
@@ -100,29 +101,16 @@ class AgentClient:
         if rows[0]["result"] is not None:
             return rows[0]["result"]
         reply_to = rows[0]["reply_to"]
-        self.bus.notifier.subscribe(reply_to)
-        deadline = time.monotonic() + timeout
-        while True:
-            gen = self.bus.notifier.generation(reply_to)
-            try:
-                got = self.bus.read(reply_to, 1, vt_s=30, where={"request_id": request_id})
-            except TRANSIENT:
-                got = []
-            if got:
-                status = self._sql("SELECT core.store_result(%s, %s) AS s", (request_id, Jsonb(got[0].body)))[0]["s"]
-                if status == "conflict":  # answers other content under this id: never taken as this request's result
-                    self.bus.safely(self.bus.dead_letter, got[0], f"result for request {request_id} answers other "
-                                   "content (its request_sha256 is not the hash of the request this agent sent)")
-                    continue
-                self.bus.safely(self.bus.ack, got[0])
-                if status == "already":  # a duplicate delivery: the first stored result stands
-                    return self.stored(request_id)
-                return got[0].body
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no reply on {reply_to} for request {request_id} within {timeout}s; "
-                                   "is the answering service running? (orchestrator status)")
-            self.bus.notifier.wait(reply_to, gen, min(left, self.bus.poll_s))
+
+        outcome: dict[str, str] = {}
+
+        def store(m) -> str:  # stored here before the bus acks it: a restarted agent finds it
+            outcome["status"] = self._sql("SELECT core.store_result(%s, %s) AS s",
+                                          (request_id, Jsonb(m.body)))[0]["s"]
+            return outcome["status"]
+
+        got = self.bus.await_reply(reply_to, request_id, timeout=timeout, store=store)
+        return self.stored(request_id) if outcome.get("status") == "already" else got  # the first result stands
 
     # -- the four kinds ---------------------------------------------------------------------
     def ask_llm(self, messages: list[dict], task_type: str = "chat", timeout: float = 60.0, **extra) -> dict:

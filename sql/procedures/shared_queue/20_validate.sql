@@ -50,6 +50,7 @@ DECLARE
     mtype    text;
     nbytes   int;
     reply    bus.queues;
+    tf       text;
 BEGIN
     SELECT * INTO k FROM bus.queue_kinds WHERE kind = q.kind;
     IF m IS NULL OR jsonb_typeof(m) <> 'object' THEN
@@ -73,18 +74,26 @@ BEGIN
     END IF;
 
     -- Envelope: stamp what is missing, check what is given.
+    -- id: any non-empty string up to 128 characters (the seeds' UUIDs too); a ULID is stamped when absent
     IF NOT m ? 'id' OR m->'id' = 'null'::jsonb THEN
         m := m || jsonb_build_object('id', ops.ulid());
-    ELSIF jsonb_typeof(m->'id') <> 'string' OR NOT ops.is_ulid(m->>'id') THEN
-        RAISE EXCEPTION '%: field "id" must be a ULID string (26 Crockford base32 characters), got %', p_queue, left((m->'id')::text, 60)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "id" out and the bus assigns one, or generate a ULID.';
+    ELSIF jsonb_typeof(m->'id') <> 'string' OR NOT (m->>'id') ~ bus.id_pattern() THEN
+        RAISE EXCEPTION '%: field "id" must be a string of 1 to 128 printable characters, got %', p_queue, left((m->'id')::text, 60)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "id" out and the bus assigns a ULID, or send a UUID.';
     END IF;
-    IF NOT m ? 'created_at' OR m->'created_at' = 'null'::jsonb THEN
-        m := m || jsonb_build_object('created_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
-    ELSIF jsonb_typeof(m->'created_at') <> 'string' OR NOT bus.pg_input_is_valid_ts(m->>'created_at') THEN
-        RAISE EXCEPTION '%: field "created_at" must be an ISO-8601 timestamp string, got %', p_queue, left((m->'created_at')::text, 60)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "created_at" out and the bus stamps it.';
-    END IF;
+    -- the envelope time: created_at, or the seeds' timestamp; both are stamped (the same) when absent
+    FOREACH tf IN ARRAY ARRAY['created_at', 'timestamp'] LOOP
+        IF m ? tf AND m->tf <> 'null'::jsonb
+           AND (jsonb_typeof(m->tf) <> 'string' OR NOT bus.is_timestamp(m->>tf)) THEN
+            RAISE EXCEPTION '%: field "%" must be an ISO-8601 timestamp string (e.g. 2026-01-31T12:00:00Z), got %',
+                            p_queue, tf, left((m->tf)::text, 60)
+                USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave "%s" out and the bus stamps it.', tf);
+        END IF;
+    END LOOP;
+    m := m || jsonb_build_object(
+        'created_at', coalesce(nullif(m->'created_at', 'null'::jsonb), nullif(m->'timestamp', 'null'::jsonb),
+                               to_jsonb(to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))));
+    m := m || jsonb_build_object('timestamp', coalesce(nullif(m->'timestamp', 'null'::jsonb), m->'created_at'));
     IF NOT m ? 'source' OR m->'source' = 'null'::jsonb THEN
         m := m || jsonb_build_object('source', current_user::text);
     ELSIF jsonb_typeof(m->'source') <> 'string' THEN
@@ -196,6 +205,19 @@ BEGIN
 END;
 $$;
 
+-- What an envelope id may be: 1 to 128 printable characters (no control characters). One source:
+-- bus.message_rules() hands it to clients.
+CREATE OR REPLACE FUNCTION bus.id_pattern()
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN '^[^\x01-\x1f\x7f]{1,128}$';
+
+-- What an envelope time may be: an ISO-8601 date and time (zone optional), e.g. 2026-01-31T12:00:00Z.
+CREATE OR REPLACE FUNCTION bus.timestamp_pattern()
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$';
+
 -- True when TXT parses as a timestamptz (PostgreSQL 15 has no pg_input_is_valid).
 CREATE OR REPLACE FUNCTION bus.pg_input_is_valid_ts(txt text)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE
@@ -207,6 +229,12 @@ EXCEPTION WHEN others THEN
     RETURN false;
 END;
 $$;
+
+-- True when TXT is an ISO-8601 timestamp that names a real time (2026-02-30 is refused).
+CREATE OR REPLACE FUNCTION bus.is_timestamp(txt text)
+RETURNS boolean LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+RETURN txt ~ bus.timestamp_pattern() AND bus.pg_input_is_valid_ts(txt);
 
 -- Who role P_ROLE is on the bus: {sender, service, instance_id, trusted}. Service roles are known
 -- from bus.instances (Singularity instances) and the three fixed service roles; the database owner
@@ -351,6 +379,8 @@ AS $$
         'identity', bus._identity(current_user),
         'queues', (SELECT jsonb_object_agg(queue_name, kind) FROM bus.queues),
         'queue_instances', (SELECT jsonb_object_agg(queue_name, instance_id) FROM bus.queues),
+        'id_pattern', bus.id_pattern(), 'timestamp_pattern', bus.timestamp_pattern(),
+        'max_json_depth', coalesce(bus.setting('max_json_depth'), '64')::int,
         'kinds', (SELECT jsonb_object_agg(k.kind, jsonb_build_object(
                       'role', k.role, 'result_kind', k.result_kind, 'max_bytes', k.max_bytes,
                       'max_attempts', k.max_attempts,

@@ -134,21 +134,21 @@ SELECT lives_ok(format('SELECT bus.validate_message(%L, %L)', 'job_requests',
                 format('job mode "%s" is accepted', m))
   FROM unnest(ARRAY['run', 'validate', 'lint']) AS m;
 
--- 6. Envelope fields: id must be a ULID, created_at a timestamp, source a string.
-SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"id": "abc"}'))$$, '22023',
-                 'llm_requests: field "id" must be a ULID string (26 Crockford base32 characters), got "abc"',
-                 'a non-ULID id is refused');
+-- 6. Envelope fields: id any 1-128 printable characters (the seeds' UUIDs too), created_at an ISO-8601
+-- timestamp, source a string.
+SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"id": ""}'))$$, '22023',
+                 'llm_requests: field "id" must be a string of 1 to 128 printable characters, got ""',
+                 'an empty id is refused');
 SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"id": 123}'))$$, '22023',
-                 'llm_requests: field "id" must be a ULID string (26 Crockford base32 characters), got 123',
+                 'llm_requests: field "id" must be a string of 1 to 128 printable characters, got 123',
                  'a numeric id is refused');
-SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"id": "01arz3ndektsv4rrffq69g5fav"}'))$$, '22023',
-                 'llm_requests: field "id" must be a ULID string (26 Crockford base32 characters), got "01arz3ndektsv4rrffq69g5fav"',
-                 'a lower-case ULID is refused');
+SELECT throws_ok(format('SELECT pgmq.send(%L, pg_temp.llm(%L))', 'llm_requests', json_build_object('id', repeat('x', 129))), '22023',
+                 NULL, 'an id over 128 characters is refused');
 SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"created_at": "not a time"}'))$$, '22023',
-                 'llm_requests: field "created_at" must be an ISO-8601 timestamp string, got "not a time"',
+                 'llm_requests: field "created_at" must be an ISO-8601 timestamp string (e.g. 2026-01-31T12:00:00Z), got "not a time"',
                  'an unparseable created_at is refused');
 SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"created_at": 1700000000}'))$$, '22023',
-                 'llm_requests: field "created_at" must be an ISO-8601 timestamp string, got 1700000000',
+                 'llm_requests: field "created_at" must be an ISO-8601 timestamp string (e.g. 2026-01-31T12:00:00Z), got 1700000000',
                  'an epoch number as created_at is refused');
 SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"source": 7}'))$$, '22023',
                  'llm_requests: field "source" must be a string, got number', 'a numeric source is refused');
@@ -222,15 +222,16 @@ SELECT ok((message->>'created_at')::timestamptz BETWEEN now() - interval '1 minu
           'created_at was stamped with the send time') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
 SELECT matches(message->>'created_at', '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$', 'created_at is ISO-8601 UTC with microseconds')
   FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
-SELECT is(message - 'id' - 'type' - 'source' - 'created_at',
+SELECT is(message - 'id' - 'type' - 'source' - 'created_at' - 'timestamp',
           '{"agent_id": "agent-1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}'::jsonb,
           'the sender''s fields are stored unchanged') FROM pgmq.q_llm_requests WHERE msg_id = :ok_id;
 -- Given envelope values are kept as they are.
 SELECT is(bus.validate_message('llm_requests', pg_temp.llm(
               '{"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "source": "singularity-7", "created_at": "2026-01-02T03:04:05Z"}'))
           - 'agent_id' - 'task_type' - 'messages',
-          '{"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "source": "singularity-7", "created_at": "2026-01-02T03:04:05Z", "type": "llm_request"}'::jsonb,
-          'a given id, source and created_at are kept; only type is added');
+          '{"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "source": "singularity-7", "created_at": "2026-01-02T03:04:05Z", "type": "llm_request",
+            "timestamp": "2026-01-02T03:04:05Z"}'::jsonb,
+          'a given id, source and created_at are kept; type is added, and the seeds'' timestamp (the same time)');
 SELECT is(bus.validate_message('dead_letters', '{"queue": "q", "message": null, "error": "e", "attempts": 1}')->'message',
           'null'::jsonb, 'a nullable field of type any may be null (dead letter of a NULL message)');
 
