@@ -14,12 +14,12 @@ SQL_DBS   := shared_queue singularity genesis nexus centralcloud postgres
 # playwright (browser tests) drives Debian's chromium; it must never download a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help setup deb venv db migrate run test test-sql test-py dump-schema check-drift bench soak lint clean
+.PHONY: help setup deb venv db migrate run test test-sql test-py dump-schema check-drift diagram bench soak lint clean
 
 help:
 	@echo "make run    set up everything (Debian packages, venv, PostgreSQL, migrations) and run the daemon"
 	@echo "make test   same setup, then pgTAP (pg_prove) and pytest"
-	@echo "other targets: setup db migrate test-sql test-py dump-schema check-drift bench soak lint clean"
+	@echo "other targets: setup db migrate test-sql test-py dump-schema check-drift diagram bench soak lint clean"
 
 setup: deb venv
 
@@ -72,6 +72,11 @@ dump-schema: setup
 # This checkout's own databases (migrated over time) against sql/schema/: what they kept from earlier work.
 check-drift: migrate
 	$(BIN)/python tests/py/schema_tools.py --check-local
+
+# docs/architecture.svg from its source (graphviz's dot; installed here if missing)
+diagram:
+	@command -v dot >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; $$SUDO apt-get install -y -qq graphviz; }
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
 
 bench: migrate
 	$(BIN)/python -m bench

@@ -99,7 +99,7 @@ class NexusSettings:
                                    "seconds", why="the time a held llm_requests message must outlive each "
                                                        "provider call's timeout"),
             web_host=host, web_port=e.port("NEXUS_WEB_PORT", 8780), web_required=e.bool("NEXUS_WEB_REQUIRED", False),
-            hitl_lease_s=e.float("NEXUS_HITL_LEASE_S", 300.0, 5, 86_400, "the lease of a held approval, in s"),
+            hitl_lease_s=e.float("NEXUS_HITL_LEASE_S", 300.0, 1, 86_400, "the lease of a held approval, in s"),
             hitl_timeout_s=e.float("NEXUS_HITL_TIMEOUT_S", 86_400.0, 1, 365 * 86_400,
                                    "the default approval timeout, in s"),
             hitl_tick_s=e.float("NEXUS_HITL_TICK_S", 1.0, 0.05, 60, "the HITL worker's pass, in s"),

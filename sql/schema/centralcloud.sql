@@ -425,6 +425,24 @@ $$;
 ALTER FUNCTION centralcloud._send(p_queue text, p_msg jsonb) OWNER TO own_centralcloud;
 
 --
+-- Name: _set_heartbeat_thresholds(integer, integer); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
+--
+
+CREATE FUNCTION centralcloud._set_heartbeat_thresholds(p_late_s integer, p_gone_s integer) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    INSERT INTO centralcloud.settings (key, value)
+    SELECT k, v::text FROM (VALUES ('heartbeat_late_s', p_late_s), ('heartbeat_gone_s', p_gone_s)) AS x(k, v)
+     WHERE v IS NOT NULL AND v > 0
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = pg_catalog.now()
+     WHERE centralcloud.settings.value IS DISTINCT FROM EXCLUDED.value;
+$$;
+
+
+ALTER FUNCTION centralcloud._set_heartbeat_thresholds(p_late_s integer, p_gone_s integer) OWNER TO own_centralcloud;
+
+--
 -- Name: _set_watermark(timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
 --
 
@@ -438,6 +456,24 @@ $$;
 
 
 ALTER FUNCTION centralcloud._set_watermark(p_value timestamp with time zone) OWNER TO own_centralcloud;
+
+--
+-- Name: _sync_heartbeat_thresholds(); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
+--
+
+CREATE FUNCTION centralcloud._sync_heartbeat_thresholds() RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT centralcloud._set_heartbeat_thresholds(t.late_s, t.gone_s)
+      FROM extensions.dblink(centralcloud._bus(),
+               $q$SELECT (SELECT value FROM bus.settings WHERE key = 'alert_heartbeat_late_s')::int,
+                         (SELECT value FROM bus.settings WHERE key = 'alert_heartbeat_gone_s')::int$q$)
+           AS t(late_s int, gone_s int);
+$_$;
+
+
+ALTER FUNCTION centralcloud._sync_heartbeat_thresholds() OWNER TO own_centralcloud;
 
 --
 -- Name: _ts(text); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
@@ -655,6 +691,7 @@ BEGIN
         result := 'skipped: heartbeats is already running';
         RETURN;
     END IF;
+    PERFORM centralcloud._sync_heartbeat_thresholds();
     LOOP
         n := centralcloud._read_batch('instance_heartbeat', centralcloud.setting('batch_size', '20000')::int,
                                       '_batch_heartbeats', last_id);
@@ -2198,11 +2235,27 @@ GRANT ALL ON FUNCTION centralcloud._send(p_queue text, p_msg jsonb) TO svc_centr
 
 
 --
+-- Name: FUNCTION _set_heartbeat_thresholds(p_late_s integer, p_gone_s integer); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION centralcloud._set_heartbeat_thresholds(p_late_s integer, p_gone_s integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION centralcloud._set_heartbeat_thresholds(p_late_s integer, p_gone_s integer) TO svc_centralcloud;
+
+
+--
 -- Name: FUNCTION _set_watermark(p_value timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
 --
 
 REVOKE ALL ON FUNCTION centralcloud._set_watermark(p_value timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION centralcloud._set_watermark(p_value timestamp with time zone) TO svc_centralcloud;
+
+
+--
+-- Name: FUNCTION _sync_heartbeat_thresholds(); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION centralcloud._sync_heartbeat_thresholds() FROM PUBLIC;
+GRANT ALL ON FUNCTION centralcloud._sync_heartbeat_thresholds() TO svc_centralcloud;
 
 
 --

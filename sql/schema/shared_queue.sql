@@ -910,8 +910,6 @@ CREATE FUNCTION bus.alerts() RETURNS TABLE(severity text, subject text, message 
 DECLARE
     max_depth  bigint := coalesce(bus.setting('alert_depth'), '1000')::bigint;
     max_age_s  int := coalesce(bus.setting('alert_oldest_s'), '300')::int;
-    late_s     int := coalesce(bus.setting('alert_heartbeat_late_s'), '60')::int;
-    gone_s     int := coalesce(bus.setting('alert_heartbeat_gone_s'), '600')::int;
 BEGIN
     RETURN QUERY
     SELECT 'warning', o.queue_name,
@@ -933,20 +931,12 @@ BEGIN
      WHERE o.dead_letters > 0
     HAVING sum(o.dead_letters) > 0
     UNION ALL
-    SELECT CASE WHEN h.age_s > gone_s THEN 'critical' ELSE 'warning' END,
+    SELECT CASE WHEN h.status = 'gone' THEN 'critical' ELSE 'warning' END,
            h.service || ':' || h.instance_id,
-           format('no heartbeat for %s s (%s)', h.age_s, CASE WHEN h.age_s > gone_s THEN 'gone' ELSE 'late' END),
+           format('no heartbeat for %s s (%s)', h.age_s, h.status),
            'restart its daemon (orchestrator daemon) or remove the instance if it was retired'
-      FROM (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
-                   extract(epoch FROM now() - x.enqueued_at)::int AS age_s,
-                   x.message->'stats'->>'state' IS NOT DISTINCT FROM 'stopped' AS stopped
-              FROM (SELECT message, enqueued_at FROM pgmq.q_instance_heartbeat
-                    UNION ALL
-                    SELECT message, enqueued_at FROM pgmq.a_instance_heartbeat
-                     WHERE enqueued_at > now() - make_interval(secs => gone_s * 6)) x
-             ORDER BY 1, 2, x.enqueued_at DESC) h
-     WHERE h.age_s > late_s
-       AND NOT h.stopped  -- its last heartbeat said it stopped on purpose (graceful shutdown)
+      FROM bus.heartbeat_status() h
+     WHERE h.status IN ('late', 'gone')
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
        AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id))
     UNION ALL
@@ -1670,6 +1660,101 @@ COMMENT ON FUNCTION bus.grant_common(p_role name) IS 'Schema usage and catalog r
 
 
 --
+-- Name: heartbeat_status(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.heartbeat_status() RETURNS TABLE(service text, instance_id text, last_seen timestamp with time zone, age_s integer, status text, stopped boolean, stats jsonb)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    -- plpgsql: the queue tables it reads are created after this file on a fresh install (80_queues.sql)
+    RETURN QUERY
+    WITH t AS (SELECT coalesce(bus.setting('alert_heartbeat_late_s'), '180')::int AS late_s,
+                      coalesce(bus.setting('alert_heartbeat_gone_s'), '600')::int AS gone_s),
+         h AS (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
+                      x.enqueued_at, x.message->'stats' AS stats
+                 FROM (SELECT q.message, q.enqueued_at FROM pgmq.q_instance_heartbeat q
+                       UNION ALL
+                       SELECT a.message, a.enqueued_at FROM pgmq.a_instance_heartbeat a, t
+                        WHERE a.enqueued_at > now() - make_interval(secs => t.gone_s * 6)) x
+                ORDER BY 1, 2, x.enqueued_at DESC)
+    SELECT h.service, h.instance_id, h.enqueued_at, extract(epoch FROM now() - h.enqueued_at)::int,
+           CASE WHEN h.stats->>'state' IS NOT DISTINCT FROM 'stopped' THEN 'stopped'
+                WHEN now() - h.enqueued_at <= make_interval(secs => t.late_s) THEN 'healthy'
+                WHEN now() - h.enqueued_at <= make_interval(secs => t.gone_s) THEN 'late'
+                ELSE 'gone' END,
+           h.stats->>'state' IS NOT DISTINCT FROM 'stopped', h.stats
+      FROM h, t
+     ORDER BY 1, 2;
+END;
+$$;
+
+
+ALTER FUNCTION bus.heartbeat_status() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION heartbeat_status(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.heartbeat_status() IS 'Every service/instance seen in instance_heartbeat: last seen (bus time) and healthy / late / gone / stopped.';
+
+
+--
+-- Name: id_pattern(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.id_pattern() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    RETURN '^[^\x01-\x1f\x7f]{1,128}$'::text;
+
+
+ALTER FUNCTION bus.id_pattern() OWNER TO own_shared_queue;
+
+--
+-- Name: pg_input_is_valid_ts(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.pg_input_is_valid_ts(txt text) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    PERFORM txt::timestamptz;
+    RETURN true;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END;
+$$;
+
+
+ALTER FUNCTION bus.pg_input_is_valid_ts(txt text) OWNER TO own_shared_queue;
+
+--
+-- Name: timestamp_pattern(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.timestamp_pattern() RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    RETURN '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$'::text;
+
+
+ALTER FUNCTION bus.timestamp_pattern() OWNER TO own_shared_queue;
+
+--
+-- Name: is_timestamp(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.is_timestamp(txt text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    RETURN ((txt ~ bus.timestamp_pattern()) AND bus.pg_input_is_valid_ts(txt));
+
+
+ALTER FUNCTION bus.is_timestamp(txt text) OWNER TO own_shared_queue;
+
+--
 -- Name: json_depth(jsonb); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
@@ -1721,6 +1806,8 @@ CREATE FUNCTION bus.message_rules() RETURNS jsonb
         'identity', bus._identity(current_user),
         'queues', (SELECT jsonb_object_agg(queue_name, kind) FROM bus.queues),
         'queue_instances', (SELECT jsonb_object_agg(queue_name, instance_id) FROM bus.queues),
+        'id_pattern', bus.id_pattern(), 'timestamp_pattern', bus.timestamp_pattern(),
+        'max_json_depth', coalesce(bus.setting('max_json_depth'), '64')::int,
         'kinds', (SELECT jsonb_object_agg(k.kind, jsonb_build_object(
                       'role', k.role, 'result_kind', k.result_kind, 'max_bytes', k.max_bytes,
                       'max_attempts', k.max_attempts,
@@ -1772,24 +1859,6 @@ ALTER FUNCTION bus.peek(p_queue text, p_archive boolean, p_limit integer) OWNER 
 
 COMMENT ON FUNCTION bus.peek(p_queue text, p_archive boolean, p_limit integer) IS 'Shows messages of a queue or its archive without changing them.';
 
-
---
--- Name: pg_input_is_valid_ts(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
---
-
-CREATE FUNCTION bus.pg_input_is_valid_ts(txt text) RETURNS boolean
-    LANGUAGE plpgsql IMMUTABLE
-    AS $$
-BEGIN
-    PERFORM txt::timestamptz;
-    RETURN true;
-EXCEPTION WHEN others THEN
-    RETURN false;
-END;
-$$;
-
-
-ALTER FUNCTION bus.pg_input_is_valid_ts(txt text) OWNER TO own_shared_queue;
 
 --
 -- Name: prune_archives(integer, integer); Type: PROCEDURE; Schema: bus; Owner: own_shared_queue
@@ -2014,6 +2083,7 @@ DECLARE
     mtype    text;
     nbytes   int;
     reply    bus.queues;
+    tf       text;
 BEGIN
     SELECT * INTO k FROM bus.queue_kinds WHERE kind = q.kind;
     IF m IS NULL OR jsonb_typeof(m) <> 'object' THEN
@@ -2037,18 +2107,26 @@ BEGIN
     END IF;
 
     -- Envelope: stamp what is missing, check what is given.
+    -- id: any non-empty string up to 128 characters (the seeds' UUIDs too); a ULID is stamped when absent
     IF NOT m ? 'id' OR m->'id' = 'null'::jsonb THEN
         m := m || jsonb_build_object('id', ops.ulid());
-    ELSIF jsonb_typeof(m->'id') <> 'string' OR NOT ops.is_ulid(m->>'id') THEN
-        RAISE EXCEPTION '%: field "id" must be a ULID string (26 Crockford base32 characters), got %', p_queue, left((m->'id')::text, 60)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "id" out and the bus assigns one, or generate a ULID.';
+    ELSIF jsonb_typeof(m->'id') <> 'string' OR NOT (m->>'id') ~ bus.id_pattern() THEN
+        RAISE EXCEPTION '%: field "id" must be a string of 1 to 128 printable characters, got %', p_queue, left((m->'id')::text, 60)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "id" out and the bus assigns a ULID, or send a UUID.';
     END IF;
-    IF NOT m ? 'created_at' OR m->'created_at' = 'null'::jsonb THEN
-        m := m || jsonb_build_object('created_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'));
-    ELSIF jsonb_typeof(m->'created_at') <> 'string' OR NOT bus.pg_input_is_valid_ts(m->>'created_at') THEN
-        RAISE EXCEPTION '%: field "created_at" must be an ISO-8601 timestamp string, got %', p_queue, left((m->'created_at')::text, 60)
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave "created_at" out and the bus stamps it.';
-    END IF;
+    -- the envelope time: created_at, or the seeds' timestamp; both are stamped (the same) when absent
+    FOREACH tf IN ARRAY ARRAY['created_at', 'timestamp'] LOOP
+        IF m ? tf AND m->tf <> 'null'::jsonb
+           AND (jsonb_typeof(m->tf) <> 'string' OR NOT bus.is_timestamp(m->>tf)) THEN
+            RAISE EXCEPTION '%: field "%" must be an ISO-8601 timestamp string (e.g. 2026-01-31T12:00:00Z), got %',
+                            p_queue, tf, left((m->tf)::text, 60)
+                USING ERRCODE = 'invalid_parameter_value', HINT = format('Leave "%s" out and the bus stamps it.', tf);
+        END IF;
+    END LOOP;
+    m := m || jsonb_build_object(
+        'created_at', coalesce(nullif(m->'created_at', 'null'::jsonb), nullif(m->'timestamp', 'null'::jsonb),
+                               to_jsonb(to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))));
+    m := m || jsonb_build_object('timestamp', coalesce(nullif(m->'timestamp', 'null'::jsonb), m->'created_at'));
     IF NOT m ? 'source' OR m->'source' = 'null'::jsonb THEN
         m := m || jsonb_build_object('source', current_user::text);
     ELSIF jsonb_typeof(m->'source') <> 'string' THEN
@@ -4487,6 +4565,13 @@ REVOKE ALL ON FUNCTION bus.forget_instance(p_id text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus.grant_common(p_role name) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION heartbeat_status(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.heartbeat_status() FROM PUBLIC;
 
 
 --

@@ -36,7 +36,7 @@ def test_python_and_sql_validation_agree(bus_for, clean_queues, sq_owner):
         ({"agent_id": "a", "task_type": "t"}, 'required field "messages" is missing'),
         ({**LLM, "agent_id": 7}, 'field "agent_id" must be a JSON string'),
         ({**LLM, "messages": []}, 'field "messages" must not be empty'),
-        ({**LLM, "id": "not-a-ulid"}, 'field "id" must be a ULID'),
+        ({**LLM, "id": ""}, 'field "id" must be a string of 1 to 128 printable characters'),
         ({**LLM, "reply_to": "job_results"}, "is not a llm_results queue"),
     ]
     for body, words in cases:

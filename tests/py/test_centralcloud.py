@@ -98,7 +98,7 @@ def test_two_instances_end_to_end_and_idempotent(s, second_instance, cc_clean, b
     one = bus_for("svc_singularity")
     two = Bus(role_conninfo(s, "shared_queue", ROLE2, password=PW2), source=ROLE2, pool_size=1)
     try:
-        one.publish("pattern_messages", {"type": "pattern_detection", "instance_id": "default", "timestamp": "t",
+        one.publish("pattern_messages", {"type": "pattern_detection", "instance_id": "default", "timestamp": "2026-01-01T00:00:00Z",
                                          "patterns": [_pattern("python.fstring", "syntax", 3, 0.8, ["python"]),
                                                       _pattern("elixir.genserver", "framework", 1, 0.5, ["otp"])]})
         one.publish("learned_patterns", {"type": "learned_patterns", "instance_id": "default",

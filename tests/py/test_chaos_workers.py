@@ -263,7 +263,9 @@ def test_worker_dies_with_work_in_flight(s, clean_queues, sq_owner, request, tmp
 def test_sigterm_finishes_in_flight_nexus_work_and_reads_nothing_new(s, clean_queues, sq_owner, slow_route, provider,
                                                                      tmp_path):
     """SIGTERM with 2 slow calls in flight: both finished within the grace period, the rest never read, exit 0."""
-    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k"}
+    # one request per read: what a slot holds is what it works on (a batch's read-ahead is handed back)
+    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k",
+           "SHARED_QUEUE_BATCH_SIZE": "1"}
     with DaemonProc("nexus", env, tmp_path / "d.log", grace=10) as d:
         d.wait_started()
         ids = NexusKind().send({"s": s}, 0) + NexusKind().send({"s": s}, 1)
@@ -285,7 +287,9 @@ def test_sigterm_releases_nexus_work_that_outlives_the_grace(s, clean_queues, sq
                                                             tmp_path):
     """Grace 0.3 s under 1 s calls: the in-flight requests are released at once (visible, no result), exit 0;
     a new daemon answers them exactly once without waiting for any lease."""
-    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k"}
+    # one request per read: what a slot holds is what it works on (a batch's read-ahead is handed back)
+    env = {"NEXUS_CONCURRENCY": "2", "SHARED_QUEUE_VT_S": "2", "SHARED_QUEUE_POLL_MS": "200", "CHAOS_KEY": "k",
+           "SHARED_QUEUE_BATCH_SIZE": "1"}
     log = tmp_path / "d.log"
     with DaemonProc("nexus", env, log, grace=0.3) as d:
         d.wait_started()

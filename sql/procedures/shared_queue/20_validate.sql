@@ -2,6 +2,12 @@
 -- envelope (id, type, source, created_at) when absent and refuses malformed messages with an
 -- error that names the queue, the field and the fix. Nothing is enqueued when it raises.
 
+-- Operator setting KEY (from bus.settings), or NULL.
+CREATE OR REPLACE FUNCTION bus.setting(p_key text)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$ SELECT value FROM bus.settings WHERE key = p_key $$;
+
 -- The registered queue row for NAME, or a clear error (42P01) naming the known queues.
 CREATE OR REPLACE FUNCTION bus._queue(p_queue text)
 RETURNS bus.queues

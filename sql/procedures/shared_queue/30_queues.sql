@@ -147,12 +147,6 @@ END;
 $$;
 COMMENT ON FUNCTION bus.grant_common(name) IS 'Schema usage and catalog read access every service role needs.';
 
--- Operator setting KEY (from bus.settings), or NULL.
-CREATE OR REPLACE FUNCTION bus.setting(p_key text)
-RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog
-AS $$ SELECT value FROM bus.settings WHERE key = p_key $$;
-
 -- Set operator setting KEY (migrate calls this with values from env).
 CREATE OR REPLACE FUNCTION bus.set_setting(p_key text, p_value text)
 RETURNS void LANGUAGE sql

@@ -8,9 +8,12 @@
 CREATE OR REPLACE FUNCTION bus.heartbeat_status()
 RETURNS TABLE (service text, instance_id text, last_seen timestamptz, age_s int, status text, stopped boolean,
                stats jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- plpgsql: the queue tables it reads are created after this file on a fresh install (80_queues.sql)
+    RETURN QUERY
     WITH t AS (SELECT coalesce(bus.setting('alert_heartbeat_late_s'), '180')::int AS late_s,
                       coalesce(bus.setting('alert_heartbeat_gone_s'), '600')::int AS gone_s),
          h AS (SELECT DISTINCT ON (1, 2) x.message->>'service' AS service, x.message->>'instance_id' AS instance_id,
@@ -28,6 +31,7 @@ AS $$
            h.stats->>'state' IS NOT DISTINCT FROM 'stopped', h.stats
       FROM h, t
      ORDER BY 1, 2;
+END;
 $$;
 COMMENT ON FUNCTION bus.heartbeat_status() IS
     'Every service/instance seen in instance_heartbeat: last seen (bus time) and healthy / late / gone / stopped.';
