@@ -67,29 +67,24 @@ def plot(data: dict[str, list[dict]], path: Path, days: int) -> None:
         ax.set_title(title)
         ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="grey")
 
-    ax = axes[0][0]
-    if data["messages"]:
-        for name, pts in sorted(series(data["messages"], "day", "msg_type", "messages").items()):
+    def lines(ax, rows: list[dict], group: str, y: str, title: str, marker: str = "o", suffix: str = "",
+              fontsize: int = 7) -> None:
+        """One line per GROUP over the days, with a legend; "no data yet" when ROWS is empty."""
+        if not rows:
+            empty(ax, title)
+            return
+        for name, pts in sorted(series(rows, "day", group, y).items()):
             xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
-        ax.legend(fontsize=7)
-        ax.set_title("Messages per type per day")
+            ax.plot(xs, [pts[x] for x in xs], marker=marker, label=name + suffix)
+        ax.legend(fontsize=fontsize)
+        ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
-    else:
-        empty(ax, "Messages per type per day")
 
-    ax = axes[0][1]
+    lines(axes[0][0], data["messages"], "msg_type", "messages", "Messages per type per day")
+    lines(axes[0][1], data["latency"], "queue_name", "p95_ms", "p95 queue latency per queue", ".", " p95", 6)
     if data["latency"]:
-        for name, pts in sorted(series(data["latency"], "day", "queue_name", "p95_ms").items()):
-            xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker=".", label=f"{name} p95")
-        ax.set_yscale("symlog")
-        ax.set_ylabel("ms")
-        ax.legend(fontsize=6)
-        ax.set_title("p95 queue latency per queue")
-        ax.tick_params(axis="x", rotation=30)
-    else:
-        empty(ax, "p95 queue latency per queue")
+        axes[0][1].set_yscale("symlog")
+        axes[0][1].set_ylabel("ms")
 
     ax = axes[0][2]
     if data["approvals"]:
@@ -111,16 +106,7 @@ def plot(data: dict[str, list[dict]], path: Path, days: int) -> None:
     ranked(axes[1][0], data["questions"], "agent_id", "questions", "Questions per agent")
     ranked(axes[1][1], data["patterns"], "key", "total_occurrences", "Top patterns (occurrences)")
 
-    ax = axes[1][2]
-    if data["llm"]:
-        for name, pts in sorted(series(data["llm"], "day", "model", "cost").items()):
-            xs = sorted(pts)
-            ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
-        ax.legend(fontsize=7)
-        ax.set_title("LLM cost per day")
-        ax.tick_params(axis="x", rotation=30)
-    else:
-        empty(ax, "LLM cost per day")
+    lines(axes[1][2], data["llm"], "model", "cost", "LLM cost per day")
 
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -22,11 +22,12 @@ from orchestrator.infra.db import (
     service_role,
     superuser_conn,
 )
+from orchestrator.infra.output import UserError
 
 log = logging.getLogger(__name__)
 
 
-class InstanceError(RuntimeError):
+class InstanceError(UserError):
     """An instance operation was refused; the message says what to do."""
 
 

@@ -11,6 +11,10 @@ from typing import NoReturn
 import click
 
 
+class UserError(RuntimeError):
+    """A refusal whose message says what to do: the CLI prints it as it is (no traceback)."""
+
+
 def fail(msg: str, code: int = 1) -> NoReturn:
     """Print `error: MSG` on stderr and exit CODE."""
     click.echo(f"error: {msg}", err=True)
@@ -64,5 +68,17 @@ def sql_rows(connect: Callable, sql: str, params: tuple = ()) -> list[dict]:
         with connect() as c:
             cur = c.execute(sql, params)
             return cur.fetchall() if cur.description else []
+    except psycopg.Error as e:
+        fail(sql_error_text(e))
+
+
+def call(fn: Callable, *args, **kw):
+    """FN(*ARGS, **KW); a UserError or a database error ends the command with its message and fix."""
+    import psycopg
+
+    try:
+        return fn(*args, **kw)
+    except UserError as e:
+        fail(str(e))
     except psycopg.Error as e:
         fail(sql_error_text(e))

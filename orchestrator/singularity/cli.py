@@ -8,20 +8,11 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, sql_error_text, table
+from orchestrator.infra.output import call, table
 
 
 def _call(fn, *args, **kw):
-    import psycopg
-
-    from orchestrator.infra.instances import InstanceError
-
-    try:
-        return fn(settings(), *args, **kw)
-    except InstanceError as e:
-        fail(str(e))
-    except psycopg.Error as e:
-        fail(sql_error_text(e))
+    return call(fn, settings(), *args, **kw)
 
 
 instance_opt = click.option("--instance", default="default", show_default=True,
