@@ -123,16 +123,12 @@ def test_migrate_reports_a_broken_procedure_clearly(s, tmp_path):
         "CREATE FUNCTION ops.half_applied() RETURNS int LANGUAGE sql AS 'SELECT 1';\nSELEC broken;\n")
     from dataclasses import replace
 
-    s2 = replace(s, root=root)
     # secrets and the cluster pointer live in the real checkout's .state
-    os.environ["ORCHESTRATOR_SECRETS_FILE"] = str(s.state_dir / "secrets.env")
-    try:
-        (root / ".state").mkdir()
-        shutil.copy(s.state_dir / "cluster.json", root / ".state" / "cluster.json")
-        with pytest.raises(RuntimeError, match="99_broken.sql failed"):
-            migrate(s2, progress=lambda _m: None, only=[Target("genesis", "genesis")])
-    finally:
-        os.environ.pop("ORCHESTRATOR_SECRETS_FILE")
+    s2 = replace(s, root=root, secrets_file=s.state_dir / "secrets.env")
+    (root / ".state").mkdir()
+    shutil.copy(s.state_dir / "cluster.json", root / ".state" / "cluster.json")
+    with pytest.raises(RuntimeError, match="99_broken.sql failed"):
+        migrate(s2, progress=lambda _m: None, only=[Target("genesis", "genesis")])
     with connect(admin_conninfo(s, "genesis")) as c:
         assert c.execute("SELECT to_regprocedure('ops.half_applied()') AS f").fetchone()["f"] is None
 
