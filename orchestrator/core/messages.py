@@ -172,6 +172,8 @@ class Rules:
             if f["msg_type"] not in ("*", mtype):
                 continue
             name = f["field"]
+            if f.get("default") is not None and m.get(name) is None:
+                m[name] = f["default"]
             if name not in m or (m[name] is None and not f["nullable"]):
                 if f["required"]:
                     raise ValidationError(f'{queue}: required field "{name}" is missing; add "{name}" (a JSON {f["json_type"]})')

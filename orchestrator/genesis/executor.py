@@ -25,19 +25,22 @@ log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _result_message(request_id: str, r: dict, request_sha256: str | None = None) -> dict:
+def _result_message(request_id: str, r: dict, m: Message | None = None) -> dict:
+    """The job_results message for request M: what it answers (request_sha256: the agent checks it against
+    the request it stored), its msg_id (a client that sent no id matches by it) and its agent."""
     keep = ("output", "error", "exit_code", "duration_ms", "killed_reason", "exceeded", "stdout", "stderr",
             "peak_memory_kb", "truncated", "language", "mode", "limits", "sandbox", "confinement")
     out = {"type": "job_result", "request_id": request_id, **{k: r.get(k) for k in keep}}
-    if request_sha256:  # what this result answers: the agent checks it against the request it stored
-        out["request_sha256"] = request_sha256
+    if m is not None:
+        out.update({k: v for k, v in (("request_sha256", m.content_sha256), ("request_msg_id", m.msg_id),
+                                      ("agent_id", m.body.get("agent_id"))) if v is not None})
     return out
 
 
-def error_result(request_id: str, body: dict, error: str, request_sha256: str | None = None) -> dict:
+def error_result(request_id: str, body: dict, error: str, m: Message | None = None) -> dict:
     return _result_message(request_id, {"error": error, "exit_code": None, "output": "", "stdout": "", "stderr": "",
                                         "duration_ms": 0, "peak_memory_kb": 0, "truncated": False,
-                                        "language": body.get("language"), "mode": body.get("mode")}, request_sha256)
+                                        "language": body.get("language"), "mode": body.get("mode")}, m)
 
 
 class Genesis:
@@ -81,10 +84,10 @@ class Genesis:
                                WORKER_ID, self.lease_margin_s, m.sender, sha))
         except psycopg.errors.InvalidParameterValue as e:
             return self._reply(m, queue, error_result(rid, body, f"bad limits: {e.diag.message_primary}"
-                                                      + (f" ({e.diag.message_hint})" if e.diag.message_hint else ""), sha))
+                                                      + (f" ({e.diag.message_hint})" if e.diag.message_hint else ""), m))
         if claim["action"] == "conflict":  # an id reused for other code or by another sender: never the stored result
             log.warning("genesis: %s from %s refused: %s", rid, m.sender, claim["reason"])
-            return self._reply(m, queue, error_result(rid, body, claim["reason"], sha))
+            return self._reply(m, queue, error_result(rid, body, claim["reason"], m))
         if claim["action"] == "done":
             log.info("genesis: %s already finished; publishing the stored result", rid)
             return self._reply(m, queue, claim["result"])
@@ -102,7 +105,7 @@ class Genesis:
                         rid, claim["runs"])
         r = self.sandbox.run(code, body.get("language") or "", body.get("mode") or "run", lim)
         self.ran += 1
-        stored = self._record(rid, _result_message(rid, r, sha))
+        stored = self._record(rid, _result_message(rid, r, m))
         return self._reply(m, queue, stored)
 
     def _record(self, rid: str, result: dict, patience_s: float = 30.0) -> dict:

@@ -55,7 +55,7 @@ class Router:
         self.client.close()
 
     def route(self, req: dict, on_attempt: Callable[[dict], None] | None = None, *, sender: str | None = None,
-              sha256: str | None = None) -> dict:
+              sha256: str | None = None, msg_id: int | None = None) -> dict:
         """Answer one llm_requests message: {request_id, result, model, usage} or {request_id, error}.
 
         SENDER and SHA256 are the bus's record of who sent it and what it asks (Message.sender,
@@ -64,6 +64,10 @@ class Router:
         out = self._route(req, on_attempt, sender, sha256)
         if sha256:
             out["request_sha256"] = sha256
+        if msg_id is not None:  # a client that sent no id matches its result by pgmq's msg_id
+            out["request_msg_id"] = msg_id
+        if req.get("agent_id"):
+            out["agent_id"] = req["agent_id"]
         return out
 
     def _route(self, req: dict, on_attempt, sender: str | None, sha256: str | None) -> dict:

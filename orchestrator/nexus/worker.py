@@ -28,7 +28,7 @@ def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
                 if bus.extend(m, need) == "ok":
                     held["until"] = datetime.now(UTC) + timedelta(seconds=need)
 
-        result = router.route(m.body, on_attempt=lease, sender=m.sender, sha256=m.content_sha256)
+        result = router.route(m.body, on_attempt=lease, sender=m.sender, sha256=m.content_sha256, msg_id=m.msg_id)
         queue = m.body.get("reply_to") or "llm_results"
         try:
             bus.reply_and_ack(m, queue, result)

@@ -85,10 +85,16 @@ BEGIN
            b.queue_name, b.msg_id
       FROM centralcloud._batch_patterns b
       JOIN centralcloud._fresh f ON f.queue_name = b.queue_name AND f.msg_id = b.msg_id
-     CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
-                                                  THEN b.message->'artifacts'
-                                                  WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
-                                                  ELSE '[]' END) AS p(o);
+     -- a pattern given as a string is the pattern with that key; a learned_patterns message's own
+     -- usage_count / success_rate (the seeds' shape) count for artifacts that carry none of their own
+     CROSS JOIN LATERAL (
+        SELECT jsonb_strip_nulls(jsonb_build_object('occurrences', b.message->'usage_count',
+                                                    'confidence', b.message->'success_rate'))
+               || CASE WHEN jsonb_typeof(x) = 'string' THEN jsonb_build_object('key', x #>> '{}') ELSE x END AS o
+          FROM jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
+                                         THEN b.message->'artifacts'
+                                         WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
+                                         ELSE '[]' END) AS e(x)) AS p;
     SELECT count(*), count(*) FILTER (WHERE NOT valid) INTO nitems, nrej FROM centralcloud._items;
 
     IF nrej > 0 THEN

@@ -101,9 +101,10 @@ AS $$
     SELECT CASE WHEN i.kind = 'approval'
                 THEN jsonb_build_object('request_id', i.request_id, 'approved', p_approved, 'comment', p_text, 'decided_by', p_by)
                 ELSE jsonb_build_object('request_id', i.request_id, 'response', p_text, 'answered_by', p_by) END
-           -- what was decided: the agent checks it against the request it stored
-           || CASE WHEN i.request_sha256 IS NOT NULL THEN jsonb_build_object('request_sha256', i.request_sha256)
-                   ELSE '{}'::jsonb END;
+           -- what was decided (the agent checks it against the request it stored), the request's msg_id
+           -- (a client that sent no id matches by it) and the asking agent
+           || jsonb_strip_nulls(jsonb_build_object('request_sha256', i.request_sha256, 'request_msg_id', i.msg_id,
+                                                   'agent_id', nullif(i.agent_id, '?')));
 $$;
 
 -- A person's vote or answer. Approvals are decided when approvals or rejections reach the quorum

@@ -35,8 +35,10 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('llm_results', '*', 'usage', 'object', false, true, false, NULL),
     ('llm_results', '*', 'error', 'string', false, true, false, NULL),
     ('llm_results', '*', 'request_sha256', 'string', false, true, false, NULL),
+    ('llm_results', '*', 'request_msg_id', 'integer', false, true, false, NULL),
+    ('llm_results', '*', 'agent_id', 'string', false, true, false, NULL),
     ('approval_requests', '*', 'type', 'string', true, false, true, '["approval_request"]'),
-    ('approval_requests', '*', 'agent_id', 'string', true, false, true, NULL),
+    ('approval_requests', '*', 'agent_id', 'string', false, false, true, NULL),
     ('approval_requests', '*', 'file_path', 'string', true, false, true, NULL),
     ('approval_requests', '*', 'diff', 'string', true, false, false, NULL),
     ('approval_requests', '*', 'reason', 'string', false, true, false, NULL),
@@ -50,8 +52,10 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('approval_responses', '*', 'decided_by', 'string', true, false, true, NULL),
     ('approval_responses', '*', 'error', 'string', false, true, false, NULL),
     ('approval_responses', '*', 'request_sha256', 'string', false, true, false, NULL),
+    ('approval_responses', '*', 'request_msg_id', 'integer', false, true, false, NULL),
+    ('approval_responses', '*', 'agent_id', 'string', false, true, false, NULL),
     ('question_requests', '*', 'type', 'string', true, false, true, '["question_request"]'),
-    ('question_requests', '*', 'agent_id', 'string', true, false, true, NULL),
+    ('question_requests', '*', 'agent_id', 'string', false, false, true, NULL),
     ('question_requests', '*', 'question', 'string', true, false, true, NULL),
     ('question_requests', '*', 'options', 'array', false, true, false, NULL),
     ('question_requests', '*', 'reply_to', 'string', false, false, true, NULL),
@@ -61,10 +65,12 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('question_responses', '*', 'answered_by', 'string', true, false, true, NULL),
     ('question_responses', '*', 'error', 'string', false, true, false, NULL),
     ('question_responses', '*', 'request_sha256', 'string', false, true, false, NULL),
+    ('question_responses', '*', 'request_msg_id', 'integer', false, true, false, NULL),
+    ('question_responses', '*', 'agent_id', 'string', false, true, false, NULL),
     ('job_requests', '*', 'type', 'string', true, false, true, '["job_request"]'),
     ('job_requests', '*', 'code', 'string', true, false, false, NULL),
     ('job_requests', '*', 'language', 'string', true, false, true, NULL),
-    ('job_requests', '*', 'mode', 'string', true, false, true, '["run", "validate", "lint"]'),
+    ('job_requests', '*', 'mode', 'string', false, false, true, '["run", "validate", "lint"]'),
     ('job_requests', '*', 'timeout_s', 'number', false, false, false, NULL),
     ('job_requests', '*', 'reply_to', 'string', false, false, true, NULL),
     ('job_requests', '*', 'agent_id', 'string', false, false, true, NULL),
@@ -75,6 +81,8 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('job_results', '*', 'exit_code', 'integer', false, true, false, NULL),
     ('job_results', '*', 'duration_ms', 'number', false, true, false, NULL),
     ('job_results', '*', 'request_sha256', 'string', false, true, false, NULL),
+    ('job_results', '*', 'request_msg_id', 'integer', false, true, false, NULL),
+    ('job_results', '*', 'agent_id', 'string', false, true, false, NULL),
     ('pattern_messages', '*', 'type', 'string', true, false, true, '["pattern_detection"]'),
     ('pattern_messages', '*', 'instance_id', 'string', true, false, true, NULL),
     ('pattern_messages', '*', 'patterns', 'array', true, false, false, NULL),
@@ -82,6 +90,8 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('learned_patterns', '*', 'type', 'string', true, false, true, '["learned_patterns", "knowledge_summary"]'),
     ('learned_patterns', '*', 'instance_id', 'string', true, false, true, NULL),
     ('learned_patterns', 'learned_patterns', 'artifacts', 'array', true, false, false, NULL),
+    ('learned_patterns', 'learned_patterns', 'usage_count', 'integer', false, true, false, NULL),
+    ('learned_patterns', 'learned_patterns', 'success_rate', 'number', false, true, false, NULL),
     ('learned_patterns', 'knowledge_summary', 'patterns', 'array', true, false, false, NULL),
     ('knowledge_updates', '*', 'type', 'string', true, false, true, '["aggregated_patterns", "learning_exported"]'),
     ('knowledge_updates', 'aggregated_patterns', 'patterns', 'array', true, false, false, NULL),
@@ -103,6 +113,9 @@ INSERT INTO bus.message_fields (kind, msg_type, field, json_type, required, null
     ('dead_letters', '*', 'attempts', 'integer', true, false, false, NULL),
     ('dead_letters', '*', 'sender', 'string', false, true, false, NULL),
     ('dead_letters', '*', 'dead_lettered_by', 'string', false, true, false, NULL);
+
+-- Defaults the bus stamps when a sender leaves a field out (the seeds' clients do).
+UPDATE bus.message_fields SET default_value = '"run"' WHERE kind = 'job_requests' AND field = 'mode';
 
 -- The flow table (DESIGN.md section 5). CentralCloud also reads every archive (granted in
 -- bus.apply_grants). Broadcasts to instances (templates, aggregated patterns) go to one inbox

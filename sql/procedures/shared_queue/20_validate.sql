@@ -118,6 +118,9 @@ BEGIN
          WHERE kind = q.kind AND (msg_type = '*' OR msg_type = mtype)
          ORDER BY msg_type = '*' DESC, required DESC, field
     LOOP
+        IF r.default_value IS NOT NULL AND (NOT m ? r.field OR m->r.field = 'null'::jsonb) THEN
+            m := m || jsonb_build_object(r.field, r.default_value);
+        END IF;
         v := m->r.field;
         IF v IS NULL OR (v = 'null'::jsonb AND NOT r.nullable) THEN
             IF r.required THEN
@@ -393,7 +396,7 @@ AS $$
                       'fields', coalesce((SELECT jsonb_agg(jsonb_build_object(
                           'msg_type', f.msg_type, 'field', f.field, 'json_type', f.json_type,
                           'required', f.required, 'nullable', f.nullable, 'nonempty', f.nonempty,
-                          'allowed', f.allowed) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
+                          'allowed', f.allowed, 'default', f.default_value) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
                         FROM bus.message_fields f WHERE f.kind = k.kind), '[]'::jsonb)))
                     FROM bus.queue_kinds k));
 $$;

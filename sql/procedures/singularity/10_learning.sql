@@ -10,6 +10,26 @@ RETURN jsonb_build_object('key', p_key, 'kind', p_kind, 'occurrences', p_occ, 'c
                           'first_seen', core._iso(p_first), 'last_seen', core._iso(p_last),
                           'packages', to_jsonb(coalesce(p_packages, '{}')));
 
+-- The patterns of an analysis result, in every shape agents send (docs/shapes.md "Analysis result"):
+-- {"patterns": [...]}, {"pattern": ...}, a single pattern object {"key": ...}, a list of patterns, or a
+-- bare key; a pattern given as a string is the pattern with that key. Elements without a key are skipped.
+CREATE OR REPLACE FUNCTION core._result_patterns(r jsonb)
+RETURNS SETOF jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN jsonb_typeof(e) = 'string' THEN jsonb_build_object('key', e #>> '{}') ELSE e END
+      FROM jsonb_array_elements(CASE
+               WHEN jsonb_typeof(r) = 'array' THEN r
+               WHEN jsonb_typeof(r) = 'string' THEN jsonb_build_array(r)
+               WHEN jsonb_typeof(r) <> 'object' THEN '[]'::jsonb
+               WHEN jsonb_typeof(r->'patterns') = 'array' THEN r->'patterns'
+               WHEN r ? 'pattern' THEN jsonb_build_array(r->'pattern')
+               WHEN r ? 'key' THEN jsonb_build_array(r)
+               ELSE '[]'::jsonb END) AS x(e)
+     WHERE (jsonb_typeof(e) = 'string' AND e #>> '{}' <> '')
+        OR (jsonb_typeof(e) = 'object' AND coalesce(e->>'key', '') <> '');
+$$;
+COMMENT ON FUNCTION core._result_patterns(jsonb) IS 'The patterns of an analysis result, whatever its shape.';
+
 -- Learn from up to P_LIMIT unlearned results (all when NULL): upsert counts and confidence (mean of
 -- the results' confidence), mark them learned, queue pattern_detection deltas (<= 500 per message).
 -- Returns the number of results learned. Learners are serialised by an advisory lock.
@@ -36,7 +56,7 @@ BEGIN
     ), pats AS MATERIALIZED (
         SELECT p->>'key' AS key, coalesce(nullif(p->>'kind', ''), 'pattern') AS kind, m.confidence, m.created_at,
                CASE WHEN jsonb_typeof(p->'packages') = 'array' THEN p->'packages' END AS pk
-          FROM marked m CROSS JOIN LATERAL jsonb_array_elements(m.result->'patterns') p
+          FROM marked m CROSS JOIN LATERAL core._result_patterns(m.result) p
     ), kp AS (
         SELECT key, pkg FROM pats CROSS JOIN LATERAL jsonb_array_elements_text(pk) pkg
          WHERE pk IS NOT NULL GROUP BY key, pkg

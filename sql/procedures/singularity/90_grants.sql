@@ -23,7 +23,8 @@ BEGIN
     EXECUTE format('GRANT SELECT (id, agent_id, key_id, synced_at, updated_at) ON core.agent_sessions TO %I', svc);
     EXECUTE format('GRANT INSERT (id, capacity, status), UPDATE (capacity, status) ON core.agents TO %I', svc);
     EXECUTE format('GRANT INSERT (id, kind, payload, priority) ON core.tasks TO %I', svc);
-    EXECUTE format('GRANT INSERT (agent_id, result, confidence) ON core.analysis_results TO %I', svc);
+    -- seed 003 inserts with `learned: false` (a result marked learned is simply not learned again)
+    EXECUTE format('GRANT INSERT (agent_id, result, confidence, learned) ON core.analysis_results TO %I', svc);
     EXECUTE format('GRANT INSERT (id, agent_id, state), UPDATE (state) ON core.agent_sessions TO %I', svc);
     EXECUTE format('GRANT INSERT (level, agent_id, message, detail) ON core.logs TO %I', svc);
     EXECUTE format('GRANT INSERT, UPDATE (result, completed_at) ON core.agent_results TO %I', svc);
@@ -36,7 +37,8 @@ BEGIN
                     core.get_cdc_changes(boolean, int), core.get_pattern_changes(boolean, int),
                     core.get_session_changes(boolean, int), core.run_job(text), core.jobs_status(),
                     core.queue_status(), core.record_request(text, text, text, jsonb, text),
-                    core.store_result(text, jsonb), outbox.drain(int, int, int), outbox.consume_inbox(int) TO %I', svc);
+                    core.store_result(text, jsonb), outbox.drain(int, int, int), outbox.consume_inbox(int),
+                    core._result_is_learnable(jsonb), core._patterns_ok(jsonb) TO %I', svc);  -- the CHECK on analysis_results
     -- not outbox.drain_all (pg_cron runs it as the owner), _drain_batch or _record_drain: the service
     -- role drains only through outbox.drain (SECURITY DEFINER), so it cannot write drain records.
 END $$;

@@ -76,7 +76,7 @@ SELECT is(nexus.hitl_claim('approval', 'approval_requests', 7, 2, 300,
 SELECT is((SELECT read_ct FROM nexus.hitl_items WHERE request_id = 'A1'), 2, '... now held by the new delivery');
 SELECT is(nexus.hitl_decide('A1', 'alice', true, NULL, 'ok')->>'status', 'recorded', 'one approval of two is recorded');
 SELECT is(nexus.hitl_decide('A1', 'alice', true, NULL, NULL)->>'status', 'already_voted', 'nobody votes twice');
-SELECT is((nexus.hitl_decide('A1', 'bob', true, NULL, NULL)->'decision') - 'request_sha256'::text,
+SELECT is((nexus.hitl_decide('A1', 'bob', true, NULL, NULL)->'decision') - ARRAY['request_sha256', 'request_msg_id', 'agent_id'],
           '{"request_id": "A1", "approved": true, "comment": "alice: ok", "decided_by": "alice,bob"}'::jsonb,
           'the second approval decides, by both');
 SELECT is(nexus.hitl_decide('A1', 'carol', false, NULL, NULL)->>'status', 'already_decided', 'a decided item stays decided');

@@ -54,8 +54,8 @@ SELECT ok(pg_temp.unchanged('llm_requests'), 'nothing enqueued after the three m
 SELECT throws_ok($$SELECT pgmq.send('llm_requests', pg_temp.llm('{"agent_id": null}'))$$, '22023',
                  'llm_requests: required field "agent_id" is missing', 'a required field set to JSON null counts as missing');
 SELECT ok(pg_temp.unchanged('llm_requests'), 'nothing enqueued after agent_id null');
-SELECT throws_ok($$SELECT pgmq.send('job_requests', '{"code": "print(1)", "language": "python"}')$$, '22023',
-                 'job_requests: required field "mode" is missing', 'job_requests without mode: reported missing');
+SELECT throws_ok($$SELECT pgmq.send('job_requests', '{"code": "print(1)", "mode": "run"}')$$, '22023',
+                 'job_requests: required field "language" is missing', 'job_requests without language: reported missing');
 SELECT ok(pg_temp.unchanged('job_requests'), 'nothing enqueued on job_requests');
 SELECT throws_ok($$SELECT pgmq.send('approval_responses', '{"request_id": "r1", "decided_by": "alice"}')$$, '22023',
                  'approval_responses: required field "approved" is missing', 'a missing boolean field is reported missing');

@@ -40,8 +40,8 @@ SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result) VALUES (
                  '23514', NULL, 'a result without a patterns array is refused');
 SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result) VALUES ('a1', '{"patterns": [{"kind": "x"}]}')$$,
                  '23514', NULL, 'a pattern without a key is refused');
-SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result) VALUES ('a1', '{"patterns": ["k"]}')$$,
-                 '23514', NULL, 'a pattern that is not an object is refused');
+SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result) VALUES ('a1', '{"patterns": [7]}')$$,
+                 '23514', NULL, 'a pattern that is neither an object nor a key string is refused');
 SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result) VALUES ('nobody', '{"patterns": []}')$$,
                  '23503', NULL, 'a result of an unknown agent is refused');
 SELECT throws_ok($$INSERT INTO core.analysis_results (agent_id, result, confidence) VALUES ('a1', '{"patterns": []}', 1.5)$$,

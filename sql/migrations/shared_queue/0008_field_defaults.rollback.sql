@@ -1,0 +1,1 @@
+ALTER TABLE bus.message_fields DROP COLUMN IF EXISTS default_value;
