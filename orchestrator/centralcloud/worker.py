@@ -16,7 +16,6 @@ from orchestrator.centralcloud.settings import CentralCloudSettings
 from orchestrator.core.bus import Bus
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
-from orchestrator.infra.db import role_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -43,5 +42,5 @@ def tick(s: Settings) -> None:
 
 
 def make(s: Settings) -> Worker:
-    bus = Bus(role_conninfo(s, "shared_queue", ROLE), source="centralcloud", poll_ms=s.poll_ms, pool_size=1)
+    bus = Bus.for_role(s, ROLE, source="centralcloud", pool_size=1)
     return Worker(name="centralcloud", bus=bus, every_s=60, tick=lambda: tick(s), on_stop=bus.close)

@@ -171,7 +171,7 @@ def queues() -> None:
 @click.option("--role", default=None, help="Send as this service role (default: the shared_queue owner).")
 def send(queue: str, message: str, role: str | None) -> None:
     """Send MESSAGE (a JSON object, or - to read it from stdin) to QUEUE; it is validated like any other."""
-    from orchestrator.core.bus import Bus
+    from orchestrator.core.bus import Bus, BusError
     from orchestrator.core.messages import ValidationError
     from orchestrator.infra.db import owner_conninfo, role_conninfo
 
@@ -185,10 +185,10 @@ def send(queue: str, message: str, role: str | None) -> None:
         fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
     s = settings()
     conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
-    with Bus(conninfo, pool_size=1, source=role or "operator") as bus:
+    with Bus(conninfo, pool_size=1, source=role or "operator", enabled=s.shared_queue_enabled) as bus:
         try:
             msg_id = bus.publish(queue, body)
-        except (ValidationError, PermissionError) as e:
+        except (ValidationError, PermissionError, BusError) as e:
             fail(str(e))
     click.echo(f"sent msg_id {msg_id} to {queue}")
 
@@ -345,6 +345,12 @@ def daemon(only: str, list_: bool, grace: float) -> None:
     if unknown:
         fail(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(registry)}")
     s = settings()
+    if not s.shared_queue_enabled:  # every worker reads or writes the bus
+        click.echo(f"SHARED_QUEUE_ENABLED=false: the shared queue is turned off, so the bus workers "
+                   f"({', '.join(names)}) do not start. The databases keep working on their own: Singularity's "
+                   "pg_cron jobs learn and assign, and its outbox keeps every message (its drain records that it "
+                   "waits). Set SHARED_QUEUE_ENABLED=true and run `orchestrator migrate` to start them.", err=True)
+        return
     try:
         workers = [registry[n](s) for n in names]
     except ValueError as e:  # a worker's setting from the environment is out of range

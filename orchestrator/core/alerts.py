@@ -15,7 +15,6 @@ from orchestrator.core.bus import Bus
 from orchestrator.core.messages import now_iso
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
-from orchestrator.infra.db import role_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class AlertPusher:
 
 
 def make(s: Settings) -> Worker:
-    bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:alerts", pool_size=1)
+    bus = Bus.for_role(s, "svc_nexus", source="nexus:alerts", pool_size=1)
     pusher = AlertPusher(bus, s.alert_webhook, s.alert_webhook_token)
     return Worker(name="alerts", bus=bus, every_s=s.alert_check_s,
                   tick=pusher.check, on_stop=bus.close)

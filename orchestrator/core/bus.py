@@ -93,8 +93,9 @@ class Bus:
     """pgmq with validation, fenced acks, retries, dead letters, wake-ups and request/reply."""
 
     def __init__(self, conninfo: str, *, source: str | None = None, poll_ms: int = 1000, batch_size: int = 10,
-                 vt_s: int = 30, pool: ConnectionPool | None = None, pool_size: int = 4):
+                 vt_s: int = 30, pool: ConnectionPool | None = None, pool_size: int = 4, enabled: bool = True):
         self.conninfo = conninfo
+        self.enabled = enabled  # SHARED_QUEUE_ENABLED: false makes every publish refuse, naming the variable
         self.source = source
         self.poll_s = poll_ms / 1000.0
         self.batch_size = batch_size
@@ -103,6 +104,20 @@ class Bus:
         self._rules: Rules | None = None
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_role(cls, s, role: str, **kw):
+        """The bus as ROLE, with the shared settings (poll, batch size, visibility timeout, SHARED_QUEUE_ENABLED)."""
+        from orchestrator.infra.db import role_conninfo
+
+        kw = {"poll_ms": s.poll_ms, "batch_size": s.batch_size, "vt_s": s.visibility_timeout_s,
+              "enabled": s.shared_queue_enabled, **kw}
+        return cls(role_conninfo(s, "shared_queue", role), **kw)
+
+    def _refuse_when_off(self, queue: str) -> None:
+        if not self.enabled:
+            raise BusError(f"{queue}: the shared queue is turned off (SHARED_QUEUE_ENABLED=false), so nothing was "
+                           "sent; set SHARED_QUEUE_ENABLED=true to send (SQL outboxes keep their messages meanwhile)")
 
     # -- plumbing -------------------------------------------------------------------
     def close(self) -> None:
@@ -160,6 +175,7 @@ class Bus:
     # -- publishing ----------------------------------------------------------------
     def publish(self, queue: str, message: dict, *, delay_s: int = 0, conn: psycopg.Connection | None = None) -> int:
         """Validate and send one message; returns its msg_id. CONN lets callers send inside their transaction."""
+        self._refuse_when_off(queue)
         m = self.stamp(queue, message)
         try:
             if conn is not None:
@@ -179,6 +195,7 @@ class Bus:
 
     def publish_batch(self, queue: str, messages: Iterable[dict]) -> list[int]:
         """Validate all, then send all in one statement (all or nothing)."""
+        self._refuse_when_off(queue)
         ms = [Jsonb(self.stamp(queue, m)) for m in messages]
         try:
             return self.run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",

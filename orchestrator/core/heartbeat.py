@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import socket
+import threading
 import time
 
 from orchestrator.core.bus import Bus
 from orchestrator.core.messages import now_iso
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
-from orchestrator.infra.db import role_conninfo, service_role
+from orchestrator.infra.db import service_role
 
+log = logging.getLogger(__name__)
 STARTED = time.time()
 
 
@@ -40,15 +43,38 @@ def last_beat(bus: Bus, instance_id: str, service: str, stats: dict | None = Non
     try:
         beat(bus, instance_id, service, {**(stats or {}), "state": "stopped"})
     except Exception as e:  # noqa: BLE001 - best effort at shutdown
-        import logging
+        log.warning("could not send the stopping heartbeat (%s)", type(e).__name__)
 
-        logging.getLogger(__name__).warning("could not send the stopping heartbeat (%s)", type(e).__name__)
+
+class Heartbeats:
+    """A service's own liveness, beside its consumers: a beat every ORCHESTRATOR_HEARTBEAT_S with STATS()
+    (what the service reports: jobs run, calls made, slots...), and a last beat saying "stopped" on a
+    graceful stop. A missed beat is only logged (the alert comes from bus.heartbeat_status)."""
+
+    def __init__(self, bus: Bus, s: Settings, service: str, stats=lambda: {}):
+        self.bus, self.s, self.service, self.stats = bus, s, service, stats
+        self.stop_event = threading.Event()
+
+    def start(self) -> Heartbeats:
+        threading.Thread(target=self._loop, name=f"{self.service}-heartbeat", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                beat(self.bus, self.s.instance_id, self.service, self.stats())
+            except Exception as e:  # noqa: BLE001 - a missed beat is only logged
+                log.warning("%s: heartbeat failed (%s)", self.service, type(e).__name__)
+            self.stop_event.wait(self.s.heartbeat_s)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        last_beat(self.bus, self.s.instance_id, self.service, self.stats())
 
 
 def make(s: Settings, service: str = "singularity") -> Worker:
     role = service_role(service, s.instance_id)
-    bus = Bus(role_conninfo(s, "shared_queue", role), source=f"{service}:{s.instance_id}", poll_ms=s.poll_ms,
-              pool_size=1)
+    bus = Bus.for_role(s, role, source=f"{service}:{s.instance_id}", pool_size=1)
     def on_stop() -> None:
         last_beat(bus, s.instance_id, service)
         bus.close()

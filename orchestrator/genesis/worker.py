@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 from orchestrator.core.bus import SelfSettlingBus
-from orchestrator.core.heartbeat import beat, last_beat
+from orchestrator.core.heartbeat import Heartbeats
 from orchestrator.core.supervisor import Worker
 from orchestrator.genesis.executor import Genesis
 from orchestrator.genesis.sandbox import Sandbox, SandboxUnavailable
@@ -34,27 +33,14 @@ def make(s: Settings) -> Worker:
                 log.warning("genesis: %s", sandbox.fallback_text())
     except SandboxUnavailable as e:
         raise SystemExit(f"genesis: {e}") from None
-    bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_genesis"), source="genesis", poll_ms=s.poll_ms,
-                          vt_s=s.visibility_timeout_s, pool_size=n + 1)
+    bus = SelfSettlingBus.for_role(s, "svc_genesis", source="genesis", pool_size=n + 1)
     pool = make_pool(role_conninfo(s, "genesis", "svc_genesis"), max_size=n + 1, name="genesis")
     g = Genesis(bus, pool, sandbox)
-    stop = threading.Event()
-
-    def heartbeats() -> None:  # the genesis service's own liveness (instance_heartbeat)
-        while not stop.is_set():
-            try:
-                beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
-                                                    "confinement": sandbox.confinement()})
-            except Exception as e:  # noqa: BLE001 - a missed beat is only logged
-                log.warning("genesis: heartbeat failed (%s)", type(e).__name__)
-            stop.wait(s.heartbeat_s)
-
-    threading.Thread(target=heartbeats, name="genesis-heartbeat", daemon=True).start()
+    beats = Heartbeats(bus, s, "genesis", lambda: {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
+                                                   "confinement": sandbox.confinement()}).start()
 
     def on_stop() -> None:
-        stop.set()
-        last_beat(bus, s.instance_id, "genesis", {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
-                                                    "confinement": sandbox.confinement()})
+        beats.stop()
         pool.close()
         bus.close()
 

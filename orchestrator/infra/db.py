@@ -20,11 +20,27 @@ from orchestrator.infra.secrets import role_password
 log = logging.getLogger(__name__)
 
 
+def _at_override(s: Settings, dbname: str, user: str, password: str | None) -> str | None:
+    """DBNAME's own URL (e.g. SHARED_QUEUE_DB_URL, or SHARED_QUEUE_HOST/PORT) with USER's credentials: every
+    role connects to where that database is, as itself (the URL's user is used only when it is USER)."""
+    override = s.database_url_override(dbname)
+    if not override:
+        return None
+    d = conninfo_to_dict(override)
+    if d.get("user") != user:
+        d["user"] = user
+        d.pop("password", None)
+        if password:
+            d["password"] = password
+    return make_conninfo(**d)
+
+
 def admin_conninfo(s: Settings, dbname: str = "postgres") -> str:
     """A superuser (or DB_USER) connection: used only by migrate, cluster tools and tests."""
     if s.external:
-        return make_conninfo(host=s.db_host or "localhost", port=s.db_port or 5432, user=s.db_user or "postgres",
-                             password=s.db_password or "", dbname=dbname)
+        at = _at_override(s, dbname, s.db_user or "postgres", s.db_password)
+        return at or make_conninfo(host=s.db_host or "localhost", port=s.db_port or 5432,
+                                   user=s.db_user or "postgres", password=s.db_password or "", dbname=dbname)
     return Cluster(s).superuser_conninfo(dbname)
 
 
@@ -46,13 +62,16 @@ def superuser_conn(s: Settings, dbname: str, autocommit: bool = True) -> psycopg
 
 
 def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = None) -> str:
-    """ROLE's connection to DBNAME over TCP with its password (scram-sha-256)."""
-    override = s.database_url_override(dbname) if role in SERVICES.values() else None
-    if override:
+    """ROLE's connection to DBNAME over TCP with its password (scram-sha-256): where DBNAME's own URL says
+    when one is set (operator commands too), else the configured server or the embedded cluster."""
+    override = s.database_url_override(dbname)
+    if override and conninfo_to_dict(override).get("user") == role:
         return override
     pw = password if password is not None else role_password(s, role)
     if pw is None:
         raise RuntimeError(f"no password known for role {role}; run `orchestrator migrate` to create it")
+    if override:
+        return _at_override(s, dbname, role, pw)
     if s.external:
         host, port = s.db_host or "localhost", s.db_port or 5432
     else:

@@ -220,8 +220,14 @@ def apply_procedures(s: Settings, t: Target) -> int:
                 conn.execute(_read(f))
             except psycopg.Error as e:
                 raise RuntimeError(f"{t.dbname}: {f.relative_to(s.root)} failed: {e}") from e
+        # SHARED_QUEUE_ENABLED for SQL that talks to the bus (ops.bus_off: the outbox, the inbox, CentralCloud)
+        conn.execute("INSERT INTO ops.settings (key, value, comment) VALUES ('shared_queue_enabled', %s, "
+                     "'SHARED_QUEUE_ENABLED, written by orchestrator migrate') ON CONFLICT (key) DO UPDATE "
+                     "SET value = EXCLUDED.value, updated_at = now() WHERE ops.settings.value <> EXCLUDED.value",
+                     (str(s.shared_queue_enabled).lower(),))
         if t.kind == "shared_queue":
             conn.execute("SELECT bus.configure(%s, %s)", (s.retention_days, s.notify_throttle_ms))
+            conn.execute("SELECT bus.configure_attempts(%s)", (s.max_attempts,))
         conn.commit()
     return len(files)
 

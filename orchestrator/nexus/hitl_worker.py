@@ -81,7 +81,7 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None, ns: 
     ns = ns or NexusSettings.from_env()  # before anything connects: a bad setting stops here, with the fix
     web_cfg = web_settings(host, env=None) if host and host != ns.web_host else ns.web
     host = host or ns.web_host
-    bus = Bus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus:hitl", poll_ms=s.poll_ms, pool_size=3)
+    bus = Bus.for_role(s, "svc_nexus", source="nexus:hitl", pool_size=3)
     pool = make_pool(role_conninfo(s, "nexus", "svc_nexus"), max_size=4, name="nexus:hitl")
     hitl = Hitl(bus, pool, lease_s=ns.hitl_lease_s, default_timeout_s=ns.hitl_timeout_s, batch=s.batch_size)
     dash = Dashboard(bus.pool, pool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.core.bus import Bus, Message, Reject, SelfSettlingBus
+from orchestrator.core.heartbeat import Heartbeats
 from orchestrator.core.messages import ValidationError
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
@@ -40,12 +41,15 @@ def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
 
 def make(s: Settings) -> Worker:
     ns = NexusSettings.from_env()  # a bad value fails before anything connects
-    bus = SelfSettlingBus(role_conninfo(s, "shared_queue", "svc_nexus"), source="nexus", poll_ms=s.poll_ms,
-                           vt_s=s.visibility_timeout_s, pool_size=4)
+    bus = SelfSettlingBus.for_role(s, "svc_nexus", source="nexus", pool_size=4)
     pool = make_pool(fast_commit(role_conninfo(s, "nexus", "svc_nexus")), max_size=4, name="nexus:router")
     router = Router(pool)
+    handled = {"n": 0}
+    beats = Heartbeats(bus, s, "nexus", lambda: {"llm_requests_handled": handled["n"], "slots": ns.concurrency,
+                                                 "batch": s.batch_size}).start()
 
     def stop() -> None:
+        beats.stop()
         router.close()
         pool.close()
         bus.close()
@@ -53,4 +57,13 @@ def make(s: Settings) -> Worker:
     # each slot reads SHARED_QUEUE_BATCH_SIZE requests at once; a request whose lease would end before its
     # provider call does is extended first (make_handler), and acks are fenced, so a long batch is safe
     return Worker(name="nexus", bus=bus, queue="llm_requests", concurrency=ns.concurrency, batch=s.batch_size,
-                  handle=make_handler(bus, router, ns.lease_margin_s), on_stop=stop)
+                  handle=_counting(make_handler(bus, router, ns.lease_margin_s), handled), on_stop=stop)
+
+
+def _counting(handle, counter: dict):
+    """HANDLE, counting the requests it answered (the heartbeat reports them)."""
+    def counted(m: Message) -> None:
+        handle(m)
+        counter["n"] += 1
+
+    return counted

@@ -29,8 +29,7 @@ class AgentClient:
         self.instance = check_id(instance)
         self.s = s or settings()
         role = service_role("singularity", instance)
-        self.bus = Bus(role_conninfo(self.s, "shared_queue", role), source=f"singularity:{instance}:{agent_id}",
-                       poll_ms=poll_ms, pool_size=2)
+        self.bus = Bus.for_role(self.s, role, source=f"singularity:{instance}:{agent_id}", poll_ms=poll_ms, pool_size=2)
         self._db_conninfo = role_conninfo(self.s, database(instance), role)
         self._db: psycopg.Connection | None = None
         self._reply_queues: dict[str, str] = {}

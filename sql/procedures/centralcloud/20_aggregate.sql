@@ -220,6 +220,11 @@ DECLARE
     changed int;
     last_id bigint;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('aggregate', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:aggregate')) THEN
         result := 'skipped: aggregate is already running';
         RETURN;

@@ -79,6 +79,11 @@ DECLARE
     changed bigint := 0;
     last_id bigint := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('heartbeats', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:heartbeats')) THEN
         result := 'skipped: heartbeats is already running';
         RETURN;

@@ -55,6 +55,11 @@ DECLARE
     started timestamptz := clock_timestamp();
     r jsonb;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('statistics', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:statistics')) THEN
         result := 'skipped: statistics is already running';
         RETURN;

@@ -58,6 +58,11 @@ DECLARE
     n int := centralcloud.refresh_packages();
     pruned bigint := centralcloud.prune();
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('package-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     result := centralcloud._log_run('package-sync', started, true,
         format('%s packages in the catalogue, %s changed; %s old ledger/job rows pruned',
                (SELECT count(*) FROM centralcloud.packages), n, pruned));
@@ -112,6 +117,11 @@ DECLARE
     sentq int := 0;
     upto int := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('pattern-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF npat = 0 THEN
         result := centralcloud._log_run('pattern-sync', started, true, 'no aggregated patterns yet; nothing sent');
         COMMIT;

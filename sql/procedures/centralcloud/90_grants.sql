@@ -31,3 +31,4 @@ GRANT TRUNCATE ON centralcloud._batch_patterns, centralcloud._batch_heartbeats, 
 GRANT USAGE ON SCHEMA ops TO svc_centralcloud;
 GRANT EXECUTE ON FUNCTION ops.request_hash(jsonb) TO svc_centralcloud;
 GRANT EXECUTE ON FUNCTION centralcloud._set_heartbeat_thresholds(int, int) TO svc_centralcloud;
+GRANT EXECUTE ON FUNCTION ops.bus_off() TO svc_centralcloud;  -- its jobs wait while SHARED_QUEUE_ENABLED=false

@@ -40,8 +40,10 @@ BEGIN
     FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
         EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM %I', qt, at, role_);
+        EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM %I', qt || '_msg_id_seq', role_);
     END LOOP;
     EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM PUBLIC', qt, at);
+    EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM PUBLIC', qt || '_msg_id_seq');
     FOR f IN SELECT * FROM bus.flows WHERE kind = q.kind LOOP
         FOR role_ IN SELECT * FROM bus._service_roles(f.service, q) LOOP
             CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
@@ -55,6 +57,13 @@ BEGIN
                 EXECUTE format('GRANT SELECT, INSERT ON pgmq.%I TO %I', at, role_);
             END IF;
         END LOOP;
+    END LOOP;
+    -- Every service role may count any queue (pgmq.metrics / metrics_all, pgmq clients' own monitoring:
+    -- getAllMetrics): the ids, visibility and enqueue times, never a message or its headers.
+    FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
+        EXECUTE format('GRANT SELECT (msg_id, vt, enqueued_at) ON pgmq.%I TO %I', qt, role_);
+        EXECUTE format('GRANT SELECT ON SEQUENCE pgmq.%I TO %I', qt || '_msg_id_seq', role_);
     END LOOP;
     -- CentralCloud: read-only on every archive, for analytics.
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'svc_centralcloud') THEN
@@ -182,6 +191,25 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION bus.configure(int, int) FROM PUBLIC;
+
+-- SHARED_QUEUE_MAX_ATTEMPTS (migrate calls this): the attempts of every kind, or NULL for each kind's own.
+CREATE OR REPLACE FUNCTION bus.configure_attempts(p_max_attempts int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_max_attempts IS NULL THEN
+        DELETE FROM bus.settings s WHERE s.key = 'max_attempts';
+    ELSIF p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max attempts must be >= 1, got %', p_max_attempts
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Set SHARED_QUEUE_MAX_ATTEMPTS to 1 or more, or unset it.';
+    ELSE
+        PERFORM bus.set_setting('max_attempts', p_max_attempts::text);
+    END IF;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION bus.configure_attempts(int) FROM PUBLIC;
 
 -- Drop managed queue P_QUEUE and its archive (operator only); the archive view is rebuilt first.
 CREATE OR REPLACE FUNCTION bus.drop_queue(p_queue text)

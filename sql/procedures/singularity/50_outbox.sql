@@ -19,6 +19,9 @@ RETURNS text LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN
+        RETURN ops.bus_off();
+    END IF;
     IF p_conn = ANY (coalesce(extensions.dblink_get_connections(), '{}')) THEN
         RETURN NULL;
     END IF;
@@ -64,6 +67,10 @@ DECLARE
     q       record;
     m       record;
 BEGIN
+    IF err IS NOT NULL AND ops.bus_off() IS NOT NULL THEN
+        -- the bus is turned off: nothing is tried, no attempt is counted; the drain records why it waited
+        RETURN jsonb_build_object('sent', 0, 'failed', 0, 'dead', 0, 'error', err, 'last_id', NULL);
+    END IF;
     IF err IS NOT NULL THEN
         -- shared_queue down: record why on the oldest waiting rows (they stay for the next run)
         UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
