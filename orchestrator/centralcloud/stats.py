@@ -5,6 +5,7 @@ approval rate, questions per agent, top patterns, LLM usage and cost. As tables,
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import psycopg
@@ -45,6 +46,13 @@ def collect(conn: psycopg.Connection, days: int) -> dict[str, list[dict]]:
     if days < 1:
         raise ValueError(f"--days must be at least 1, got {days}")
     return {name: conn.execute(q, {"days": days}).fetchall() for name, (_t, q, _c) in QUERIES.items()}
+
+
+def refresh_days(conn: psycopg.Connection, first: date, last: date) -> dict:
+    """Recompute the statistics of UTC days FIRST..LAST alone (e.g. restored from cold storage)."""
+    since = datetime.combine(first, time(), UTC)
+    until = datetime.combine(last + timedelta(days=1), time(), UTC)
+    return conn.execute("SELECT centralcloud.refresh_statistics(%s, %s) AS r", (since, until)).fetchone()["r"]
 
 
 def plot(data: dict[str, list[dict]], path: Path, days: int) -> None:

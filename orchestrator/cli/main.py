@@ -417,3 +417,4 @@ def run() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+from orchestrator.cli.archive import archive as _archive; main.add_command(_archive)  # noqa: E402, E702, I001

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 WORKERS = {
     "alerts": "orchestrator.core.alerts",
+    "archive": "orchestrator.core.archive",
     "centralcloud": "orchestrator.centralcloud.worker",
     "genesis": "orchestrator.genesis.worker",
     "heartbeat": "orchestrator.core.heartbeat",

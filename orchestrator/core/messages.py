@@ -168,6 +168,9 @@ class Rules:
                 if f["field"] == "type" and f["msg_type"] == "*" and f["allowed"]:
                     m["type"] = f["allowed"][0]
         mtype = m.get("type")
+        if self.kind_of(queue) == "llm_requests" and "messages" not in m and isinstance(m.get("task"), str):
+            m["messages"] = [{"role": "user", "content": m["task"]}]  # seed 001's shorthand, as SQL does
+            m.setdefault("task_type", "general")
         for f in kind["fields"]:
             if f["msg_type"] not in ("*", mtype):
                 continue

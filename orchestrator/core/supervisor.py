@@ -23,7 +23,7 @@ class Worker:
     """A worker: either a queue consumer (queue + handle) or a periodic task (every_s + tick)."""
 
     name: str
-    bus: Bus
+    bus: Bus | None = None         # periodic workers that do not use the bus have none
     concurrency: int = 1
     queue: str | None = None
     every_s: float | None = None

@@ -68,6 +68,7 @@ class Settings:
     alert_webhook: str | None = None
     alert_webhook_token: str | None = None
     alert_check_s: float = 30.0
+    cold_storage_dir: Path | None = None   # None: <state dir>/cold-storage
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -99,12 +100,19 @@ class Settings:
             alert_webhook=e.str("ORCHESTRATOR_ALERT_WEBHOOK"),
             alert_webhook_token=e.str("ORCHESTRATOR_ALERT_WEBHOOK_TOKEN"),
             alert_check_s=e.float("ORCHESTRATOR_ALERT_CHECK_S", 30.0, 1, 86_400, "how often alerts are evaluated, in s"),
+            cold_storage_dir=(Path(raw["SHARED_QUEUE_COLD_STORAGE_DIR"]).expanduser()
+                              if raw.get("SHARED_QUEUE_COLD_STORAGE_DIR") else None),
         )
 
     @property
     def state_dir(self) -> Path:
         """Git-ignored per-checkout state: secrets file, cluster pointer."""
         return self.root / ".state"
+
+    @property
+    def cold_dir(self) -> Path:
+        """Where archive rows past retention are exported (SHARED_QUEUE_COLD_STORAGE_DIR)."""
+        return self.cold_storage_dir or self.state_dir / "cold-storage"
 
     @property
     def sql_dir(self) -> Path:

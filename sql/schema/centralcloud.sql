@@ -270,10 +270,16 @@ BEGIN
            b.queue_name, b.msg_id
       FROM centralcloud._batch_patterns b
       JOIN centralcloud._fresh f ON f.queue_name = b.queue_name AND f.msg_id = b.msg_id
-     CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
-                                                  THEN b.message->'artifacts'
-                                                  WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
-                                                  ELSE '[]' END) AS p(o);
+     -- a pattern given as a string is the pattern with that key; a learned_patterns message's own
+     -- usage_count / success_rate (the seeds' shape) count for artifacts that carry none of their own
+     CROSS JOIN LATERAL (
+        SELECT jsonb_strip_nulls(jsonb_build_object('occurrences', b.message->'usage_count',
+                                                    'confidence', b.message->'success_rate'))
+               || CASE WHEN jsonb_typeof(x) = 'string' THEN jsonb_build_object('key', x #>> '{}') ELSE x END AS o
+          FROM jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
+                                         THEN b.message->'artifacts'
+                                         WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
+                                         ELSE '[]' END) AS e(x)) AS p;
     SELECT count(*), count(*) FILTER (WHERE NOT valid) INTO nitems, nrej FROM centralcloud._items;
 
     IF nrej > 0 THEN
@@ -627,6 +633,11 @@ DECLARE
     changed int;
     last_id bigint;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('aggregate', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:aggregate')) THEN
         result := 'skipped: aggregate is already running';
         RETURN;
@@ -687,6 +698,11 @@ DECLARE
     changed bigint := 0;
     last_id bigint := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('heartbeats', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:heartbeats')) THEN
         result := 'skipped: heartbeats is already running';
         RETURN;
@@ -734,6 +750,11 @@ DECLARE
     n int := centralcloud.refresh_packages();
     pruned bigint := centralcloud.prune();
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('package-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     result := centralcloud._log_run('package-sync', started, true,
         format('%s packages in the catalogue, %s changed; %s old ledger/job rows pruned',
                (SELECT count(*) FROM centralcloud.packages), n, pruned));
@@ -768,6 +789,11 @@ DECLARE
     sentq int := 0;
     upto int := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('pattern-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF npat = 0 THEN
         result := centralcloud._log_run('pattern-sync', started, true, 'no aggregated patterns yet; nothing sent');
         COMMIT;
@@ -818,6 +844,11 @@ DECLARE
     started timestamptz := clock_timestamp();
     r jsonb;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('statistics', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:statistics')) THEN
         result := 'skipped: statistics is already running';
         RETURN;
@@ -1089,10 +1120,10 @@ $$;
 ALTER FUNCTION centralcloud.refresh_packages() OWNER TO own_centralcloud;
 
 --
--- Name: refresh_statistics(timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
+-- Name: refresh_statistics(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: centralcloud; Owner: own_centralcloud
 --
 
-CREATE FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone) RETURNS jsonb
+CREATE FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone DEFAULT 'infinity'::timestamp with time zone) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
@@ -1104,29 +1135,33 @@ BEGIN
     IF since = '-infinity' THEN
         since := '1970-01-01 00:00:00+00';
     END IF;
-    DELETE FROM centralcloud.stats_latency WHERE bucket_start >= since;
+    DELETE FROM centralcloud.stats_latency WHERE bucket_start >= since AND bucket_start < p_until;
     INSERT INTO centralcloud.stats_latency
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_latency(%L)', since))
          AS t(bucket text, bucket_start timestamptz, queue_name text, msg_type text, messages bigint,
-              p50_ms double precision, p95_ms double precision, max_read_ct int);
+              p50_ms double precision, p95_ms double precision, max_read_ct int)
+     WHERE t.bucket_start < p_until;
     GET DIAGNOSTICS nlat = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_approvals WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_approvals WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_approvals
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_approvals(%L)', since))
-         AS t(day date, decisions bigint, approved bigint);
+         AS t(day date, decisions bigint, approved bigint)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nappr = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_questions WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_questions WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_questions
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_questions(%L)', since))
-         AS t(day date, agent_id text, questions bigint);
+         AS t(day date, agent_id text, questions bigint)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nq = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_llm WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_llm WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_llm
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_llm(%L)', since))
-         AS t(day date, model text, calls bigint, errors bigint, prompt_tokens bigint, completion_tokens bigint, cost numeric);
+         AS t(day date, model text, calls bigint, errors bigint, prompt_tokens bigint, completion_tokens bigint, cost numeric)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nllm = ROW_COUNT;
     RETURN jsonb_build_object('since', since, 'latency_rows', nlat, 'approval_days', nappr,
                               'question_rows', nq, 'llm_rows', nllm);
@@ -1134,13 +1169,13 @@ END;
 $$;
 
 
-ALTER FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone) OWNER TO own_centralcloud;
+ALTER FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone) OWNER TO own_centralcloud;
 
 --
--- Name: FUNCTION refresh_statistics(p_since timestamp with time zone); Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
+-- Name: FUNCTION refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone); Type: COMMENT; Schema: centralcloud; Owner: own_centralcloud
 --
 
-COMMENT ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone) IS 'Recomputes archive statistics from a UTC day on (aggregated in shared_queue, copied here).';
+COMMENT ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone) IS 'Recomputes archive statistics for UTC days from since to until (aggregated in shared_queue, copied here).';
 
 
 --
@@ -1169,6 +1204,29 @@ CREATE FUNCTION centralcloud.setting(p_key text, p_default text DEFAULT NULL::te
 
 
 ALTER FUNCTION centralcloud.setting(p_key text, p_default text) OWNER TO own_centralcloud;
+
+--
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_centralcloud;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_centralcloud
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
+
 
 --
 -- Name: is_ulid(text); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
@@ -2403,11 +2461,11 @@ GRANT ALL ON FUNCTION centralcloud.refresh_packages() TO svc_centralcloud;
 
 
 --
--- Name: FUNCTION refresh_statistics(p_since timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
+-- Name: FUNCTION refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone); Type: ACL; Schema: centralcloud; Owner: own_centralcloud
 --
 
-REVOKE ALL ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone) TO svc_centralcloud;
+REVOKE ALL ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION centralcloud.refresh_statistics(p_since timestamp with time zone, p_until timestamp with time zone) TO svc_centralcloud;
 
 
 --
@@ -2423,6 +2481,14 @@ REVOKE ALL ON FUNCTION centralcloud.set_setting(p_key text, p_value text) FROM P
 
 REVOKE ALL ON FUNCTION centralcloud.setting(p_key text, p_default text) FROM PUBLIC;
 GRANT ALL ON FUNCTION centralcloud.setting(p_key text, p_default text) TO svc_centralcloud;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.bus_off() TO svc_centralcloud;
 
 
 --

@@ -214,7 +214,10 @@ CREATE FUNCTION bus._cc_archives_of(p_kind text) RETURNS text
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    SELECT coalesce(string_agg(format('SELECT archived_at, message FROM pgmq.%I', 'a_' || queue_name), ' UNION ALL '),
+    SELECT coalesce(string_agg(format('SELECT archived_at, message FROM pgmq.%I UNION ALL '
+                                      'SELECT r.archived_at, r.message FROM bus.restored_archive r WHERE r.queue_name = %L '
+                                      'AND NOT EXISTS (SELECT 1 FROM pgmq.%I a WHERE a.msg_id = r.msg_id)',
+                                      'a_' || queue_name, queue_name, 'a_' || queue_name), ' UNION ALL '),
                     'SELECT NULL::timestamptz AS archived_at, NULL::jsonb AS message WHERE false')
       FROM bus.queues WHERE kind = p_kind;
 $$;
@@ -307,6 +310,70 @@ ALTER FUNCTION bus._check_reply_to(p_queue text, m jsonb, ident jsonb) OWNER TO 
 
 COMMENT ON FUNCTION bus._check_reply_to(p_queue text, m jsonb, ident jsonb) IS 'A request may ask for its reply only on its sender''s own queues.';
 
+
+--
+-- Name: _cold_alerts(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._cold_alerts() RETURNS TABLE(severity text, subject text, message text, fix text)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    q       text;
+    behind  boolean;
+    waiting text[] := '{}';
+BEGIN
+    FOR q IN SELECT queue_name FROM bus.queues ORDER BY 1 LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM pgmq.%I WHERE archived_at < $1)', 'a_' || q)
+           INTO behind USING ((bus.cold_cutoff() - 1)::timestamp AT TIME ZONE 'UTC');
+        IF behind THEN
+            waiting := waiting || q;
+        END IF;
+    END LOOP;
+    IF cardinality(waiting) > 0 THEN
+        RETURN QUERY SELECT 'warning'::text, 'cold storage'::text,
+            format('archive rows older than %s days wait for export to cold storage (%s); nothing past retention is deleted until exported',
+                   coalesce(bus.setting('retention_days'), '90')::int + 1, array_to_string(waiting, ', ')),
+            'run orchestrator archive export (the daemon does it hourly); orchestrator archive list shows what waits'::text;
+    END IF;
+    RETURN QUERY SELECT 'warning'::text, 'cold storage: ' || e.queue_name || ' ' || e.day, e.note,
+                        'orchestrator archive export writes the day again while its rows are in the archive; '
+                        'orchestrator archive verify checks every file'::text
+                   FROM bus.cold_exports e
+                  WHERE e.verified_at IS NULL AND e.pruning_at IS NULL AND e.note IS NOT NULL;
+END;
+$_$;
+
+
+ALTER FUNCTION bus._cold_alerts() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _cold_alerts(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._cold_alerts() IS 'bus.alerts() rows about cold storage (rows waiting for export, damaged files).';
+
+
+--
+-- Name: _cold_table(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._cold_table(p_queue text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM bus.queues WHERE queue_name = p_queue) THEN
+        RAISE EXCEPTION 'unknown queue %', p_queue USING ERRCODE = '22023',
+            HINT = 'orchestrator queues lists the queues; orchestrator archive list the exported days';
+    END IF;
+    RETURN 'a_' || p_queue;
+END;
+$$;
+
+
+ALTER FUNCTION bus._cold_table(p_queue text) OWNER TO own_shared_queue;
 
 --
 -- Name: _container_at(jsonb, integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
@@ -604,9 +671,14 @@ CREATE FUNCTION bus._rebuild_archive_view() RETURNS void
 DECLARE
     body text;
 BEGIN
+    -- days restored from cold storage (orchestrator archive restore) are archives too; a restored row
+    -- still in the live archive (its day half pruned) is shown once
     SELECT string_agg(format(
-        'SELECT %L::text AS queue_name, msg_id, read_ct, enqueued_at, archived_at, message->>%L AS msg_type, message FROM pgmq.%I',
-        queue_name, 'type', 'a_' || queue_name), E'\nUNION ALL\n' ORDER BY queue_name)
+        'SELECT %L::text AS queue_name, msg_id, read_ct, enqueued_at, archived_at, message->>%L AS msg_type, message FROM pgmq.%I
+         UNION ALL
+         SELECT r.queue_name, r.msg_id, r.read_ct, r.enqueued_at, r.archived_at, r.message->>%L, r.message FROM bus.restored_archive r
+          WHERE r.queue_name = %L AND NOT EXISTS (SELECT 1 FROM pgmq.%I a WHERE a.msg_id = r.msg_id)',
+        queue_name, 'type', 'a_' || queue_name, 'type', queue_name, 'a_' || queue_name), E'\nUNION ALL\n' ORDER BY queue_name)
       INTO body FROM bus.queues;
     IF body IS NULL THEN
         body := 'SELECT NULL::text AS queue_name, NULL::bigint AS msg_id, NULL::int AS read_ct, NULL::timestamptz AS enqueued_at, '
@@ -940,7 +1012,9 @@ BEGIN
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
        AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id))
     UNION ALL
-    SELECT * FROM bus._schedule_alerts();
+    SELECT * FROM bus._schedule_alerts()
+    UNION ALL
+    SELECT * FROM bus._cold_alerts();
 END;
 $$;
 
@@ -972,8 +1046,10 @@ BEGIN
     FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
         EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM %I', qt, at, role_);
+        EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM %I', qt || '_msg_id_seq', role_);
     END LOOP;
     EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM PUBLIC', qt, at);
+    EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM PUBLIC', qt || '_msg_id_seq');
     FOR f IN SELECT * FROM bus.flows WHERE kind = q.kind LOOP
         FOR role_ IN SELECT * FROM bus._service_roles(f.service, q) LOOP
             CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
@@ -987,6 +1063,13 @@ BEGIN
                 EXECUTE format('GRANT SELECT, INSERT ON pgmq.%I TO %I', at, role_);
             END IF;
         END LOOP;
+    END LOOP;
+    -- Every service role may count any queue (pgmq.metrics / metrics_all, pgmq clients' own monitoring:
+    -- getAllMetrics): the ids, visibility and enqueue times, never a message or its headers.
+    FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
+        EXECUTE format('GRANT SELECT (msg_id, vt, enqueued_at) ON pgmq.%I TO %I', qt, role_);
+        EXECUTE format('GRANT SELECT ON SEQUENCE pgmq.%I TO %I', qt || '_msg_id_seq', role_);
     END LOOP;
     -- CentralCloud: read-only on every archive, for analytics.
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'svc_centralcloud') THEN
@@ -1132,6 +1215,340 @@ COMMENT ON FUNCTION bus.cc_archive_questions(p_since timestamp with time zone) I
 
 
 --
+-- Name: cold_catalog(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_catalog() RETURNS TABLE(queue_name text, day date, state text, rows bigint, bytes bigint, file text, exported_at timestamp with time zone, pruned_at timestamp with time zone, restored_rows bigint, note text)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT e.queue_name, e.day,
+           CASE WHEN e.pruned_at IS NOT NULL THEN 'pruned' WHEN e.pruning_at IS NOT NULL THEN 'pruning'
+                WHEN e.verified_at IS NOT NULL THEN 'verified' ELSE 'unverified' END,
+           e.rows, e.bytes, e.file, e.exported_at, e.pruned_at,
+           (SELECT count(*) FROM bus.restored_archive r WHERE r.queue_name = e.queue_name AND r.day = e.day), e.note
+      FROM bus.cold_exports e
+    UNION ALL
+    SELECT p.queue_name, p.day, 'waiting', p.rows, NULL, NULL, NULL, NULL, 0, 'past retention, not exported yet'
+      FROM bus.cold_pending(100000) p
+     WHERE NOT EXISTS (SELECT 1 FROM bus.cold_exports e WHERE e.queue_name = p.queue_name AND e.day = p.day)
+    ORDER BY 2, 1
+$$;
+
+
+ALTER FUNCTION bus.cold_catalog() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_catalog(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_catalog() IS 'Exported, pruned, restored and waiting (queue, day) pairs.';
+
+
+--
+-- Name: cold_cutoff(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_cutoff() RETURNS date
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT ((now() - make_interval(days => coalesce(bus.setting('retention_days'), '90')::int)) AT TIME ZONE 'UTC')::date
+$$;
+
+
+ALTER FUNCTION bus.cold_cutoff() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_cutoff(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_cutoff() IS 'UTC days before this one are past retention (exportable, then prunable).';
+
+
+--
+-- Name: cold_digest(text, date); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_digest(p_queue text, p_day date) RETURNS TABLE(rows bigint, first_msg_id bigint, last_msg_id bigint, checksum text)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT count(*), min(l.msg_id), max(l.msg_id),
+           encode(sha256(convert_to(coalesce(string_agg(md5(l.line), '' ORDER BY l.msg_id), ''), 'UTF8')), 'hex')
+      FROM bus.cold_lines(p_queue, p_day) l
+$$;
+
+
+ALTER FUNCTION bus.cold_digest(p_queue text, p_day date) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_digest(p_queue text, p_day date); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_digest(p_queue text, p_day date) IS 'Count, msg_id range and checksum of a queue''s live archive rows of a UTC day.';
+
+
+--
+-- Name: cold_lines(text, date); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_lines(p_queue text, p_day date) RETURNS TABLE(msg_id bigint, line text)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT a.msg_id, to_jsonb(a)::text FROM pgmq.%I a
+          WHERE a.archived_at >= ($1::timestamp AT TIME ZONE ''UTC'') AND a.archived_at < (($1 + 1)::timestamp AT TIME ZONE ''UTC'')
+          ORDER BY a.msg_id', bus._cold_table(p_queue)) USING p_day;
+END;
+$_$;
+
+
+ALTER FUNCTION bus.cold_lines(p_queue text, p_day date) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_lines(p_queue text, p_day date); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_lines(p_queue text, p_day date) IS 'A queue''s live archive rows of a UTC day, as cold-file lines in msg_id order.';
+
+
+--
+-- Name: cold_pending(integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_pending(p_limit integer DEFAULT 1000) RETURNS TABLE(queue_name text, day date, rows bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    body text;
+BEGIN
+    SELECT string_agg(format(
+        'SELECT %L::text, (archived_at AT TIME ZONE ''UTC'')::date, count(*) FROM pgmq.%I
+          WHERE archived_at < ($1::timestamp AT TIME ZONE ''UTC'') GROUP BY 2', q.queue_name, 'a_' || q.queue_name),
+        ' UNION ALL ') INTO body FROM bus.queues q;
+    IF body IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT p.* FROM (%s) p(queue_name, day, rows)
+          WHERE NOT EXISTS (SELECT 1 FROM bus.cold_exports e WHERE e.queue_name = p.queue_name AND e.day = p.day
+                              AND (e.verified_at IS NOT NULL OR e.pruning_at IS NOT NULL))
+          ORDER BY p.day, p.queue_name LIMIT $2', body) USING bus.cold_cutoff(), p_limit;
+END;
+$_$;
+
+
+ALTER FUNCTION bus.cold_pending(p_limit integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_pending(p_limit integer); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_pending(p_limit integer) IS '(queue, day) past retention whose rows have no verified export.';
+
+
+--
+-- Name: cold_exports; Type: TABLE; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE TABLE bus.cold_exports (
+    queue_name text NOT NULL,
+    day date NOT NULL,
+    file text NOT NULL,
+    rows bigint NOT NULL,
+    first_msg_id bigint,
+    last_msg_id bigint,
+    rows_checksum text NOT NULL,
+    file_sha256 text NOT NULL,
+    bytes bigint NOT NULL,
+    exported_at timestamp with time zone DEFAULT now() NOT NULL,
+    verified_at timestamp with time zone,
+    pruning_at timestamp with time zone,
+    pruned_at timestamp with time zone,
+    restored_at timestamp with time zone,
+    note text,
+    CONSTRAINT cold_exports_bytes_check CHECK ((bytes >= 0)),
+    CONSTRAINT cold_exports_rows_check CHECK ((rows >= 0))
+);
+
+
+ALTER TABLE bus.cold_exports OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE cold_exports; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE bus.cold_exports IS 'One row per exported (queue, UTC day): the file, its row count and checksums, and whether it was verified, pruned, restored.';
+
+
+--
+-- Name: COLUMN cold_exports.rows_checksum; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.cold_exports.rows_checksum IS 'bus.cold_digest: sha256 over the md5 of each exported line in msg_id order.';
+
+
+--
+-- Name: COLUMN cold_exports.file_sha256; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.cold_exports.file_sha256 IS 'sha256 of the compressed file''s bytes.';
+
+
+--
+-- Name: COLUMN cold_exports.verified_at; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.cold_exports.verified_at IS 'Set once the written file was read back and matched the live rows; prune deletes only verified days.';
+
+
+--
+-- Name: COLUMN cold_exports.pruning_at; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.cold_exports.pruning_at IS 'Deletion of the day''s live rows began (they are in the verified file); it is finished, never redone.';
+
+
+--
+-- Name: cold_record(text, date, text, bigint, text, text, bigint); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint) RETURNS bus.cold_exports
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    d   record;
+    e   bus.cold_exports;
+BEGIN
+    IF p_day >= bus.cold_cutoff() THEN
+        RAISE EXCEPTION 'day % of % is not past retention yet (days before % are)', p_day, p_queue, bus.cold_cutoff()
+            USING ERRCODE = '22023', HINT = 'export only what bus.cold_pending() lists';
+    END IF;
+    SELECT * INTO e FROM bus.cold_exports WHERE queue_name = p_queue AND day = p_day FOR UPDATE;
+    IF e.pruning_at IS NOT NULL THEN
+        RAISE EXCEPTION 'day % of % was exported to % and its rows are being deleted; it is not exported again',
+                        p_day, p_queue, e.file USING ERRCODE = '55000', HINT = 'orchestrator archive verify checks that file';
+    END IF;
+    SELECT * INTO d FROM bus.cold_digest(p_queue, p_day);
+    IF d.rows <> p_rows OR d.checksum <> p_checksum THEN
+        RAISE EXCEPTION 'the file for % on % holds % rows (checksum %), the archive has % rows (checksum %)',
+                        p_queue, p_day, p_rows, left(p_checksum, 12), d.rows, left(d.checksum, 12)
+            USING ERRCODE = '22000', HINT = 'nothing was deleted; export that day again (orchestrator archive export)';
+    END IF;
+    INSERT INTO bus.cold_exports AS c (queue_name, day, file, rows, first_msg_id, last_msg_id, rows_checksum,
+                                       file_sha256, bytes, verified_at)
+    VALUES (p_queue, p_day, p_file, p_rows, d.first_msg_id, d.last_msg_id, p_checksum, p_file_sha256, p_bytes, now())
+    ON CONFLICT (queue_name, day) DO UPDATE
+       SET file = EXCLUDED.file, rows = EXCLUDED.rows, first_msg_id = EXCLUDED.first_msg_id,
+           last_msg_id = EXCLUDED.last_msg_id, rows_checksum = EXCLUDED.rows_checksum,
+           file_sha256 = EXCLUDED.file_sha256, bytes = EXCLUDED.bytes, exported_at = now(), verified_at = now(), note = NULL
+    RETURNING * INTO e;
+    RETURN e;
+END;
+$$;
+
+
+ALTER FUNCTION bus.cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint) IS 'Records a read-back export; refused unless its rows are exactly the live rows. The day becomes prunable.';
+
+
+--
+-- Name: cold_restore_lines(text, date, text[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_restore_lines(p_queue text, p_day date, p_lines text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM bus._cold_table(p_queue);   -- a managed queue, or a clear error
+    INSERT INTO bus.restored_archive (queue_name, msg_id, read_ct, enqueued_at, last_read_at, archived_at, vt,
+                                      message, headers, day)
+    SELECT p_queue, r.msg_id, r.read_ct, r.enqueued_at, r.last_read_at, r.archived_at, r.vt, r.message, r.headers, p_day
+      FROM unnest(p_lines) AS l(line),
+           jsonb_populate_record(NULL::bus.restored_archive, l.line::jsonb) AS r
+    ON CONFLICT (queue_name, msg_id) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE bus.cold_exports SET restored_at = now() WHERE queue_name = p_queue AND day = p_day;
+    RETURN n;
+END;
+$$;
+
+
+ALTER FUNCTION bus.cold_restore_lines(p_queue text, p_day date, p_lines text[]) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_restore_lines(p_queue text, p_day date, p_lines text[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_restore_lines(p_queue text, p_day date, p_lines text[]) IS 'Restores exported lines next to the live archives (rows restored before are skipped).';
+
+
+--
+-- Name: cold_unrestore(text, date); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_unrestore(p_queue text, p_day date) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM bus.restored_archive WHERE queue_name = p_queue AND day = p_day;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE bus.cold_exports SET restored_at = NULL WHERE queue_name = p_queue AND day = p_day;
+    RETURN n;
+END;
+$$;
+
+
+ALTER FUNCTION bus.cold_unrestore(p_queue text, p_day date) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_unrestore(p_queue text, p_day date); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_unrestore(p_queue text, p_day date) IS 'Drops a restored day (its file stays).';
+
+
+--
+-- Name: cold_unverify(text, date, text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.cold_unverify(p_queue text, p_day date, p_reason text) RETURNS bus.cold_exports
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    UPDATE bus.cold_exports SET verified_at = NULL, note = p_reason
+     WHERE queue_name = p_queue AND day = p_day
+    RETURNING *
+$$;
+
+
+ALTER FUNCTION bus.cold_unverify(p_queue text, p_day date, p_reason text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION cold_unverify(p_queue text, p_day date, p_reason text); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.cold_unverify(p_queue text, p_day date, p_reason text) IS 'A damaged or missing file: the day is not prunable until exported again.';
+
+
+--
 -- Name: configure(integer, integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
@@ -1158,6 +1575,29 @@ $$;
 
 
 ALTER FUNCTION bus.configure(p_retention_days integer, p_notify_throttle_ms integer) OWNER TO own_shared_queue;
+
+--
+-- Name: configure_attempts(integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.configure_attempts(p_max_attempts integer) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF p_max_attempts IS NULL THEN
+        DELETE FROM bus.settings s WHERE s.key = 'max_attempts';
+    ELSIF p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max attempts must be >= 1, got %', p_max_attempts
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Set SHARED_QUEUE_MAX_ATTEMPTS to 1 or more, or unset it.';
+    ELSE
+        PERFORM bus.set_setting('max_attempts', p_max_attempts::text);
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION bus.configure_attempts(p_max_attempts integer) OWNER TO own_shared_queue;
 
 --
 -- Name: dashboard_alerts(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
@@ -1814,7 +2254,7 @@ CREATE FUNCTION bus.message_rules() RETURNS jsonb
                       'fields', coalesce((SELECT jsonb_agg(jsonb_build_object(
                           'msg_type', f.msg_type, 'field', f.field, 'json_type', f.json_type,
                           'required', f.required, 'nullable', f.nullable, 'nonempty', f.nonempty,
-                          'allowed', f.allowed) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
+                          'allowed', f.allowed, 'default', f.default_value) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
                         FROM bus.message_fields f WHERE f.kind = k.kind), '[]'::jsonb)))
                     FROM bus.queue_kinds k));
 $$;
@@ -1868,30 +2308,54 @@ CREATE PROCEDURE bus.prune_archives(IN p_batch integer DEFAULT 5000, IN p_max_ba
     LANGUAGE plpgsql
     AS $_$
 DECLARE
-    days    int := coalesce(bus.setting('retention_days'), '90')::int;
-    cutoff  timestamptz := pg_catalog.now() - pg_catalog.make_interval(days => days);
-    qn      text;
-    n       bigint;
+    e       record;
+    d       record;
+    n       bigint := 0;
     total   bigint;
     batches int := 0;
 BEGIN
-    FOR qn IN SELECT queue_name FROM bus.queues ORDER BY queue_name LOOP
+    FOR e IN SELECT c.queue_name, c.day, c.rows, c.rows_checksum, c.pruning_at, c.file
+               FROM bus.cold_exports c
+              WHERE c.pruned_at IS NULL AND (c.verified_at IS NOT NULL OR c.pruning_at IS NOT NULL)
+                AND c.day < bus.cold_cutoff()
+                AND EXISTS (SELECT 1 FROM bus.queues q WHERE q.queue_name = c.queue_name)
+              ORDER BY c.day, c.queue_name LOOP
+        IF e.pruning_at IS NULL THEN
+            -- the file was verified against these rows; they must not have changed since
+            SELECT * INTO d FROM bus.cold_digest(e.queue_name, e.day);
+            IF d.rows <> e.rows OR d.checksum <> e.rows_checksum THEN
+                UPDATE bus.cold_exports
+                   SET verified_at = NULL,
+                       note = pg_catalog.format('the archive has %s rows for this day, the file %s: export it again',
+                                                d.rows, e.rows)
+                 WHERE queue_name = e.queue_name AND day = e.day;
+                COMMIT;
+                CONTINUE;
+            END IF;
+            UPDATE bus.cold_exports SET pruning_at = pg_catalog.now() WHERE queue_name = e.queue_name AND day = e.day;
+            COMMIT;
+        END IF;
         total := 0;
-        LOOP
-            EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id IN (
-                              SELECT msg_id FROM pgmq.%I WHERE archived_at < $1 ORDER BY archived_at LIMIT $2)',
-                           'a_' || qn, 'a_' || qn)
-            USING cutoff, p_batch;
+        LOOP   -- a crash here leaves pruning_at set: the next run finishes the day without re-checking it
+            EXECUTE pg_catalog.format(
+                'DELETE FROM pgmq.%I WHERE msg_id IN (SELECT msg_id FROM pgmq.%I
+                  WHERE archived_at >= ($1::timestamp AT TIME ZONE ''UTC'') AND archived_at < (($1 + 1)::timestamp AT TIME ZONE ''UTC'')
+                  LIMIT $2)', 'a_' || e.queue_name, 'a_' || e.queue_name)
+            USING e.day, p_batch;
             GET DIAGNOSTICS n = ROW_COUNT;
             total := total + n;
             batches := batches + 1;
             COMMIT;
             EXIT WHEN n < p_batch OR batches >= p_max_batches;
         END LOOP;
-        IF total > 0 THEN
-            INSERT INTO bus.prune_log (queue_name, cutoff, deleted) VALUES (qn, cutoff, total);
-            COMMIT;
+        IF n < p_batch THEN
+            UPDATE bus.cold_exports SET pruned_at = pg_catalog.now() WHERE queue_name = e.queue_name AND day = e.day;
         END IF;
+        IF total > 0 THEN
+            INSERT INTO bus.prune_log (queue_name, cutoff, deleted)
+            VALUES (e.queue_name, (e.day + 1)::timestamp AT TIME ZONE 'UTC', total);
+        END IF;
+        COMMIT;
         EXIT WHEN batches >= p_max_batches;
     END LOOP;
 END;
@@ -1904,7 +2368,7 @@ ALTER PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches integer)
 -- Name: PROCEDURE prune_archives(IN p_batch integer, IN p_max_batches integer); Type: COMMENT; Schema: bus; Owner: own_shared_queue
 --
 
-COMMENT ON PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches integer) IS 'Deletes archive rows older than retention_days in committed batches; never touches live queues.';
+COMMENT ON PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches integer) IS 'Deletes archive rows past retention_days whose day is exported to cold storage and verified, in committed batches.';
 
 
 --
@@ -2139,12 +2603,24 @@ BEGIN
         m := m || jsonb_build_object('type', mtype);
     END IF;
     mtype := m->>'type';
+    -- seed 001's shorthand: an llm_request with a string "task" and no "messages" asks that task as
+    -- one user message of task_type "general" unless it names one (its test sends {"agent_id": "test",
+    -- "task": "hello"}); without "task", messages and task_type stay required
+    IF q.kind = 'llm_requests' AND NOT m ? 'messages' AND jsonb_typeof(m->'task') = 'string' THEN
+        m := m || jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', m->'task')));
+        IF NOT m ? 'task_type' THEN
+            m := m || '{"task_type": "general"}';
+        END IF;
+    END IF;
 
     FOR r IN
         SELECT * FROM bus.message_fields
          WHERE kind = q.kind AND (msg_type = '*' OR msg_type = mtype)
          ORDER BY msg_type = '*' DESC, required DESC, field
     LOOP
+        IF r.default_value IS NOT NULL AND (NOT m ? r.field OR m->r.field = 'null'::jsonb) THEN
+            m := m || jsonb_build_object(r.field, r.default_value);
+        END IF;
         v := m->r.field;
         IF v IS NULL OR (v = 'null'::jsonb AND NOT r.nullable) THEN
             IF r.required THEN
@@ -2196,6 +2672,29 @@ ALTER FUNCTION bus.validate_message(p_queue text, p_msg jsonb) OWNER TO own_shar
 --
 
 COMMENT ON FUNCTION bus.validate_message(p_queue text, p_msg jsonb) IS 'Validates a message for a queue against bus.message_fields and returns it with its envelope stamped.';
+
+
+--
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_shared_queue
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
 
 
 --
@@ -2291,6 +2790,34 @@ ALTER FUNCTION ops.ulid(p_at timestamp with time zone) OWNER TO own_shared_queue
 --
 
 COMMENT ON FUNCTION ops.ulid(p_at timestamp with time zone) IS 'A new ULID (26 chars, Crockford base32), sortable by time.';
+
+
+--
+-- Name: restored_archive; Type: TABLE; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE TABLE bus.restored_archive (
+    queue_name text NOT NULL,
+    msg_id bigint NOT NULL,
+    read_ct integer NOT NULL,
+    enqueued_at timestamp with time zone NOT NULL,
+    last_read_at timestamp with time zone,
+    archived_at timestamp with time zone NOT NULL,
+    vt timestamp with time zone,
+    message jsonb,
+    headers jsonb,
+    day date NOT NULL,
+    restored_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+ALTER TABLE bus.restored_archive OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE restored_archive; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE bus.restored_archive IS 'Archive rows restored from cold storage (orchestrator archive restore); read-only analytics.';
 
 
 --
@@ -2559,6 +3086,18 @@ CREATE VIEW bus.archived_messages AS
     a_approval_requests.message
    FROM pgmq.a_approval_requests
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'approval_requests'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_approval_requests a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'approval_responses'::text AS queue_name,
     a_approval_responses.msg_id,
     a_approval_responses.read_ct,
@@ -2567,6 +3106,18 @@ UNION ALL
     (a_approval_responses.message ->> 'type'::text) AS msg_type,
     a_approval_responses.message
    FROM pgmq.a_approval_responses
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'approval_responses'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_approval_responses a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'dead_letters'::text AS queue_name,
     a_dead_letters.msg_id,
@@ -2577,6 +3128,18 @@ UNION ALL
     a_dead_letters.message
    FROM pgmq.a_dead_letters
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'dead_letters'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_dead_letters a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'instance_heartbeat'::text AS queue_name,
     a_instance_heartbeat.msg_id,
     a_instance_heartbeat.read_ct,
@@ -2585,6 +3148,18 @@ UNION ALL
     (a_instance_heartbeat.message ->> 'type'::text) AS msg_type,
     a_instance_heartbeat.message
    FROM pgmq.a_instance_heartbeat
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'instance_heartbeat'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_instance_heartbeat a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'job_requests'::text AS queue_name,
     a_job_requests.msg_id,
@@ -2595,6 +3170,18 @@ UNION ALL
     a_job_requests.message
    FROM pgmq.a_job_requests
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'job_requests'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_job_requests a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'job_results'::text AS queue_name,
     a_job_results.msg_id,
     a_job_results.read_ct,
@@ -2603,6 +3190,18 @@ UNION ALL
     (a_job_results.message ->> 'type'::text) AS msg_type,
     a_job_results.message
    FROM pgmq.a_job_results
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'job_results'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_job_results a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'knowledge_updates'::text AS queue_name,
     a_knowledge_updates.msg_id,
@@ -2613,6 +3212,18 @@ UNION ALL
     a_knowledge_updates.message
    FROM pgmq.a_knowledge_updates
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'knowledge_updates'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_knowledge_updates a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'learned_patterns'::text AS queue_name,
     a_learned_patterns.msg_id,
     a_learned_patterns.read_ct,
@@ -2621,6 +3232,18 @@ UNION ALL
     (a_learned_patterns.message ->> 'type'::text) AS msg_type,
     a_learned_patterns.message
    FROM pgmq.a_learned_patterns
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'learned_patterns'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_learned_patterns a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'llm_requests'::text AS queue_name,
     a_llm_requests.msg_id,
@@ -2631,6 +3254,18 @@ UNION ALL
     a_llm_requests.message
    FROM pgmq.a_llm_requests
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'llm_requests'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_llm_requests a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'llm_results'::text AS queue_name,
     a_llm_results.msg_id,
     a_llm_results.read_ct,
@@ -2639,6 +3274,18 @@ UNION ALL
     (a_llm_results.message ->> 'type'::text) AS msg_type,
     a_llm_results.message
    FROM pgmq.a_llm_results
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'llm_results'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_llm_results a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'pattern_messages'::text AS queue_name,
     a_pattern_messages.msg_id,
@@ -2649,6 +3296,18 @@ UNION ALL
     a_pattern_messages.message
    FROM pgmq.a_pattern_messages
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'pattern_messages'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_pattern_messages a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'question_requests'::text AS queue_name,
     a_question_requests.msg_id,
     a_question_requests.read_ct,
@@ -2657,6 +3316,18 @@ UNION ALL
     (a_question_requests.message ->> 'type'::text) AS msg_type,
     a_question_requests.message
    FROM pgmq.a_question_requests
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'question_requests'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_question_requests a
+          WHERE (a.msg_id = r.msg_id)))))
 UNION ALL
  SELECT 'question_responses'::text AS queue_name,
     a_question_responses.msg_id,
@@ -2667,6 +3338,18 @@ UNION ALL
     a_question_responses.message
    FROM pgmq.a_question_responses
 UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'question_responses'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_question_responses a
+          WHERE (a.msg_id = r.msg_id)))))
+UNION ALL
  SELECT 'template_updates'::text AS queue_name,
     a_template_updates.msg_id,
     a_template_updates.read_ct,
@@ -2674,7 +3357,19 @@ UNION ALL
     a_template_updates.archived_at,
     (a_template_updates.message ->> 'type'::text) AS msg_type,
     a_template_updates.message
-   FROM pgmq.a_template_updates;
+   FROM pgmq.a_template_updates
+UNION ALL
+ SELECT r.queue_name,
+    r.msg_id,
+    r.read_ct,
+    r.enqueued_at,
+    r.archived_at,
+    (r.message ->> 'type'::text) AS msg_type,
+    r.message
+   FROM bus.restored_archive r
+  WHERE ((r.queue_name = 'template_updates'::text) AND (NOT (EXISTS ( SELECT 1
+           FROM pgmq.a_template_updates a
+          WHERE (a.msg_id = r.msg_id)))));
 
 
 ALTER TABLE bus.archived_messages OWNER TO own_shared_queue;
@@ -2794,6 +3489,7 @@ CREATE TABLE bus.message_fields (
     nullable boolean DEFAULT false NOT NULL,
     nonempty boolean DEFAULT false NOT NULL,
     allowed jsonb,
+    default_value jsonb,
     CONSTRAINT message_fields_allowed_check CHECK (((allowed IS NULL) OR (jsonb_typeof(allowed) = 'array'::text))),
     CONSTRAINT message_fields_json_type_check CHECK ((json_type = ANY (ARRAY['string'::text, 'number'::text, 'integer'::text, 'boolean'::text, 'array'::text, 'object'::text, 'any'::text])))
 );
@@ -2806,6 +3502,13 @@ ALTER TABLE bus.message_fields OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.message_fields IS 'Message shape rules, enforced on every insert into a queue and mirrored by the Python client.';
+
+
+--
+-- Name: COLUMN message_fields.default_value; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.message_fields.default_value IS 'Stamped when the field is missing or null (then it is not required).';
 
 
 --
@@ -3464,6 +4167,14 @@ CREATE TABLE public.yoyo_lock (
 ALTER TABLE public.yoyo_lock OWNER TO own_shared_queue;
 
 --
+-- Name: cold_exports cold_exports_pkey; Type: CONSTRAINT; Schema: bus; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY bus.cold_exports
+    ADD CONSTRAINT cold_exports_pkey PRIMARY KEY (queue_name, day);
+
+
+--
 -- Name: flows flows_pkey; Type: CONSTRAINT; Schema: bus; Owner: own_shared_queue
 --
 
@@ -3517,6 +4228,14 @@ ALTER TABLE ONLY bus.queue_kinds
 
 ALTER TABLE ONLY bus.queues
     ADD CONSTRAINT queues_pkey PRIMARY KEY (queue_name);
+
+
+--
+-- Name: restored_archive restored_archive_pkey; Type: CONSTRAINT; Schema: bus; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY bus.restored_archive
+    ADD CONSTRAINT restored_archive_pkey PRIMARY KEY (queue_name, msg_id);
 
 
 --
@@ -3805,6 +4524,20 @@ ALTER TABLE ONLY public._yoyo_version
 
 ALTER TABLE ONLY public.yoyo_lock
     ADD CONSTRAINT yoyo_lock_pkey PRIMARY KEY (locked);
+
+
+--
+-- Name: restored_archive_archived_at; Type: INDEX; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE INDEX restored_archive_archived_at ON bus.restored_archive USING btree (archived_at);
+
+
+--
+-- Name: restored_archive_day; Type: INDEX; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE INDEX restored_archive_day ON bus.restored_archive USING btree (queue_name, day);
 
 
 --
@@ -4325,6 +5058,20 @@ GRANT ALL ON FUNCTION bus._cc_num(v jsonb) TO svc_centralcloud;
 
 
 --
+-- Name: FUNCTION _cold_alerts(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._cold_alerts() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION _cold_table(p_queue text); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._cold_table(p_queue text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION _ensure_analytics_views(); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
@@ -4448,10 +5195,80 @@ GRANT ALL ON FUNCTION bus.cc_archive_questions(p_since timestamp with time zone)
 
 
 --
+-- Name: FUNCTION cold_catalog(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_catalog() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_cutoff(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_cutoff() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_digest(p_queue text, p_day date); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_digest(p_queue text, p_day date) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_lines(p_queue text, p_day date); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_lines(p_queue text, p_day date) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_pending(p_limit integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_pending(p_limit integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_record(p_queue text, p_day date, p_file text, p_rows bigint, p_checksum text, p_file_sha256 text, p_bytes bigint) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_restore_lines(p_queue text, p_day date, p_lines text[]); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_restore_lines(p_queue text, p_day date, p_lines text[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_unrestore(p_queue text, p_day date); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_unrestore(p_queue text, p_day date) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cold_unverify(p_queue text, p_day date, p_reason text); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.cold_unverify(p_queue text, p_day date, p_reason text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION configure(p_retention_days integer, p_notify_throttle_ms integer); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
 REVOKE ALL ON FUNCTION bus.configure(p_retention_days integer, p_notify_throttle_ms integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION configure_attempts(p_max_attempts integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.configure_attempts(p_max_attempts integer) FROM PUBLIC;
 
 
 --
@@ -4603,6 +5420,13 @@ REVOKE ALL ON FUNCTION bus.set_setting(p_key text, p_value text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_epoch_type(p_type text); Type: ACL; Schema: partman; Owner: postgres
 --
 
@@ -4664,6 +5488,13 @@ GRANT ALL ON FUNCTION pgmq.enable_notify_insert(queue_name text, throttle_interv
 
 REVOKE ALL ON FUNCTION pgmq.update_notify_insert(queue_name text, throttle_interval_ms integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION pgmq.update_notify_insert(queue_name text, throttle_interval_ms integer) TO own_shared_queue;
+
+
+--
+-- Name: TABLE restored_archive; Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+GRANT SELECT ON TABLE bus.restored_archive TO svc_centralcloud;
 
 
 --
@@ -4904,6 +5735,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_approval_requests TO svc_nexus;
 -- Name: COLUMN q_approval_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 
 
@@ -4912,6 +5746,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_approval_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 
 
 --
@@ -4925,7 +5769,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_approval_requests TO svc_nexus;
 -- Name: COLUMN q_approval_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_approval_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -4940,7 +5797,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_approval_responses TO svc_singularity;
 -- Name: COLUMN q_approval_responses.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_singularity;
 
 
 --
@@ -4948,6 +5808,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_approval_responses.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_singularity;
 
 
 --
@@ -4961,7 +5831,60 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_approval_responses TO svc_singularity
 -- Name: COLUMN q_approval_responses.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_approval_responses_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_dead_letters_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_singularity;
 
 
 --
@@ -4992,6 +5915,16 @@ GRANT UPDATE(read_ct) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
 
 
 --
+-- Name: COLUMN q_instance_heartbeat.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_singularity;
+
+
+--
 -- Name: COLUMN q_instance_heartbeat.last_read_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
@@ -5002,7 +5935,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_instance_heartbeat TO svc_centralclou
 -- Name: COLUMN q_instance_heartbeat.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_instance_heartbeat_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5017,6 +5963,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_job_requests TO svc_genesis;
 -- Name: COLUMN q_job_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_singularity;
 
 
@@ -5025,6 +5974,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_job_requests TO svc_genesis;
+
+
+--
+-- Name: COLUMN q_job_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_singularity;
 
 
 --
@@ -5038,7 +5997,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_job_requests TO svc_genesis;
 -- Name: COLUMN q_job_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_job_requests TO svc_genesis;
+
+
+--
+-- Name: SEQUENCE q_job_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5053,7 +6025,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_job_results TO svc_singularity;
 -- Name: COLUMN q_job_results.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_centralcloud;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_singularity;
 
 
 --
@@ -5061,6 +6036,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_genesis;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_job_results TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_job_results.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_singularity;
 
 
 --
@@ -5074,7 +6059,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_job_results TO svc_singularity;
 -- Name: COLUMN q_job_results.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_job_results TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_job_results TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_job_results_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5090,6 +6088,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 --
 
 GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 
 
 --
@@ -5097,6 +6098,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_knowledge_updates.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 
 
 --
@@ -5110,7 +6121,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 -- Name: COLUMN q_knowledge_updates.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_knowledge_updates_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5125,6 +6149,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
 -- Name: COLUMN q_learned_patterns.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 
 
@@ -5133,6 +6160,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+
+
+--
+-- Name: COLUMN q_learned_patterns.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 
 
 --
@@ -5146,7 +6183,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
 -- Name: COLUMN q_learned_patterns.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_learned_patterns_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5161,6 +6211,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_llm_requests TO svc_nexus;
 -- Name: COLUMN q_llm_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 
 
@@ -5169,6 +6222,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_llm_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 
 
 --
@@ -5182,7 +6245,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_llm_requests TO svc_nexus;
 -- Name: COLUMN q_llm_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_llm_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5197,7 +6273,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_llm_results TO svc_singularity;
 -- Name: COLUMN q_llm_results.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_singularity;
 
 
 --
@@ -5205,6 +6284,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_llm_results TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_llm_results.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_singularity;
 
 
 --
@@ -5218,7 +6307,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_llm_results TO svc_singularity;
 -- Name: COLUMN q_llm_results.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_llm_results TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_llm_results TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_llm_results_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5233,6 +6335,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
 -- Name: COLUMN q_pattern_messages.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 
 
@@ -5241,6 +6346,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+
+
+--
+-- Name: COLUMN q_pattern_messages.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 
 
 --
@@ -5254,7 +6369,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
 -- Name: COLUMN q_pattern_messages.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_pattern_messages_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5269,6 +6397,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_question_requests TO svc_nexus;
 -- Name: COLUMN q_question_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_singularity;
 
 
@@ -5277,6 +6408,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_question_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_question_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_singularity;
 
 
 --
@@ -5290,7 +6431,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_question_requests TO svc_nexus;
 -- Name: COLUMN q_question_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_question_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_question_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_question_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5305,7 +6459,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_question_responses TO svc_singularity;
 -- Name: COLUMN q_question_responses.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_singularity;
 
 
 --
@@ -5313,6 +6470,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_question_responses TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_question_responses.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_singularity;
 
 
 --
@@ -5326,7 +6493,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_question_responses TO svc_singularity
 -- Name: COLUMN q_question_responses.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_question_responses TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_question_responses TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_question_responses_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5342,6 +6522,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_template_updates TO svc_singularity;
 --
 
 GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_singularity;
 
 
 --
@@ -5349,6 +6532,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_template_updates TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_template_updates.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_singularity;
 
 
 --
@@ -5362,7 +6555,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_template_updates TO svc_singularity;
 -- Name: COLUMN q_template_updates.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_template_updates TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_template_updates TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_template_updates_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_singularity;
 
 
 --

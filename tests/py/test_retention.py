@@ -1,5 +1,6 @@
-"""Retention: bus.prune_archives() deletes archive rows older than retention_days, in committed batches,
-never touches live queues, and records what it removed in bus.prune_log.
+"""Retention: bus.prune_archives() deletes archive rows older than retention_days once their day is in
+cold storage (test_cold_storage.py), in committed batches, never touches live queues, and records what
+it removed in bus.prune_log.
 
 Not a pgTAP test: the procedure COMMITs per batch, which cannot happen inside pgTAP's transaction.
 It runs here exactly as pg_cron runs it: the command of the cron job, as the job's role, in its database.
@@ -7,9 +8,12 @@ It runs here exactly as pg_cron runs it: the command of the cron job, as the job
 
 from __future__ import annotations
 
+import dataclasses
+
 import psycopg
 import pytest
 
+from orchestrator.infra.cold_storage import ColdStorage
 from orchestrator.infra.db import connect, role_conninfo
 
 JOB = "shared_queue:prune_archives"
@@ -23,6 +27,7 @@ def sq(admin):
     yield c
     for q in ("job_results", "llm_requests"):
         c.execute(f"DELETE FROM pgmq.a_{q} WHERE msg_id = ANY(%s)", (list(IDS),))
+    c.execute("DELETE FROM bus.cold_exports WHERE first_msg_id = ANY(%s)", (list(IDS),))
     c.execute("DELETE FROM pgmq.q_job_results WHERE message->>'request_id' = 'retention-test-live'")
 
 
@@ -39,6 +44,13 @@ def _archive(c, queue: str, msg_id: int, age: str) -> None:
               (msg_id, age, age, '{"type": "retention-test"}'))
 
 
+def _export(s, tmp_path) -> None:
+    """Every day past retention to cold storage (verified), without pruning: the cron job prunes."""
+    with ColdStorage(dataclasses.replace(s, cold_storage_dir=tmp_path)) as cs:
+        out = cs.export(prune=False)
+    assert all(r["result"].startswith("ok") for r in out), out
+
+
 def _run_as_cron(s, job: dict, command: str | None = None) -> None:
     with connect(role_conninfo(s, job["database"], job["username"])) as c:  # autocommit, like pg_cron
         c.execute(command or job["command"])
@@ -48,7 +60,7 @@ def _exists(c, queue: str, msg_id: int) -> bool:
     return c.execute(f"SELECT EXISTS (SELECT 1 FROM pgmq.a_{queue} WHERE msg_id = %s) AS x", (msg_id,)).fetchone()["x"]
 
 
-def test_prune_deletes_only_old_archive_rows(s, sq, cron_job):
+def test_prune_deletes_only_old_archive_rows(s, sq, cron_job, tmp_path):
     days = int(sq.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
     ids = iter(IDS)
     old_jr = [next(ids) for _ in range(5)]
@@ -65,10 +77,14 @@ def test_prune_deletes_only_old_archive_rows(s, sq, cron_job):
     live = sq.execute("SELECT pgmq.send('job_results', %s::jsonb) AS id",
                       ('{"request_id": "retention-test-live"}',)).fetchone()["id"]
     sq.execute("UPDATE pgmq.q_job_results SET enqueued_at = now() - interval '400 days' WHERE msg_id = %s", (live,))
-    expect = {q: sq.execute(f"SELECT count(*) AS n FROM pgmq.a_{q} WHERE archived_at < now() - make_interval(days => %s)",
-                            (days,)).fetchone()["n"] for q in ("job_results", "llm_requests")}
+    expect = {q: sq.execute(f"SELECT count(*) AS n FROM pgmq.a_{q} "
+                            "WHERE archived_at < (bus.cold_cutoff()::timestamp AT TIME ZONE 'UTC')").fetchone()["n"]
+              for q in ("job_results", "llm_requests")}
     assert expect["job_results"] >= 5 and expect["llm_requests"] >= 2
     started = sq.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+    _run_as_cron(s, cron_job)
+    assert all(_exists(sq, "job_results", i) for i in old_jr), "nothing is pruned before its day is in cold storage"
+    _export(s, tmp_path)
 
     _run_as_cron(s, cron_job)
 
@@ -78,32 +94,37 @@ def test_prune_deletes_only_old_archive_rows(s, sq, cron_job):
     assert _exists(sq, "llm_requests", new_llm), "rows inside the window are kept"
     assert sq.execute("SELECT count(*) AS n FROM pgmq.q_job_results WHERE msg_id = %s", (live,)).fetchone()["n"] == 1, \
         "a live message is never pruned, however old"
-    log = {r["queue_name"]: r for r in sq.execute(
-        "SELECT queue_name, deleted, cutoff FROM bus.prune_log WHERE ran_at >= %s", (started,)).fetchall()}
+    log = sq.execute("SELECT queue_name, sum(deleted) AS deleted, max(cutoff) AS cutoff FROM bus.prune_log "
+                     "WHERE ran_at >= %s GROUP BY 1", (started,)).fetchall()
+    log = {r["queue_name"]: r for r in log}
     assert log["job_results"]["deleted"] == expect["job_results"]
     assert log["llm_requests"]["deleted"] == expect["llm_requests"]
     cutoff_age = sq.execute("SELECT now() - %s::timestamptz AS a", (log["job_results"]["cutoff"],)).fetchone()["a"]
-    assert abs(cutoff_age.total_seconds() - days * 86400) < 600, "cutoff is now() - retention_days"
+    assert days * 86400 <= cutoff_age.total_seconds() < (days + 1) * 86400, \
+        "the last day pruned ends before now() - retention_days (whole UTC days go to cold storage)"
     assert all(r["deleted"] > 0 for r in log.values()), "queues with nothing to prune get no log row"
 
 
-def test_prune_works_in_batches_and_respects_the_batch_budget(s, sq, cron_job):
+def test_prune_works_in_batches_and_respects_the_batch_budget(s, sq, cron_job, tmp_path):
     days = int(sq.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
-    _run_as_cron(s, cron_job)  # start with no old rows anywhere
+    _run_as_cron(s, cron_job)  # start with no exported day left to prune
     ids = list(IDS)[:5]
     for i in ids:
         _archive(sq, "job_results", i, f"{days + 2} days")
-    # One probe batch per queue before job_results, then 2 batches of 2 rows for job_results: 4 of 5 go.
-    before = sq.execute("SELECT count(*) AS n FROM bus.queues WHERE queue_name < 'job_results'").fetchone()["n"]
-    _run_as_cron(s, cron_job, f"CALL bus.prune_archives(2, {before + 2})")
+    _export(s, tmp_path)
+    # 2 batches of 2 rows: 4 of 5 go.
+    _run_as_cron(s, cron_job, "CALL bus.prune_archives(2, 2)")
     left = [i for i in ids if _exists(sq, "job_results", i)]
     assert len(left) == 1, f"the batch budget stops after 2 batches of 2 (left: {left})"
     _run_as_cron(s, cron_job, "CALL bus.prune_archives(2)")
     assert not any(_exists(sq, "job_results", i) for i in ids), "the next run finishes the job"
 
 
-def test_prune_cannot_run_inside_a_transaction_block_but_runs_standalone(s, cron_job):
+def test_prune_cannot_run_inside_a_transaction_block_but_runs_standalone(s, sq, cron_job, tmp_path):
     """The procedure commits per batch: fine as a top-level CALL (how pg_cron runs it), refused inside BEGIN."""
+    days = int(sq.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
+    _archive(sq, "job_results", IDS[0], f"{days + 3} days")
+    _export(s, tmp_path)  # a verified day to delete, so that it gets to its first COMMIT
     with connect(role_conninfo(s, cron_job["database"], cron_job["username"]), autocommit=False) as c:
         c.execute("SELECT 1")  # psycopg opens a transaction block
         with pytest.raises(psycopg.errors.InvalidTransactionTermination):

@@ -71,6 +71,12 @@ def cases(rules: Rules):
                             ("timestamp bad", {"timestamp": "soon"}), ("source number", {"source": 3}),
                             ("depth 64", {"deep": _nested(63)}), ("depth 65", {"deep": _nested(64)})]:
             yield queue, f"{kind}: {desc}", {**base, **patch}
+    # seed 001's shorthand: "task" instead of "messages" (and no task_type)
+    for desc, msg in [("task only", {"agent_id": "test", "task": "hello"}), ("task not a string", {"agent_id": "a", "task": 5}),
+                      ("task and messages", {"agent_id": "a", "task": "x", "messages": []}),
+                      ("task empty", {"agent_id": "a", "task": ""}),
+                      ("task with task_type null", {"agent_id": "a", "task": "x", "task_type": None})]:
+        yield "llm_requests", f"llm_requests shorthand: {desc}", msg
 
 
 def _nested(n: int):

@@ -3,8 +3,9 @@
 -- Each run recomputes every UTC day from the day of the previous run on (so late archives land in
 -- the right bucket) and replaces those rows: running it twice stores the same numbers.
 
--- Replace statistics from P_SINCE (truncated to its UTC day) on; returns {since, latency_rows, ...}.
-CREATE OR REPLACE FUNCTION centralcloud.refresh_statistics(p_since timestamptz)
+-- Replace statistics from P_SINCE (truncated to its UTC day) up to P_UNTIL (exclusive; a day restored
+-- from cold storage is refreshed alone, the days around it keep their numbers); returns {since, ...}.
+CREATE OR REPLACE FUNCTION centralcloud.refresh_statistics(p_since timestamptz, p_until timestamptz DEFAULT 'infinity')
 RETURNS jsonb LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -16,36 +17,40 @@ BEGIN
     IF since = '-infinity' THEN
         since := '1970-01-01 00:00:00+00';
     END IF;
-    DELETE FROM centralcloud.stats_latency WHERE bucket_start >= since;
+    DELETE FROM centralcloud.stats_latency WHERE bucket_start >= since AND bucket_start < p_until;
     INSERT INTO centralcloud.stats_latency
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_latency(%L)', since))
          AS t(bucket text, bucket_start timestamptz, queue_name text, msg_type text, messages bigint,
-              p50_ms double precision, p95_ms double precision, max_read_ct int);
+              p50_ms double precision, p95_ms double precision, max_read_ct int)
+     WHERE t.bucket_start < p_until;
     GET DIAGNOSTICS nlat = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_approvals WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_approvals WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_approvals
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_approvals(%L)', since))
-         AS t(day date, decisions bigint, approved bigint);
+         AS t(day date, decisions bigint, approved bigint)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nappr = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_questions WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_questions WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_questions
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_questions(%L)', since))
-         AS t(day date, agent_id text, questions bigint);
+         AS t(day date, agent_id text, questions bigint)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nq = ROW_COUNT;
 
-    DELETE FROM centralcloud.stats_llm WHERE day >= (since AT TIME ZONE 'UTC')::date;
+    DELETE FROM centralcloud.stats_llm WHERE day >= (since AT TIME ZONE 'UTC')::date AND day < (p_until AT TIME ZONE 'UTC')::date;
     INSERT INTO centralcloud.stats_llm
     SELECT * FROM extensions.dblink(centralcloud._bus(), format('SELECT * FROM bus.cc_archive_llm(%L)', since))
-         AS t(day date, model text, calls bigint, errors bigint, prompt_tokens bigint, completion_tokens bigint, cost numeric);
+         AS t(day date, model text, calls bigint, errors bigint, prompt_tokens bigint, completion_tokens bigint, cost numeric)
+     WHERE t.day < (p_until AT TIME ZONE 'UTC')::date;
     GET DIAGNOSTICS nllm = ROW_COUNT;
     RETURN jsonb_build_object('since', since, 'latency_rows', nlat, 'approval_days', nappr,
                               'question_rows', nq, 'llm_rows', nllm);
 END;
 $$;
-COMMENT ON FUNCTION centralcloud.refresh_statistics(timestamptz) IS
-    'Recomputes archive statistics from a UTC day on (aggregated in shared_queue, copied here).';
+COMMENT ON FUNCTION centralcloud.refresh_statistics(timestamptz, timestamptz) IS
+    'Recomputes archive statistics for UTC days from since to until (aggregated in shared_queue, copied here).';
 
 -- Job `statistics` (hourly): refresh from the day of the previous run on.
 CREATE OR REPLACE PROCEDURE centralcloud.job_statistics(INOUT result text DEFAULT NULL)

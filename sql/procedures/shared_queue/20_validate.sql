@@ -112,6 +112,15 @@ BEGIN
         m := m || jsonb_build_object('type', mtype);
     END IF;
     mtype := m->>'type';
+    -- seed 001's shorthand: an llm_request with a string "task" and no "messages" asks that task as
+    -- one user message of task_type "general" unless it names one (its test sends {"agent_id": "test",
+    -- "task": "hello"}); without "task", messages and task_type stay required
+    IF q.kind = 'llm_requests' AND NOT m ? 'messages' AND jsonb_typeof(m->'task') = 'string' THEN
+        m := m || jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', m->'task')));
+        IF NOT m ? 'task_type' THEN
+            m := m || '{"task_type": "general"}';
+        END IF;
+    END IF;
 
     FOR r IN
         SELECT * FROM bus.message_fields

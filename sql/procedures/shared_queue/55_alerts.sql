@@ -37,7 +37,7 @@ COMMENT ON FUNCTION bus.heartbeat_status() IS
     'Every service/instance seen in instance_heartbeat: last seen (bus time) and healthy / late / gone / stopped.';
 REVOKE EXECUTE ON FUNCTION bus.heartbeat_status() FROM PUBLIC;
 
--- Current alerts: deep or stale queues, dead letters, late heartbeats, failing schedules.
+-- Current alerts: deep or stale queues, dead letters, late heartbeats, failing schedules, cold storage behind.
 CREATE OR REPLACE FUNCTION bus.alerts()
 RETURNS TABLE (severity text, subject text, message text, fix text)
 LANGUAGE plpgsql STABLE
@@ -77,7 +77,9 @@ BEGIN
        -- a removed Singularity instance (orchestrator instance remove) is retired, not late
        AND (h.service <> 'singularity' OR EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = h.instance_id))
     UNION ALL
-    SELECT * FROM bus._schedule_alerts();
+    SELECT * FROM bus._schedule_alerts()
+    UNION ALL
+    SELECT * FROM bus._cold_alerts();
 END;
 $$;
 COMMENT ON FUNCTION bus.alerts() IS 'What needs attention on the bus now, each with the fix; thresholds in bus.settings.';

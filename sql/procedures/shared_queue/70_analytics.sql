@@ -1,6 +1,6 @@
 -- Read-only analytics over the archives (what the seeds did with Ecto schemas), for CentralCloud.
 
--- (Re)build bus.archived_messages as UNION ALL over every managed archive table.
+-- (Re)build bus.archived_messages as UNION ALL over every managed archive table and the restored rows.
 CREATE OR REPLACE FUNCTION bus._rebuild_archive_view()
 RETURNS void
 LANGUAGE plpgsql
@@ -9,9 +9,14 @@ AS $$
 DECLARE
     body text;
 BEGIN
+    -- days restored from cold storage (orchestrator archive restore) are archives too; a restored row
+    -- still in the live archive (its day half pruned) is shown once
     SELECT string_agg(format(
-        'SELECT %L::text AS queue_name, msg_id, read_ct, enqueued_at, archived_at, message->>%L AS msg_type, message FROM pgmq.%I',
-        queue_name, 'type', 'a_' || queue_name), E'\nUNION ALL\n' ORDER BY queue_name)
+        'SELECT %L::text AS queue_name, msg_id, read_ct, enqueued_at, archived_at, message->>%L AS msg_type, message FROM pgmq.%I
+         UNION ALL
+         SELECT r.queue_name, r.msg_id, r.read_ct, r.enqueued_at, r.archived_at, r.message->>%L, r.message FROM bus.restored_archive r
+          WHERE r.queue_name = %L AND NOT EXISTS (SELECT 1 FROM pgmq.%I a WHERE a.msg_id = r.msg_id)',
+        queue_name, 'type', 'a_' || queue_name, 'type', queue_name, 'a_' || queue_name), E'\nUNION ALL\n' ORDER BY queue_name)
       INTO body FROM bus.queues;
     IF body IS NULL THEN
         body := 'SELECT NULL::text AS queue_name, NULL::bigint AS msg_id, NULL::int AS read_ct, NULL::timestamptz AS enqueued_at, '

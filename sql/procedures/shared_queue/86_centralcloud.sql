@@ -10,12 +10,15 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN jsonb_typeof(v) = 'number' THEN v::text::numeric END $$;
 
--- UNION ALL over the archives of every queue of KIND (a subquery with msg_id, archived_at, message).
+-- UNION ALL over the archives of every queue of KIND, restored days included (a subquery with archived_at, message).
 CREATE OR REPLACE FUNCTION bus._cc_archives_of(p_kind text)
 RETURNS text LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(string_agg(format('SELECT archived_at, message FROM pgmq.%I', 'a_' || queue_name), ' UNION ALL '),
+    SELECT coalesce(string_agg(format('SELECT archived_at, message FROM pgmq.%I UNION ALL '
+                                      'SELECT r.archived_at, r.message FROM bus.restored_archive r WHERE r.queue_name = %L '
+                                      'AND NOT EXISTS (SELECT 1 FROM pgmq.%I a WHERE a.msg_id = r.msg_id)',
+                                      'a_' || queue_name, queue_name, 'a_' || queue_name), ' UNION ALL '),
                     'SELECT NULL::timestamptz AS archived_at, NULL::jsonb AS message WHERE false')
       FROM bus.queues WHERE kind = p_kind;
 $$;

@@ -3,7 +3,7 @@
 -- `timestamp`, no instance_id (the sending instance is stamped), usage_count / success_rate.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(10);
+SELECT plan(13);
 
 SET LOCAL ROLE svc_singularity;
 SELECT lives_ok($$SELECT pgmq.send('approval_requests', '{"file_path": "a.py", "diff": "+1"}')$$,
@@ -31,5 +31,12 @@ SELECT ok((SELECT message ? 'timestamp' AND message ? 'created_at' FROM pgmq.q_j
           'every message gets both envelope times');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT pgmq.send('job_requests', '{"code": "x", "language": "python", "mode": "walk"}')$$,
                  '22023', NULL, 'what is really malformed is still refused (an unknown mode)');
+-- seed 001's own test: pgmq.send('llm_requests', '{"agent_id": "test", "task": "hello"}')
+SELECT is(bus.validate_message('llm_requests', '{"agent_id": "test", "task": "hello"}')->'messages',
+          '[{"role": "user", "content": "hello"}]'::jsonb, 'seed 001''s "task" is asked as one user message');
+SELECT is(bus.validate_message('llm_requests', '{"agent_id": "test", "task": "hello"}')->>'task_type', 'general',
+          'task_type defaults to general (the router''s default route serves it)');
+SELECT throws_ok($$SELECT bus.validate_message('llm_requests', '{"agent_id": "test", "task": 5}')$$, '22023',
+                 'llm_requests: required field "messages" is missing', 'a task that is not text is no shorthand');
 SELECT * FROM finish();
 ROLLBACK;
