@@ -3,12 +3,7 @@
 -- executable by PUBLIC; see tests/sql/_shared/definer_audit.sql.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE TEMP TABLE definer_allow (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
-CREATE TEMP TABLE definer_todo (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
-INSERT INTO definer_allow VALUES
-    ('extensions.dblink_connect_u(text)', 'dblink''s own C function (extension member); EXECUTE only for the superuser'),
-    ('extensions.dblink_connect_u(text, text)', 'dblink''s own C function (extension member); EXECUTE only for the superuser');
-
+\ir ../_shared/definer_setup.sql
 \ir ../_shared/definer_audit.sql
 SELECT * FROM finish();
 ROLLBACK;

@@ -3,8 +3,7 @@
 -- executable by PUBLIC; see tests/sql/_shared/definer_audit.sql.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE TEMP TABLE definer_allow (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
-CREATE TEMP TABLE definer_todo (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
+\ir ../_shared/definer_setup.sql
 -- no superuser-owned definer is allowed here
 
 \ir ../_shared/definer_audit.sql

@@ -3,8 +3,7 @@
 -- executable by PUBLIC; see tests/sql/_shared/definer_audit.sql.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE TEMP TABLE definer_allow (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
-CREATE TEMP TABLE definer_todo (fn text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP;
+\ir ../_shared/definer_setup.sql
 INSERT INTO definer_allow VALUES
     ('partman.check_epoch_type(p_type text)', 'pg_partman''s own (extension member): an IMMUTABLE check of its text argument, pinned by pg_partman; EXECUTE only for own_shared_queue'),
     ('partman.check_partition_type(p_type text)', 'pg_partman''s own (extension member): an IMMUTABLE check of its text argument, pinned by pg_partman; EXECUTE only for own_shared_queue'),
