@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import select
 import selectors
 import shutil
@@ -313,7 +314,8 @@ class Sandbox:
             life = [lifeline] if lifeline is not None else []
             lifeline = None
             try:
-                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak)
+                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak,
+                                       cmd.error_line)
             finally:
                 for fd in life:  # not closed by _supervise (it closes and removes it at a stop)
                     os.close(fd)
@@ -329,7 +331,8 @@ class Sandbox:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
-                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
+                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None,
+                   error_line: str | None = None) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout_s)
@@ -391,7 +394,8 @@ class Sandbox:
         # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
         out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
         run = _Run(code=p.returncode, cpu_s=ru.ru_utime + ru.ru_stime, stopped=stopped, truncated=truncated,
-                   setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0)
+                   setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0,
+                   error_line=error_line)
         killed, exceeded, error = _outcome(run, lim, out, err)
         if truncated:
             marker = f"\n[genesis: output truncated at {cap} bytes; the job was stopped]\n"
@@ -413,6 +417,7 @@ class _Run:
     setup_error: str | None
     hints: list[str]              # limits named by the runtime's own error messages
     oom: int                      # out-of-memory kills in the job's cgroup
+    error_line: str | None = None  # regex of the line that says what went wrong (else the last line)
 
 
 def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, str | None, str | None]:
@@ -439,11 +444,23 @@ def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, st
     elif killed:
         error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
     elif code != 0:
-        tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
-        error = f"exit code {code}: " + (tail[0][:300] if tail else f"signal {sig}" if sig else "no output")
+        tail = _error_line(run.error_line, err, out)
+        error = f"exit code {code}: " + (tail[:300] if tail else f"signal {sig}" if sig else "no output")
     else:
         error = None
     return killed, exceeded, error
+
+
+def _error_line(pattern: str | None, err: str, out: str) -> str | None:
+    """The line that says why a job failed: the first line matching PATTERN (a compiler's first error), else
+    the last non-empty line of stderr (or of stdout when stderr is empty)."""
+    if pattern:
+        rx = re.compile(pattern)
+        hit = next((ln for ln in (err + "\n" + out).splitlines() if rx.search(ln)), None)
+        if hit:
+            return hit.strip()
+    tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
+    return tail[0] if tail else None
 
 
 def _join_cgroup(job: cgroup.Job, info_r: int | None, deadline: float, life: list[int]):
