@@ -28,6 +28,7 @@ class Command:
     files: tuple[tuple[str, str], ...] = ()   # extra files (name in /work, content), e.g. a linter config
     error_line: str | None = None             # regex: the first matching output line is the result's error text
                                               # (a compiler's first error, not its last line "aborting ...")
+    limit_note: str | None = None             # added to the error when memory, cpu or processes stopped the job
 
 
 class Unsupported(Exception):
@@ -154,6 +155,9 @@ ELIXIR_LINT_SH = ('out=$(/usr/bin/elixir .genesis_lint.exs 2>&1); s=$?; [ -n "$o
 ELIXIR_ERROR = r"^\*\* \("                               # ** (CompileError) main.exs:3: ..., ** (RuntimeError) ...
 RUST_ERROR = r"^(error(\[E\d+\])?: (?!aborting)|thread '.*' panicked at )"
 RUSTC = "/usr/bin/rustc"
+RUST_NOTE = ("rustc compiles inside the job, so the compile counts against memory_mb, cpu_s and timeout_s: "
+             "a hello world needs about 60 MB and 0.2 s to compile, larger programs more")
+ELIXIR_NOTE = "the Erlang VM itself takes about 40 MB and 0.4 s of CPU of them to start"
 ELIXIR = "/usr/bin/elixir"
 
 
@@ -165,7 +169,7 @@ def elixir(mode: str, memory_mb: int) -> Command:
     # The Erlang VM reserves address space up front: its literal area alone is 1 GB by default (+MIscs 128
     # makes it 128 MB) and its JIT more; the job's real memory is still held to memory_mb by its cgroup.
     # Fewer dirty I/O schedulers: 12 threads instead of 20 against the processes limit. No crash dump in /work.
-    kw = {"extra_as_mb": 512, "error_line": ELIXIR_ERROR,
+    kw = {"extra_as_mb": 512, "error_line": ELIXIR_ERROR, "limit_note": ELIXIR_NOTE,
           "env": (("ELIXIR_ERL_OPTIONS", "+MIscs 128 +SDio 2"), ("ERL_CRASH_DUMP_SECONDS", "0"),
                   ("MALLOC_ARENA_MAX", "2"))}  # 2 malloc arenas, not 64 MB reserved per thread
     if mode == "run":
@@ -187,16 +191,15 @@ def rust(mode: str, memory_mb: int) -> Command:
                           f"a rustup toolchain in a home directory is not visible in the sandbox); supported here: "
                           f"{_installed()}")
     base = [RUSTC, "--edition", "2021", "--crate-name", "main"]
-    env = (("MALLOC_ARENA_MAX", "2"),)  # fewer malloc arenas: less address space reserved per compiler thread
-    extra = 512
+    # fewer malloc arenas: less address space reserved per compiler thread
+    kw = {"extra_as_mb": 512, "env": (("MALLOC_ARENA_MAX", "2"),), "error_line": RUST_ERROR, "limit_note": RUST_NOTE}
     if mode == "validate":
-        return Command([*base, "--emit=metadata", "-o", "/work/main.rmeta", "main.rs"], "main.rs",
-                       extra_as_mb=extra, env=env, error_line=RUST_ERROR)
+        return Command([*base, "--emit=metadata", "-o", "/work/main.rmeta", "main.rs"], "main.rs", **kw)
     if mode == "lint":
         return Command(["/usr/bin/bash", "-c", " ".join([*base, "--emit=metadata", "-o", "/work/main.rmeta", "-D",
                                                          "warnings", "-W", "rust-2018-idioms", "-W",
                                                          "unused-qualifications", "main.rs", "2>&1"])],
-                       "main.rs", extra_as_mb=extra, env=env, error_line=RUST_ERROR)
+                       "main.rs", **kw)
     cc = os.path.realpath(shutil.which("cc", path="/usr/bin") or "/usr/bin/cc")
     if not cc.startswith("/usr/bin/") or not os.access(cc, os.X_OK):
         raise Unsupported("rust needs a C linker for rustc (cc: Debian package gcc, a dependency of rustc); "
@@ -204,8 +207,7 @@ def rust(mode: str, memory_mb: int) -> Command:
     # warnings are for lint: the job's stderr is the compiler's errors, then the program's own
     build = " ".join([*base, "-A", "warnings", "-C", "strip=debuginfo", "-C", f"linker={cc}", "-o", "/work/main",
                       "main.rs"])
-    return Command(["/usr/bin/bash", "-c", f"{build} || exit $?; exec /work/main"], "main.rs",
-                   extra_as_mb=extra, env=env, error_line=RUST_ERROR)
+    return Command(["/usr/bin/bash", "-c", f"{build} || exit $?; exec /work/main"], "main.rs", **kw)
 
 
 def _installed() -> str:

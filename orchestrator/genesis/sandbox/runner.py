@@ -83,6 +83,7 @@ print(json.dumps({'fds': fds(), 'userns': userns, 'memfd': memfd, 'shm_mb': st.f
 SIGNATURES = (
     ("memoryerror", "memory"), ("cannot allocate memory", "memory"), ("out of memory", "memory"),
     ("bad_alloc", "memory"), ("allocation failed", "memory"),
+    ("memory allocation of", "memory"), ("bytes of memory", "memory"),  # Rust's alloc failure, the Erlang VM's
     ("resource temporarily unavailable", "processes"), ("cannot fork", "processes"),
     ("fork: retry", "processes"), ("can't start new thread", "processes"),
     ("no space left on device", "disk"), ("file too large", "file_size"), ("too many open files", "open_files"),
@@ -314,8 +315,7 @@ class Sandbox:
             life = [lifeline] if lifeline is not None else []
             lifeline = None
             try:
-                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak,
-                                       cmd.error_line)
+                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak, cmd)
             finally:
                 for fd in life:  # not closed by _supervise (it closes and removes it at a stop)
                     os.close(fd)
@@ -332,7 +332,7 @@ class Sandbox:
 
     def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
                    life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None,
-                   error_line: str | None = None) -> dict:
+                   cmd: Command | None = None) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout_s)
@@ -395,7 +395,7 @@ class Sandbox:
         out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
         run = _Run(code=p.returncode, cpu_s=ru.ru_utime + ru.ru_stime, stopped=stopped, truncated=truncated,
                    setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0,
-                   error_line=error_line)
+                   error_line=cmd.error_line if cmd else None, limit_note=cmd.limit_note if cmd else None)
         killed, exceeded, error = _outcome(run, lim, out, err)
         if truncated:
             marker = f"\n[genesis: output truncated at {cap} bytes; the job was stopped]\n"
@@ -418,6 +418,7 @@ class _Run:
     hints: list[str]              # limits named by the runtime's own error messages
     oom: int                      # out-of-memory kills in the job's cgroup
     error_line: str | None = None  # regex of the line that says what went wrong (else the last line)
+    limit_note: str | None = None  # added to a limit's error (e.g. the compile counts against the limits)
 
 
 def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, str | None, str | None]:
@@ -443,6 +444,8 @@ def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, st
         error = f"timed out after {lim.timeout_s:g}s: the whole process tree was killed (raise timeout_s up to the operator's maximum)"
     elif killed:
         error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
+        if run.limit_note and exceeded in ("memory", "cpu", "processes"):
+            error += f"; {run.limit_note}"
     elif code != 0:
         tail = _error_line(run.error_line, err, out)
         error = f"exit code {code}: " + (tail[:300] if tail else f"signal {sig}" if sig else "no output")
