@@ -194,9 +194,10 @@ CREATE FUNCTION nexus._hitl_response(i nexus.hitl_items, p_approved boolean, p_t
     SELECT CASE WHEN i.kind = 'approval'
                 THEN jsonb_build_object('request_id', i.request_id, 'approved', p_approved, 'comment', p_text, 'decided_by', p_by)
                 ELSE jsonb_build_object('request_id', i.request_id, 'response', p_text, 'answered_by', p_by) END
-           -- what was decided: the agent checks it against the request it stored
-           || CASE WHEN i.request_sha256 IS NOT NULL THEN jsonb_build_object('request_sha256', i.request_sha256)
-                   ELSE '{}'::jsonb END;
+           -- what was decided (the agent checks it against the request it stored), the request's msg_id
+           -- (a client that sent no id matches by it) and the asking agent
+           || jsonb_strip_nulls(jsonb_build_object('request_sha256', i.request_sha256, 'request_msg_id', i.msg_id,
+                                                   'agent_id', nullif(i.agent_id, '?')));
 $$;
 
 
@@ -1280,6 +1281,29 @@ ALTER FUNCTION nexus.user_set(p_username text, p_password_hash text) OWNER TO ow
 --
 
 COMMENT ON FUNCTION nexus.user_set(p_username text, p_password_hash text) IS 'Adds a user or changes their password hash (operator only).';
+
+
+--
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_nexus
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
 
 
 --
@@ -2533,6 +2557,13 @@ REVOKE ALL ON FUNCTION nexus.user_remove(p_username text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION nexus.user_set(p_username text, p_password_hash text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
 
 
 --
