@@ -52,7 +52,8 @@ def check(as_json: bool) -> None:
 
 @genesis.command("run")
 @click.argument("file", type=click.File("r"), default="-")
-@click.option("--language", "-l", default="python", show_default=True, help="python, javascript (node) or bash.")
+@click.option("--language", "-l", default="python", show_default=True, help="python, javascript (node), bash, elixir (elixir main.exs) or rust (rustc, then the binary; "
+              "the compile counts against the limits).")
 @click.option("--mode", "-m", default="run", show_default=True, type=click.Choice(["run", "validate", "lint"]))
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock seconds (capped by the maximum).")
 @click.option("--limit", "limits", multiple=True, help="NAME=VALUE, e.g. memory_mb=128 (repeatable).")
