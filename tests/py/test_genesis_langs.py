@@ -135,7 +135,7 @@ def test_memory_limit_holds_the_program_and_the_compiler(sing):
         {"language": "rust", "code": RUST_HELLO, "limits": {"memory_mb": 96}},   # enough for a hello world's compile
     ])
     for r in rs[:3]:
-        assert r["killed_reason"] == "resource_exceeded" and r["exceeded"] == "memory", r
+        assert r["killed_reason"] == "resource_exceeded" and r["exceeded"] == "memory", (r["error"], r["stderr"][-500:])
         assert r["output"] == "" and r["duration_ms"] < 10_000, r
     assert rs[0]["peak_memory_kb"] <= 128 * 1024 * 1.02 and rs[1]["peak_memory_kb"] <= 128 * 1024 * 1.02
     assert "rustc compiles inside the job, so the compile counts against memory_mb" in rs[2]["error"], rs[2]
@@ -185,3 +185,27 @@ def test_a_machine_without_them_says_which_package(monkeypatch):
     assert "supported here: python, bash" in e["error"] and "elixir" not in e["error"].split("supported here:")[1]
     u = sb.run("x", "cobol", "run", Limits())
     assert "supported: python, javascript (node), bash, elixir, rust" in u["error"]
+
+
+def test_without_a_cgroup_they_still_run_and_memory_is_held_per_process(monkeypatch):
+    """GENESIS_CGROUP=off (memfd denied by seccomp, memory = address space per process): the Erlang VM and
+    rustc start, lint, and a memory bomb stops at memory_mb + the runtime's 512 MB of reservations."""
+    from orchestrator.genesis.sandbox import Limits, Sandbox
+
+    monkeypatch.setenv("GENESIS_CGROUP", "off")
+    sb = Sandbox(slots=1)
+    assert sb.cgroups is None and sb.confinement()["memfd"] == "denied"
+    for lang, mode, code in (("elixir", "run", ELIXIR_HELLO), ("elixir", "lint", ELIXIR_HELLO),
+                             ("rust", "run", RUST_HELLO), ("rust", "validate", RUST_HELLO)):
+        r = sb.run(code, lang, mode, Limits())
+        assert r["exit_code"] == 0 and r["error"] is None, (lang, mode, r)
+    lim = Limits(memory_mb=128)
+    rust = sb.run("fn main() {\n    let mut v = Vec::new();\n    loop { v.push(vec![1u8; 10_000_000]); }\n}\n",
+                  "rust", "run", lim)
+    ex = sb.run("Enum.reduce(1..100_000_000, [], fn i, acc -> [i | acc] end) |> length() |> IO.puts()\n",
+                "elixir", "run", lim)
+    for r in (rust, ex):
+        assert r["killed_reason"] == "resource_exceeded" and r["exceeded"] == "memory", (r["error"], r["stderr"][-500:])
+        assert r["peak_memory_kb"] <= (128 + 512) * 1024 * 1.02, r
+    assert "memory allocation of 10000000 bytes failed" in rust["stderr"]
+    assert "Cannot allocate" in ex["stderr"]

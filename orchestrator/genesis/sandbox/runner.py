@@ -342,6 +342,7 @@ class Sandbox:
             os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
+        err_tail = b""
         truncated = False
         child, stopped, setup_error = _join_cgroup(job, info_r, deadline, life) if job is not None else (None, None, None)
         sel = selectors.DefaultSelector()
@@ -362,8 +363,10 @@ class Sandbox:
                     if not data:
                         sel.unregister(key.fd)
                         continue
-                    low = data.lower() if key.fd == p.stderr.fileno() else b""
-                    hints += [lim_ for sig, lim_ in SIGNATURES if sig.encode() in low and lim_ not in hints]
+                    if key.fd == p.stderr.fileno():  # with what came before: a message may come byte by byte
+                        low = (err_tail + data).lower()
+                        err_tail = low[-64:]
+                        hints += [lim_ for sig, lim_ in SIGNATURES if sig.encode() in low and lim_ not in hints]
                     b = bufs[key.fd]
                     room = cap - len(b)
                     b += data[:max(0, room)]
