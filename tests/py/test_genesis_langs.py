@@ -143,6 +143,18 @@ def test_memory_limit_holds_the_program_and_the_compiler(sing):
     assert rs[3]["output"] == "hello\n" and rs[3]["exit_code"] == 0, rs[3]
 
 
+def test_too_few_processes_for_the_runtime_is_named(sing):
+    """The Erlang VM starts ~18 threads and rustc ~14: below that the job fails, and the result says which
+    limit held it and what the runtime needs."""
+    rs = run_all(sing, [{"language": "elixir", "code": ELIXIR_HELLO, "limits": {"processes": 8}},
+                        {"language": "rust", "code": RUST_HELLO, "limits": {"processes": 8}}])
+    for r in rs:
+        assert r["killed_reason"] == "resource_exceeded" and r["exceeded"] == "processes", (r["error"], r["stderr"])
+        assert r["error"].startswith("resource limit exceeded: processes (limits: processes=8); "), r
+    assert "the Erlang VM itself takes about 40 MB, 18 processes/threads" in rs[0]["error"]
+    assert "rustc compiles inside the job" in rs[1]["error"]
+
+
 def test_no_network_from_either_language(sing):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -155,9 +155,9 @@ ELIXIR_LINT_SH = ('out=$(/usr/bin/elixir .genesis_lint.exs 2>&1); s=$?; [ -n "$o
 ELIXIR_ERROR = r"^\*\* \("                               # ** (CompileError) main.exs:3: ..., ** (RuntimeError) ...
 RUST_ERROR = r"^(error(\[E\d+\])?: (?!aborting)|thread '.*' panicked at )"
 RUSTC = "/usr/bin/rustc"
-RUST_NOTE = ("rustc compiles inside the job, so the compile counts against memory_mb, cpu_s and timeout_s: "
-             "a hello world needs about 60 MB and 0.2 s to compile, larger programs more")
-ELIXIR_NOTE = "the Erlang VM itself takes about 40 MB and 0.4 s of CPU of them to start"
+RUST_NOTE = ("rustc compiles inside the job, so the compile counts against memory_mb, cpu_s, processes and "
+             "timeout_s: a hello world needs about 60 MB, 14 processes/threads and 0.2 s to compile, larger programs more")
+ELIXIR_NOTE = "the Erlang VM itself takes about 40 MB, 18 processes/threads and 0.4 s of CPU of them to start"
 ELIXIR = "/usr/bin/elixir"
 
 

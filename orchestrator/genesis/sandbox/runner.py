@@ -84,6 +84,8 @@ SIGNATURES = (
     ("memoryerror", "memory"), ("cannot allocate memory", "memory"), ("out of memory", "memory"),
     ("bad_alloc", "memory"), ("allocation failed", "memory"),
     ("memory allocation of", "memory"), ("bytes of memory", "memory"),  # Rust's alloc failure, the Erlang VM's
+    ("failed to create scheduler thread", "processes"), ("failed to create aux thread", "processes"),
+    ("failed to create dirty", "processes"), (": eagain", "processes"),  # the Erlang VM's threads and ports
     ("resource temporarily unavailable", "processes"), ("cannot fork", "processes"),
     ("fork: retry", "processes"), ("can't start new thread", "processes"),
     ("no space left on device", "disk"), ("file too large", "file_size"), ("too many open files", "open_files"),
