@@ -221,3 +221,17 @@ def test_without_a_cgroup_they_still_run_and_memory_is_held_per_process(monkeypa
         assert r["peak_memory_kb"] <= (128 + 512) * 1024 * 1.02, r
     assert "memory allocation of 10000000 bytes failed" in rust["stderr"]
     assert "Cannot allocate" in ex["stderr"]
+
+
+def test_the_cli_runs_them_and_check_lists_the_languages(tmp_path, s):
+    from helpers import run_cli
+
+    f = tmp_path / "main.rs"
+    f.write_text('fn main() {\n    println!("{}", 6 * 7);\n}\n')
+    r = run_cli("genesis", "run", str(f), "-l", "rust")
+    assert r.returncode == 0 and r.stdout == "42\n", (r.stdout, r.stderr)
+    r = run_cli("genesis", "run", "-", "-l", "elixir", "-m", "lint", input="IO.puts(1+1)\n")
+    assert r.returncode == 1 and 'expected: "IO.puts(1 + 1)"' in r.stdout, (r.stdout, r.stderr)
+    r = run_cli("genesis", "check")
+    assert r.returncode == 0 and "languages: python, bash, javascript, elixir, rust\n" in r.stdout, r.stdout
+    assert "elixir" in run_cli("genesis", "run", "--help").stdout

@@ -210,10 +210,15 @@ def rust(mode: str, memory_mb: int) -> Command:
     return Command(["/usr/bin/bash", "-c", f"{build} || exit $?; exec /work/main"], "main.rs", **kw)
 
 
-def _installed() -> str:
+PACKAGES = {"javascript": "nodejs", "elixir": "elixir", "rust": "rustc"}  # the Debian package of each runtime
+
+
+def installed() -> list[str]:
     """The supported languages whose runtime is on this machine."""
-    have = ["python", "bash"]
-    have += ["javascript"] if os.path.exists("/usr/bin/node") else []
-    have += ["elixir"] if os.path.exists(ELIXIR) else []
-    have += ["rust"] if os.path.exists(RUSTC) else []
-    return ", ".join(have)
+    found = {"javascript": os.path.exists("/usr/bin/node"), "elixir": os.path.exists(ELIXIR),
+             "rust": os.path.exists(RUSTC)}
+    return ["python", "bash"] + [lang for lang, ok in found.items() if ok]
+
+
+def _installed() -> str:
+    return ", ".join(installed())
