@@ -168,7 +168,8 @@ def elixir(mode: str, memory_mb: int) -> Command:
                           f"supported here: {_installed()}")
     # The Erlang VM reserves address space up front: its literal area alone is 1 GB by default (+MIscs 128
     # makes it 128 MB) and its JIT more; the job's real memory is still held to memory_mb by its cgroup.
-    # Fewer dirty I/O schedulers: 12 threads instead of 20 against the processes limit. No crash dump in /work.
+    # Fewer dirty I/O schedulers: 8 threads fewer against the processes limit (it still needs ~18 processes and
+    # threads in all). No crash dump in /work.
     kw = {"extra_as_mb": 512, "error_line": ELIXIR_ERROR, "limit_note": ELIXIR_NOTE,
           "env": (("ELIXIR_ERL_OPTIONS", "+MIscs 128 +SDio 2"), ("ERL_CRASH_DUMP_SECONDS", "0"),
                   ("MALLOC_ARENA_MAX", "2"))}  # 2 malloc arenas, not 64 MB reserved per thread
