@@ -1,10 +1,12 @@
 """Genesis: sandbox start + Python hello world over the bare interpreter (same code, same run), and
-trivial jobs per second end to end (job_requests -> genesis worker -> job_results)."""
+trivial jobs per second end to end (job_requests -> genesis worker -> job_results) for Python, Elixir and
+Rust (compiled inside the job), each against bare runs of the same command at the same parallelism."""
 
 from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -14,12 +16,16 @@ from bench.common import pct, ready
 from orchestrator.core.bus import Bus
 from orchestrator.core.messages import ulid
 from orchestrator.core.supervisor import Supervisor
-from orchestrator.genesis.sandbox import Limits, Sandbox
+from orchestrator.genesis.sandbox import Limits, Sandbox, languages
 from orchestrator.infra.db import role_conninfo
 
 N = int(os.environ.get("BENCH_GENESIS_N", "60"))
 JOBS = int(os.environ.get("BENCH_GENESIS_JOBS", "200"))
 HELLO = "print('hello')\n"
+LANG_JOBS = int(os.environ.get("BENCH_GENESIS_LANG_JOBS", "40"))
+# seed 002's compiled/VM languages: a hello world, and what the bare baseline runs (the sandbox's own command)
+COMPILED = {"elixir": ('IO.puts("hello")\n', "`elixir main.exs`"),
+            "rust": ('fn main() {\n    println!("hello");\n}\n', "`rustc main.rs && ./main` (compile + run)")}
 
 
 def _start_overhead() -> list[tuple[str, str, str]]:
@@ -57,6 +63,54 @@ def _child_cpu() -> float:
     return (r.ru_utime + r.ru_stime) * 1000
 
 
+def _drain(bus: Bus, jobs: list[dict]) -> float:
+    """Publish JOBS on job_requests and wait for every result: results per second (0 if some never came)."""
+    ids = [ulid() for _ in jobs]
+    t0 = time.perf_counter()
+    bus.publish_batch("job_requests", [{"id": i, "mode": "run", **j} for i, j in zip(ids, jobs, strict=True)])
+    want, seen, failed = set(ids), set(), []
+    while want - seen and time.perf_counter() - t0 < 300:
+        msgs = bus.read("job_results", 100)
+        for m in msgs:
+            seen.add(m.body["request_id"])
+            if m.body.get("exit_code") != 0:
+                failed.append(m.body.get("error"))
+        bus.ack_many(msgs)
+        if not msgs:
+            time.sleep(0.01)
+    el = time.perf_counter() - t0
+    assert not failed, f"{len(failed)} jobs failed, e.g. {failed[0]}"
+    return len(seen & want) / el
+
+
+def _bare(argv_env, n: int, jobs: int) -> float:
+    """Runs/s of ARGV_ENV(dir) -> (argv, env), each in its own fresh directory, N at a time: no sandbox, no bus."""
+    def one(_i):
+        d = tempfile.mkdtemp(prefix="bench-genesis-")
+        try:
+            argv, env = argv_env(d)
+            subprocess.run(argv, cwd=d, env=env, capture_output=True, check=True)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    t1 = time.perf_counter()
+    with ThreadPoolExecutor(n) as ex:
+        list(ex.map(one, range(jobs)))
+    return jobs / (time.perf_counter() - t1)
+
+
+def _bare_command(language: str, code: str):
+    """The sandbox's own command for LANGUAGE (same argv, same extra environment), run in a plain directory."""
+    cmd = languages.command(language, "run", 256)
+
+    def argv_env(d: str):
+        with open(os.path.join(d, cmd.filename), "w") as fh:
+            fh.write(code)
+        env = {"PATH": "/usr/bin:/bin", "HOME": d, "TMPDIR": d, "LANG": "C.UTF-8", **dict(cmd.env)}
+        return [a.replace("/work/", f"{d}/") for a in cmd.argv], env
+    return argv_env
+
+
 def _throughput(s) -> list[tuple[str, str, str]]:
     from orchestrator.genesis.worker import concurrency, make
 
@@ -64,41 +118,31 @@ def _throughput(s) -> list[tuple[str, str, str]]:
     sup = Supervisor([w], grace_s=5)
     sup.start()
     bus = Bus(role_conninfo(s, "shared_queue", "svc_singularity"), source="bench", pool_size=2)
+    n = concurrency()
+    rows = []
     try:
-        warm = ulid()
-        bus.publish("job_requests", {"id": warm, "language": "python", "mode": "run", "code": "print(0)"})
-        bus.await_reply("job_results", warm, timeout=30)
-        ids = [ulid() for _ in range(JOBS)]
-        t0 = time.perf_counter()
-        bus.publish_batch("job_requests", [{"id": i, "language": "python", "mode": "run", "code": "print(1)"}
-                                           for i in ids])
-        want, seen = set(ids), set()
-        while want - seen and time.perf_counter() - t0 < 120:
-            msgs = bus.read("job_results", 100)
-            for m in msgs:
-                seen.add(m.body["request_id"])
-            bus.ack_many(msgs)
-            if not msgs:
-                time.sleep(0.01)
-        el = time.perf_counter() - t0
-        n = concurrency()
+        _drain(bus, [{"language": "python", "code": "print(0)"}])  # warm up
+        rate = _drain(bus, [{"language": "python", "code": "print(1)"}] * JOBS)
         # baseline: the same number of bare interpreter runs with the same parallelism, no sandbox, no bus
-        d = tempfile.mkdtemp()
-        path = os.path.join(d, "main.py")
-        with open(path, "w") as fh:
-            fh.write("print(1)\n")
-        t1 = time.perf_counter()
-        with ThreadPoolExecutor(n) as ex:
-            list(ex.map(lambda _i: subprocess.run(["/usr/bin/python3", path], capture_output=True), range(JOBS)))
-        bare = JOBS / (time.perf_counter() - t1)
+        bare = _bare(_bare_command("python", "print(1)\n"), n, JOBS)
+        rows += [(f"genesis: trivial jobs/s end to end ({n} slots, {JOBS} jobs)",
+                  f"{rate:.1f} ({rate / bare:.2f}x bare)", ">= 20/s on 2 cores"),
+                 ("genesis: bare python3 runs/s, same parallelism", f"{bare:.1f}", "baseline")]
+        for lang, (code, what) in COMPILED.items():
+            if not os.path.exists(languages.ELIXIR if lang == "elixir" else languages.RUSTC):
+                rows.append((f"genesis: {lang} hello jobs/s end to end", "skipped: not installed", "-"))
+                continue
+            _drain(bus, [{"language": lang, "code": code}])  # warm up (page cache)
+            rate = _drain(bus, [{"language": lang, "code": code}] * LANG_JOBS)
+            bare = _bare(_bare_command(lang, code), n, LANG_JOBS)
+            rows += [(f"genesis: {lang} hello jobs/s end to end ({n} slots, {LANG_JOBS} jobs)",
+                      f"{rate:.2f} ({rate / bare:.2f}x bare)", "-"),
+                     (f"genesis: bare {what} runs/s, same parallelism", f"{bare:.2f}", "baseline")]
     finally:
         bus.close()
         sup.request_stop()
         sup.shutdown()
-    rate = len(seen & want) / el
-    return [(f"genesis: trivial jobs/s end to end ({n} slots, {JOBS} jobs)", f"{rate:.1f} ({rate / bare:.2f}x bare)",
-             ">= 20/s on 2 cores"),
-            ("genesis: bare python3 runs/s, same parallelism", f"{bare:.1f}", "baseline")]
+    return rows
 
 
 def run() -> list[tuple[str, str, str]]:

@@ -30,29 +30,39 @@ def genesis() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what is in force as JSON.")
 def check(as_json: bool) -> None:
     """Is the sandbox usable here, and what confines a job? Runs a probe through it."""
-    from orchestrator.genesis.sandbox import Sandbox, SandboxUnavailable, confinement_report
+    from orchestrator.genesis.sandbox import (
+        PACKAGES,
+        Sandbox,
+        SandboxUnavailable,
+        confinement_report,
+        installed,
+    )
 
     try:
         sb = Sandbox()
         r = sb.check()
     except SandboxUnavailable as e:
         fail(str(e))
+    langs = installed()
     if as_json:
         click.echo(json.dumps({"sandbox": sb.kind, "confinement": sb.confinement(), "probe": r["probe"],
-                               "duration_ms": r["duration_ms"]}, indent=2))
+                               "duration_ms": r["duration_ms"], "languages": langs}, indent=2))
         return
     uid = "a dedicated uid per job (GENESIS_UID_BASE + slot)" if sb.root else "the current (non-root) user"
     click.echo(f"sandbox {sb.kind}: ok ({r['duration_ms']:.0f} ms for the python probe; runs as {uid})")
     lines, warnings = confinement_report(sb, r["probe"])
     for line in lines:
         click.echo(line)
+    missing = [f"{lang} (apt-get install {pkg})" for lang, pkg in PACKAGES.items() if lang not in langs]
+    click.echo(f"languages: {', '.join(langs)}" + (f"; missing: {', '.join(missing)}" if missing else ""))
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
 
 
 @genesis.command("run")
 @click.argument("file", type=click.File("r"), default="-")
-@click.option("--language", "-l", default="python", show_default=True, help="python, javascript (node) or bash.")
+@click.option("--language", "-l", default="python", show_default=True, help="python, javascript (node), bash, elixir (elixir main.exs) or rust (rustc, then the binary; "
+              "the compile counts against the limits).")
 @click.option("--mode", "-m", default="run", show_default=True, type=click.Choice(["run", "validate", "lint"]))
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Wall-clock seconds (capped by the maximum).")
 @click.option("--limit", "limits", multiple=True, help="NAME=VALUE, e.g. memory_mb=128 (repeatable).")

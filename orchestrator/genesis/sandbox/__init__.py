@@ -1,6 +1,6 @@
 """The code sandbox of Genesis: bubblewrap + rlimits + a cgroup + a seccomp filter + an unprivileged uid per job."""
 
-from orchestrator.genesis.sandbox.languages import MODES, Unsupported
+from orchestrator.genesis.sandbox.languages import MODES, PACKAGES, Unsupported, installed
 from orchestrator.genesis.sandbox.limits import DEFAULTS, Limits, resolve_local
 from orchestrator.genesis.sandbox.runner import (
            UNSAFE_WARNING,
@@ -9,5 +9,5 @@ from orchestrator.genesis.sandbox.runner import (
            confinement_report,
 )
 
-__all__ = ["DEFAULTS", "MODES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable", "Unsupported",
-           "confinement_report", "resolve_local"]
+__all__ = ["DEFAULTS", "MODES", "PACKAGES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable",
+           "Unsupported", "confinement_report", "installed", "resolve_local"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 MODES = ("run", "validate", "lint")
 ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "nodejs": "javascript",
-           "sh": "bash", "shell": "bash"}
+           "sh": "bash", "shell": "bash", "ex": "elixir", "exs": "elixir", "rs": "rust"}
+SUPPORTED = "python, javascript (node), bash, elixir, rust"
 RUFF_IN_SANDBOX = "/opt/genesis/ruff"
 ESLINT = "/usr/share/nodejs/eslint/bin/eslint.js"
 ESLINT_CONFIG = ('{"root": true, "extends": "eslint:recommended", "env": {"node": true, "es2020": true}, '
@@ -25,6 +26,9 @@ class Command:
     extra_as_mb: int = 0                      # address space the runtime reserves beyond the program's own
     env: tuple[tuple[str, str], ...] = ()     # extra environment inside the sandbox
     files: tuple[tuple[str, str], ...] = ()   # extra files (name in /work, content), e.g. a linter config
+    error_line: str | None = None             # regex: the first matching output line is the result's error text
+                                              # (a compiler's first error, not its last line "aborting ...")
+    limit_note: str | None = None             # added to the error when memory, cpu or processes stopped the job
 
 
 class Unsupported(Exception):
@@ -114,5 +118,108 @@ def command(language: str, mode: str, memory_mb: int, *, python: str = "/usr/bin
         if not sc:
             raise Unsupported("bash lint needs shellcheck (apt-get install shellcheck); use mode validate (bash -n)")
         return Command([sc, "--format", "gcc", "--shell", "bash", "main.sh"], "main.sh")
-    raise Unsupported(f"unknown language {language!r}; supported: python, javascript (node), bash "
+    if lang in ("elixir", "rust"):
+        return (elixir if lang == "elixir" else rust)(mode, memory_mb)
+    raise Unsupported(f"unknown language {language!r}; supported: {SUPPORTED} "
                       f"(aliases: {', '.join(sorted(ALIASES))}); modes: {', '.join(MODES)}")
+
+
+# Elixir lint: compiler warnings and the formatter, without running the script. Modules are compiled (their
+# bodies run, as in any Elixir compile); the script's top-level code is compiled inside a function that is
+# never called, so its warnings (unused variables, undefined functions) are reported but nothing of it runs.
+# Exit 1 when the formatter would change the file; warnings are counted by the shell around it.
+ELIXIR_LINT = """src = File.read!("main.exs")
+forms = case Code.string_to_quoted!(src, file: "main.exs", columns: true) do
+  {:__block__, _, fs} -> fs
+  f -> [f]
+end
+{mods, script} = Enum.split_with(forms, fn
+  {d, _, _} when d in [:defmodule, :defprotocol, :defimpl] -> true
+  _ -> false
+end)
+body = {:def, [line: 1], [{:__script__, [line: 1], []}, [do: {:__block__, [], script ++ [nil]}]]}
+Code.compile_quoted({:__block__, [], mods ++ [{:defmodule, [line: 1],
+  [{:__aliases__, [line: 1], [:GenesisLintScript]}, [do: body]]}]}, "main.exs")
+want = IO.iodata_to_binary(Code.format_string!(src)) <> "\\n"
+if want != src do
+  got = String.split(src, "\\n")
+  exp = String.split(want, "\\n")
+  n = Enum.zip(got ++ [nil], exp ++ [nil]) |> Enum.find_index(fn {a, b} -> a != b end)
+  IO.puts("main.exs:#{n + 1}: not formatted as `mix format` writes it; expected: #{inspect(Enum.at(exp, n))}")
+  System.halt(1)
+end
+"""
+# warnings make the lint fail (exit 1), all findings on stdout as the other linters print them
+ELIXIR_LINT_SH = ('out=$(/usr/bin/elixir .genesis_lint.exs 2>&1); s=$?; [ -n "$out" ] && printf "%s\\n" "$out"; '
+                  '[ $s -ne 0 ] && exit $s; case $out in *"warning: "*) exit 1;; esac; echo "no findings"')
+ELIXIR_ERROR = r"^\*\* \("                               # ** (CompileError) main.exs:3: ..., ** (RuntimeError) ...
+RUST_ERROR = r"^(error(\[E\d+\])?: (?!aborting)|thread '.*' panicked at )"
+RUSTC = "/usr/bin/rustc"
+RUST_NOTE = ("rustc compiles inside the job, so the compile counts against memory_mb, cpu_s, processes and "
+             "timeout_s: a hello world needs about 60 MB, 14 processes/threads and 0.2 s to compile, larger programs more")
+ELIXIR_NOTE = "the Erlang VM itself takes about 40 MB, 18 processes/threads and 0.4 s of CPU of them to start"
+ELIXIR = "/usr/bin/elixir"
+
+
+def elixir(mode: str, memory_mb: int) -> Command:
+    """`elixir main.exs`; validate: the parser (syntax only, nothing runs); lint: compiler warnings + formatter."""
+    if not os.path.exists(ELIXIR):
+        raise Unsupported("elixir is not installed: apt-get install elixir (Debian package elixir, with Erlang); "
+                          f"supported here: {_installed()}")
+    # The Erlang VM reserves address space up front: its literal area alone is 1 GB by default (+MIscs 128
+    # makes it 128 MB) and its JIT more; the job's real memory is still held to memory_mb by its cgroup.
+    # Fewer dirty I/O schedulers: 8 threads fewer against the processes limit (it still needs ~18 processes and
+    # threads in all). No crash dump in /work.
+    kw = {"extra_as_mb": 512, "error_line": ELIXIR_ERROR, "limit_note": ELIXIR_NOTE,
+          "env": (("ELIXIR_ERL_OPTIONS", "+MIscs 128 +SDio 2"), ("ERL_CRASH_DUMP_SECONDS", "0"),
+                  ("MALLOC_ARENA_MAX", "2"))}  # 2 malloc arenas, not 64 MB reserved per thread
+    if mode == "run":
+        return Command([ELIXIR, "main.exs"], "main.exs", **kw)
+    if mode == "validate":
+        return Command([ELIXIR, "-e", 'Code.string_to_quoted!(File.read!("main.exs"), file: "main.exs"); '
+                        'IO.puts("syntax ok")'], "main.exs", **kw)
+    kw["error_line"] = r"^(\*\* \(|warning: |main\.exs:\d+: not formatted)"  # a finding, not "no findings"
+    return Command(["/usr/bin/bash", "-c", ELIXIR_LINT_SH], "main.exs", files=((".genesis_lint.exs", ELIXIR_LINT),),
+                   **kw)
+
+
+def rust(mode: str, memory_mb: int) -> Command:
+    """rustc compiles main.rs inside the sandbox (the compile counts against the job's limits), then the binary
+    runs; validate: `rustc --emit=metadata` (parse, types, borrows; no code generated); lint: rustc's warnings
+    as errors (clippy is not packaged with Debian's rustc)."""
+    if not os.path.exists(RUSTC):
+        raise Unsupported("rust is not installed: apt-get install rustc (Debian package rustc; /usr/bin/rustc, "
+                          f"a rustup toolchain in a home directory is not visible in the sandbox); supported here: "
+                          f"{_installed()}")
+    base = [RUSTC, "--edition", "2021", "--crate-name", "main"]
+    # fewer malloc arenas: less address space reserved per compiler thread
+    kw = {"extra_as_mb": 512, "env": (("MALLOC_ARENA_MAX", "2"),), "error_line": RUST_ERROR, "limit_note": RUST_NOTE}
+    if mode == "validate":
+        return Command([*base, "--emit=metadata", "-o", "/work/main.rmeta", "main.rs"], "main.rs", **kw)
+    if mode == "lint":
+        return Command(["/usr/bin/bash", "-c", " ".join([*base, "--emit=metadata", "-o", "/work/main.rmeta", "-D",
+                                                         "warnings", "-W", "rust-2018-idioms", "-W",
+                                                         "unused-qualifications", "main.rs", "2>&1"])],
+                       "main.rs", **kw)
+    cc = os.path.realpath(shutil.which("cc", path="/usr/bin") or "/usr/bin/cc")
+    if not cc.startswith("/usr/bin/") or not os.access(cc, os.X_OK):
+        raise Unsupported("rust needs a C linker for rustc (cc: Debian package gcc, a dependency of rustc); "
+                          "mode validate works without it")
+    # warnings are for lint: the job's stderr is the compiler's errors, then the program's own
+    build = " ".join([*base, "-A", "warnings", "-C", "strip=debuginfo", "-C", f"linker={cc}", "-o", "/work/main",
+                      "main.rs"])
+    return Command(["/usr/bin/bash", "-c", f"{build} || exit $?; exec /work/main"], "main.rs", **kw)
+
+
+PACKAGES = {"javascript": "nodejs", "elixir": "elixir", "rust": "rustc"}  # the Debian package of each runtime
+
+
+def installed() -> list[str]:
+    """The supported languages whose runtime is on this machine."""
+    found = {"javascript": os.path.exists("/usr/bin/node"), "elixir": os.path.exists(ELIXIR),
+             "rust": os.path.exists(RUSTC)}
+    return ["python", "bash"] + [lang for lang, ok in found.items() if ok]
+
+
+def _installed() -> str:
+    return ", ".join(installed())

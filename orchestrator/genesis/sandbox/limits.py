@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 DEFAULTS: dict[str, tuple[float, float, str, str]] = {
     "timeout_s": (10, 120, "s", "wall-clock time; the whole process tree is killed at the deadline"),
     "cpu_s": (10, 120, "s", "CPU seconds per process (RLIMIT_CPU)"),
-    "memory_mb": (256, 2048, "MB", "address space per process (RLIMIT_AS; node gets +1024 MB of V8 reservations)"),
+    "memory_mb": (256, 2048, "MB", "memory of the whole job through its cgroup (without one: per process); also "
+                  "address space per process (RLIMIT_AS) plus what runtimes reserve up front: +1024 MB node (V8), "
+                  "+512 MB elixir (Erlang VM) and rust (rustc; the compile counts against the limits)"),
     "processes": (64, 512, "", "processes and threads of the sandbox uid (RLIMIT_NPROC)"),
     "file_size_mb": (16, 256, "MB", "largest file a process may write (RLIMIT_FSIZE)"),
     "tmpfs_mb": (64, 512, "MB", "size of the private tmpfs working directory /work"),

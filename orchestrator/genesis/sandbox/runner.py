@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import select
 import selectors
 import shutil
@@ -82,6 +83,9 @@ print(json.dumps({'fds': fds(), 'userns': userns, 'memfd': memfd, 'shm_mb': st.f
 SIGNATURES = (
     ("memoryerror", "memory"), ("cannot allocate memory", "memory"), ("out of memory", "memory"),
     ("bad_alloc", "memory"), ("allocation failed", "memory"),
+    ("memory allocation of", "memory"), ("bytes of memory", "memory"),  # Rust's alloc failure, the Erlang VM's
+    ("failed to create scheduler thread", "processes"), ("failed to create aux thread", "processes"),
+    ("failed to create dirty", "processes"), (": eagain", "processes"),  # the Erlang VM's threads and ports
     ("resource temporarily unavailable", "processes"), ("cannot fork", "processes"),
     ("fork: retry", "processes"), ("can't start new thread", "processes"),
     ("no space left on device", "disk"), ("file too large", "file_size"), ("too many open files", "open_files"),
@@ -313,7 +317,7 @@ class Sandbox:
             life = [lifeline] if lifeline is not None else []
             lifeline = None
             try:
-                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak)
+                return self._supervise(argv, cwd, env, pass_fds, lim, uid, fds, life, info_r, job, peak, cmd)
             finally:
                 for fd in life:  # not closed by _supervise (it closes and removes it at a stop)
                     os.close(fd)
@@ -329,7 +333,8 @@ class Sandbox:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def _supervise(self, argv, cwd, env, pass_fds, lim: Limits, uid: int | None, fds: list[int],
-                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None) -> dict:
+                   life: list[int], info_r: int | None, job: cgroup.Job | None, peak_fd: int | None,
+                   cmd: Command | None = None) -> dict:
         cap = int(lim.output_kb) * 1024
         t0 = time.monotonic()
         deadline = t0 + float(lim.timeout_s)
@@ -339,6 +344,7 @@ class Sandbox:
             os.close(fds.pop())
         bufs = {p.stdout.fileno(): bytearray(), p.stderr.fileno(): bytearray()}
         hints: list[str] = []
+        err_tail = b""
         truncated = False
         child, stopped, setup_error = _join_cgroup(job, info_r, deadline, life) if job is not None else (None, None, None)
         sel = selectors.DefaultSelector()
@@ -359,8 +365,10 @@ class Sandbox:
                     if not data:
                         sel.unregister(key.fd)
                         continue
-                    low = data.lower() if key.fd == p.stderr.fileno() else b""
-                    hints += [lim_ for sig, lim_ in SIGNATURES if sig.encode() in low and lim_ not in hints]
+                    if key.fd == p.stderr.fileno():  # with what came before: a message may come byte by byte
+                        low = (err_tail + data).lower()
+                        err_tail = low[-64:]
+                        hints += [lim_ for sig, lim_ in SIGNATURES if sig.encode() in low and lim_ not in hints]
                     b = bufs[key.fd]
                     room = cap - len(b)
                     b += data[:max(0, room)]
@@ -391,7 +399,8 @@ class Sandbox:
         # NUL cannot be stored in PostgreSQL text/jsonb: shown as U+FFFD like any undecodable byte
         out, err = (bufs[k].decode("utf-8", "replace").replace("\x00", "\ufffd") for k in bufs)
         run = _Run(code=p.returncode, cpu_s=ru.ru_utime + ru.ru_stime, stopped=stopped, truncated=truncated,
-                   setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0)
+                   setup_error=setup_error, hints=hints, oom=job.oom_kills() if job is not None else 0,
+                   error_line=cmd.error_line if cmd else None, limit_note=cmd.limit_note if cmd else None)
         killed, exceeded, error = _outcome(run, lim, out, err)
         if truncated:
             marker = f"\n[genesis: output truncated at {cap} bytes; the job was stopped]\n"
@@ -413,6 +422,8 @@ class _Run:
     setup_error: str | None
     hints: list[str]              # limits named by the runtime's own error messages
     oom: int                      # out-of-memory kills in the job's cgroup
+    error_line: str | None = None  # regex of the line that says what went wrong (else the last line)
+    limit_note: str | None = None  # added to a limit's error (e.g. the compile counts against the limits)
 
 
 def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, str | None, str | None]:
@@ -438,12 +449,26 @@ def _outcome(run: _Run, lim: Limits, out: str, err: str) -> tuple[str | None, st
         error = f"timed out after {lim.timeout_s:g}s: the whole process tree was killed (raise timeout_s up to the operator's maximum)"
     elif killed:
         error = f"resource limit exceeded: {exceeded} (limits: {_limit_text(exceeded, lim)})"
+        if run.limit_note and exceeded in ("memory", "cpu", "processes"):
+            error += f"; {run.limit_note}"
     elif code != 0:
-        tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
-        error = f"exit code {code}: " + (tail[0][:300] if tail else f"signal {sig}" if sig else "no output")
+        tail = _error_line(run.error_line, err, out)
+        error = f"exit code {code}: " + (tail[:300] if tail else f"signal {sig}" if sig else "no output")
     else:
         error = None
     return killed, exceeded, error
+
+
+def _error_line(pattern: str | None, err: str, out: str) -> str | None:
+    """The line that says why a job failed: the first line matching PATTERN (a compiler's first error), else
+    the last non-empty line of stderr (or of stdout when stderr is empty)."""
+    if pattern:
+        rx = re.compile(pattern)
+        hit = next((ln for ln in (err + "\n" + out).splitlines() if rx.search(ln)), None)
+        if hit:
+            return hit.strip()
+    tail = [ln for ln in (err.strip() or out.strip()).splitlines() if ln.strip()][-1:]
+    return tail[0] if tail else None
 
 
 def _join_cgroup(job: cgroup.Job, info_r: int | None, deadline: float, life: list[int]):
