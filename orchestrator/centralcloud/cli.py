@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, sql_error_text, sql_rows, table
+from orchestrator.infra.output import fail, sql_rows, table
 
 
 def _cc():
@@ -109,26 +109,37 @@ def exports(limit: int) -> None:
 def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
     """Counts per type per day, p50/p95 queue latency, approval rate, questions per agent, top patterns,
     LLM usage and cost (from the shared_queue archives, through CentralCloud)."""
-    import psycopg
-
     from orchestrator.centralcloud import stats as st
     from orchestrator.centralcloud.jobs import connect_cc, run_job
 
     if days < 1:
         fail(f"--days must be at least 1, got {days}")
+    if plot_file:
+        _check_plot_file(plot_file)
     s = settings()
-    if refresh:
-        out = run_job(s, "statistics")
-        if out.startswith("failed"):
-            fail(f"statistics job {out}")
-    try:
-        with connect_cc(s) as c:
-            data = st.collect(c, days)
-    except psycopg.Error as e:
-        fail(sql_error_text(e))
+    with connect_cc(s) as c:  # first: a server that is down is reported with the fix (cli.main.Cli)
+        if refresh:
+            out = run_job(s, "statistics")
+            if out.startswith("failed"):
+                fail(f"statistics job {out}")
+        data = st.collect(c, days)
     for name, (title, _q, cols) in st.QUERIES.items():
         click.echo(f"\n== {title}")
         table(data[name], cols)
     if plot_file:
         st.plot(data, plot_file, days)
         click.echo(f"\nwrote {plot_file}")
+
+
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp")
+
+
+def _check_plot_file(path: Path) -> None:
+    """Before any work: --plot names an image file in a folder that exists."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        what = f".{suffix} is not an image format this writes" if suffix else "the name has no extension"
+        fail(f"--plot {path}: {what}; end the name with one of {', '.join('.' + f for f in PLOT_FORMATS)}, e.g. --plot stats.png")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        fail(f"--plot {path}: the folder {folder} does not exist; create it (mkdir -p {folder}) or name another")

@@ -297,7 +297,8 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
     if _page_is_up(web):  # a running daemon (make run) serves the page: use it instead of a second one
         names = tuple(n for n in NEEDED_WORKERS if n != "hitl")
         out.write(f"using the page of the running daemon at {web}\n")
-    with workers_in_process(s, names), connect(role_conninfo(s, db, service_role("singularity", instance))) as sq:
+    # the instance's database first: with the server down this fails at once, before any worker starts
+    with connect(role_conninfo(s, db, service_role("singularity", instance))) as sq, workers_in_process(s, names):
         return Demo(s, sq, instance=instance, interactive=interactive, timeout=timeout, out=out, web=web).run()
 
 

@@ -17,10 +17,54 @@ from orchestrator.infra.output import fail, fmt, json_line, table
 log = logging.getLogger("orchestrator")
 
 
+class Cli(click.Group):
+    """The command group whose invoke is the CLI's one error path: a failed connection, a refused value, a
+    setting or a file that cannot be used ends the command with what was wrong and the fix (exit 1), never a
+    traceback. Anything else is a bug: one line says so, and --log-level debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from orchestrator.infra.output import explain
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the one place that turns errors into messages
+            text = explain(e, _external())
+            if text is None:
+                if log.isEnabledFor(logging.DEBUG):
+                    raise
+                text = (f"unexpected {type(e).__name__}: {str(e).strip()[:300] or '(no message)'}. This is a bug: "
+                        "run the command again with --log-level debug for the traceback, and report it")
+            fail(text)
 
 
-@click.group(context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level (env ORCHESTRATOR_LOG_LEVEL).")
+def _external() -> bool | None:
+    """Whether a server is configured by env (None when the settings themselves are bad)."""
+    try:
+        return settings().external
+    except SystemExit:
+        return None
+
+
+def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from orchestrator.infra.config import LOG_LEVELS
+
+    if value.lower() not in LOG_LEVELS:
+        source = ctx.get_parameter_source(param.name)
+        name = "ORCHESTRATOR_LOG_LEVEL" if source == click.core.ParameterSource.ENVIRONMENT else "--log-level"
+        fail(f"{name}={value!r} is not a log level; use one of {', '.join(LOG_LEVELS)} (default info)")
+    return value.upper()
+
+
+@click.group(cls=Cli, context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", "-V", package_name="orchestrator", prog_name="orchestrator",
+                      message="%(prog)s %(version)s")
+@click.option("--log-level", default="INFO", show_default=True, callback=_log_level,
+              help="Logging level: debug, info, warning, error, critical (env ORCHESTRATOR_LOG_LEVEL).")
 @click.option("--log-json/--no-log-json", default=False, help="Structured JSON logs (env ORCHESTRATOR_LOG_JSON).")
 def main(log_level: str, log_json: bool) -> None:
     """Postgres-centric agent backbone: embedded PostgreSQL, migrations, the bus, and the daemon."""
@@ -199,13 +243,8 @@ def send(queue: str, message: str, role: str | None) -> None:
 @click.option("--limit", default=20, show_default=True)
 def read(queue: str, archive: bool, limit: int) -> None:
     """Show messages of QUEUE (or its archive) without consuming them."""
-    import psycopg
-
     with _operator() as conn:
-        try:
-            rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
-        except psycopg.Error as e:
-            fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
+        rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
     for r in rows:
         when = f" archived {fmt(r['archived_at'])}" if archive else f" vt {fmt(r['vt'])}"
         click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {fmt(r['enqueued_at'])}{when}")
@@ -280,8 +319,15 @@ def status() -> None:
 
         c = Cluster(s)
         click.echo(f"postgres   {'running' if c.running() else 'STOPPED (make db)'} ({c.status()['data_dir']})")
-    pending = sum(len(r["pending"]) for r in mstatus(s))
-    click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
+    with _operator() as conn:  # first: with the server down, this says so with the fix
+        conn.execute("SELECT 1")
+    rows = mstatus(s)
+    pending, unknown = sum(len(r["pending"]) for r in rows), [r for r in rows if r["error"]]
+    if unknown:
+        click.echo(f"migrations unknown for {', '.join(r['database'] for r in unknown)} ({unknown[0]['error']}); "
+                   "run `orchestrator migrate`")
+    else:
+        click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
     with _operator() as conn:
         q = conn.execute("SELECT sum(queue_length) AS depth, sum(dead_letters) AS dl, max(oldest_age_s) AS oldest "
                          "FROM bus.queue_overview()").fetchone()
@@ -302,8 +348,8 @@ def status() -> None:
 @main.command()
 def alerts() -> None:
     """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
-    refresh_schedule_report(settings())  # the schedules' last runs, fresh
-    with _operator() as conn:
+    with _operator() as conn:  # first: with the server down, this says so (and nothing else is tried)
+        refresh_schedule_report(settings())  # the schedules' last runs, fresh
         rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
     for r in rows:
         click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {r['fix']}")

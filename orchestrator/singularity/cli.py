@@ -8,11 +8,12 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import call, table
+from orchestrator.infra.output import table
 
 
 def _call(fn, *args, **kw):
-    return call(fn, settings(), *args, **kw)
+    """FN(settings, ...): a UserError or database error reaches the CLI's one error path (cli.main.Cli)."""
+    return fn(settings(), *args, **kw)
 
 
 instance_opt = click.option("--instance", default="default", show_default=True,

@@ -270,10 +270,16 @@ BEGIN
            b.queue_name, b.msg_id
       FROM centralcloud._batch_patterns b
       JOIN centralcloud._fresh f ON f.queue_name = b.queue_name AND f.msg_id = b.msg_id
-     CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
-                                                  THEN b.message->'artifacts'
-                                                  WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
-                                                  ELSE '[]' END) AS p(o);
+     -- a pattern given as a string is the pattern with that key; a learned_patterns message's own
+     -- usage_count / success_rate (the seeds' shape) count for artifacts that carry none of their own
+     CROSS JOIN LATERAL (
+        SELECT jsonb_strip_nulls(jsonb_build_object('occurrences', b.message->'usage_count',
+                                                    'confidence', b.message->'success_rate'))
+               || CASE WHEN jsonb_typeof(x) = 'string' THEN jsonb_build_object('key', x #>> '{}') ELSE x END AS o
+          FROM jsonb_array_elements(CASE WHEN b.message->>'type' = 'learned_patterns' AND jsonb_typeof(b.message->'artifacts') = 'array'
+                                         THEN b.message->'artifacts'
+                                         WHEN jsonb_typeof(b.message->'patterns') = 'array' THEN b.message->'patterns'
+                                         ELSE '[]' END) AS e(x)) AS p;
     SELECT count(*), count(*) FILTER (WHERE NOT valid) INTO nitems, nrej FROM centralcloud._items;
 
     IF nrej > 0 THEN
@@ -627,6 +633,11 @@ DECLARE
     changed int;
     last_id bigint;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('aggregate', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:aggregate')) THEN
         result := 'skipped: aggregate is already running';
         RETURN;
@@ -687,6 +698,11 @@ DECLARE
     changed bigint := 0;
     last_id bigint := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('heartbeats', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:heartbeats')) THEN
         result := 'skipped: heartbeats is already running';
         RETURN;
@@ -734,6 +750,11 @@ DECLARE
     n int := centralcloud.refresh_packages();
     pruned bigint := centralcloud.prune();
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('package-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     result := centralcloud._log_run('package-sync', started, true,
         format('%s packages in the catalogue, %s changed; %s old ledger/job rows pruned',
                (SELECT count(*) FROM centralcloud.packages), n, pruned));
@@ -768,6 +789,11 @@ DECLARE
     sentq int := 0;
     upto int := 0;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('pattern-sync', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF npat = 0 THEN
         result := centralcloud._log_run('pattern-sync', started, true, 'no aggregated patterns yet; nothing sent');
         COMMIT;
@@ -818,6 +844,11 @@ DECLARE
     started timestamptz := clock_timestamp();
     r jsonb;
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN   -- SHARED_QUEUE_ENABLED=false: wait, and say so
+        result := centralcloud._log_run('statistics', started, true, ops.bus_off());
+        COMMIT;
+        RETURN;
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(hashtext('centralcloud:statistics')) THEN
         result := 'skipped: statistics is already running';
         RETURN;
@@ -1169,6 +1200,29 @@ CREATE FUNCTION centralcloud.setting(p_key text, p_default text DEFAULT NULL::te
 
 
 ALTER FUNCTION centralcloud.setting(p_key text, p_default text) OWNER TO own_centralcloud;
+
+--
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_centralcloud;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_centralcloud
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
+
 
 --
 -- Name: is_ulid(text); Type: FUNCTION; Schema: ops; Owner: own_centralcloud
@@ -2423,6 +2477,14 @@ REVOKE ALL ON FUNCTION centralcloud.set_setting(p_key text, p_value text) FROM P
 
 REVOKE ALL ON FUNCTION centralcloud.setting(p_key text, p_default text) FROM PUBLIC;
 GRANT ALL ON FUNCTION centralcloud.setting(p_key text, p_default text) TO svc_centralcloud;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_centralcloud
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
+GRANT ALL ON FUNCTION ops.bus_off() TO svc_centralcloud;
 
 
 --

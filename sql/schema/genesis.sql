@@ -352,6 +352,29 @@ COMMENT ON FUNCTION genesis.start_execution(p_request_id text, p_agent_id text, 
 
 
 --
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_genesis
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_genesis;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_genesis
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
+
+
+--
 -- Name: is_ulid(text); Type: FUNCTION; Schema: ops; Owner: own_genesis
 --
 
@@ -777,6 +800,13 @@ REVOKE ALL ON FUNCTION genesis.set_limit(p_name text, p_default numeric, p_max n
 
 REVOKE ALL ON FUNCTION genesis.start_execution(p_request_id text, p_agent_id text, p_language text, p_mode text, p_code_sha256 text, p_limits jsonb, p_worker text, p_lease_s double precision, p_sender text, p_sha256 text) FROM PUBLIC;
 GRANT ALL ON FUNCTION genesis.start_execution(p_request_id text, p_agent_id text, p_language text, p_mode text, p_code_sha256 text, p_limits jsonb, p_worker text, p_lease_s double precision, p_sender text, p_sha256 text) TO svc_genesis;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_genesis
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
 
 
 --

@@ -972,8 +972,10 @@ BEGIN
     FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
         EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM %I', qt, at, role_);
+        EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM %I', qt || '_msg_id_seq', role_);
     END LOOP;
     EXECUTE format('REVOKE ALL ON pgmq.%I, pgmq.%I FROM PUBLIC', qt, at);
+    EXECUTE format('REVOKE ALL ON SEQUENCE pgmq.%I FROM PUBLIC', qt || '_msg_id_seq');
     FOR f IN SELECT * FROM bus.flows WHERE kind = q.kind LOOP
         FOR role_ IN SELECT * FROM bus._service_roles(f.service, q) LOOP
             CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
@@ -987,6 +989,13 @@ BEGIN
                 EXECUTE format('GRANT SELECT, INSERT ON pgmq.%I TO %I', at, role_);
             END IF;
         END LOOP;
+    END LOOP;
+    -- Every service role may count any queue (pgmq.metrics / metrics_all, pgmq clients' own monitoring:
+    -- getAllMetrics): the ids, visibility and enqueue times, never a message or its headers.
+    FOR role_ IN SELECT * FROM bus._all_service_roles() LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_);
+        EXECUTE format('GRANT SELECT (msg_id, vt, enqueued_at) ON pgmq.%I TO %I', qt, role_);
+        EXECUTE format('GRANT SELECT ON SEQUENCE pgmq.%I TO %I', qt || '_msg_id_seq', role_);
     END LOOP;
     -- CentralCloud: read-only on every archive, for analytics.
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'svc_centralcloud') THEN
@@ -1158,6 +1167,29 @@ $$;
 
 
 ALTER FUNCTION bus.configure(p_retention_days integer, p_notify_throttle_ms integer) OWNER TO own_shared_queue;
+
+--
+-- Name: configure_attempts(integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.configure_attempts(p_max_attempts integer) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF p_max_attempts IS NULL THEN
+        DELETE FROM bus.settings s WHERE s.key = 'max_attempts';
+    ELSIF p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max attempts must be >= 1, got %', p_max_attempts
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Set SHARED_QUEUE_MAX_ATTEMPTS to 1 or more, or unset it.';
+    ELSE
+        PERFORM bus.set_setting('max_attempts', p_max_attempts::text);
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION bus.configure_attempts(p_max_attempts integer) OWNER TO own_shared_queue;
 
 --
 -- Name: dashboard_alerts(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
@@ -1814,7 +1846,7 @@ CREATE FUNCTION bus.message_rules() RETURNS jsonb
                       'fields', coalesce((SELECT jsonb_agg(jsonb_build_object(
                           'msg_type', f.msg_type, 'field', f.field, 'json_type', f.json_type,
                           'required', f.required, 'nullable', f.nullable, 'nonempty', f.nonempty,
-                          'allowed', f.allowed) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
+                          'allowed', f.allowed, 'default', f.default_value) ORDER BY f.msg_type = '*' DESC, f.required DESC, f.field)
                         FROM bus.message_fields f WHERE f.kind = k.kind), '[]'::jsonb)))
                     FROM bus.queue_kinds k));
 $$;
@@ -2145,6 +2177,9 @@ BEGIN
          WHERE kind = q.kind AND (msg_type = '*' OR msg_type = mtype)
          ORDER BY msg_type = '*' DESC, required DESC, field
     LOOP
+        IF r.default_value IS NOT NULL AND (NOT m ? r.field OR m->r.field = 'null'::jsonb) THEN
+            m := m || jsonb_build_object(r.field, r.default_value);
+        END IF;
         v := m->r.field;
         IF v IS NULL OR (v = 'null'::jsonb AND NOT r.nullable) THEN
             IF r.required THEN
@@ -2196,6 +2231,29 @@ ALTER FUNCTION bus.validate_message(p_queue text, p_msg jsonb) OWNER TO own_shar
 --
 
 COMMENT ON FUNCTION bus.validate_message(p_queue text, p_msg jsonb) IS 'Validates a message for a queue against bus.message_fields and returns it with its envelope stamped.';
+
+
+--
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_shared_queue
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
 
 
 --
@@ -2794,6 +2852,7 @@ CREATE TABLE bus.message_fields (
     nullable boolean DEFAULT false NOT NULL,
     nonempty boolean DEFAULT false NOT NULL,
     allowed jsonb,
+    default_value jsonb,
     CONSTRAINT message_fields_allowed_check CHECK (((allowed IS NULL) OR (jsonb_typeof(allowed) = 'array'::text))),
     CONSTRAINT message_fields_json_type_check CHECK ((json_type = ANY (ARRAY['string'::text, 'number'::text, 'integer'::text, 'boolean'::text, 'array'::text, 'object'::text, 'any'::text])))
 );
@@ -2806,6 +2865,13 @@ ALTER TABLE bus.message_fields OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.message_fields IS 'Message shape rules, enforced on every insert into a queue and mirrored by the Python client.';
+
+
+--
+-- Name: COLUMN message_fields.default_value; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.message_fields.default_value IS 'Stamped when the field is missing or null (then it is not required).';
 
 
 --
@@ -4455,6 +4521,13 @@ REVOKE ALL ON FUNCTION bus.configure(p_retention_days integer, p_notify_throttle
 
 
 --
+-- Name: FUNCTION configure_attempts(p_max_attempts integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.configure_attempts(p_max_attempts integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION dashboard_alerts(); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
@@ -4600,6 +4673,13 @@ REVOKE ALL ON FUNCTION bus.queue_overview() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus.set_setting(p_key text, p_value text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
 
 
 --
@@ -4904,6 +4984,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_approval_requests TO svc_nexus;
 -- Name: COLUMN q_approval_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 
 
@@ -4912,6 +4995,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_approval_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_requests TO svc_singularity;
 
 
 --
@@ -4925,7 +5018,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_approval_requests TO svc_nexus;
 -- Name: COLUMN q_approval_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_approval_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_approval_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -4940,7 +5046,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_approval_responses TO svc_singularity;
 -- Name: COLUMN q_approval_responses.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_singularity;
 
 
 --
@@ -4948,6 +5057,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_approval_responses TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_approval_responses.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_approval_responses TO svc_singularity;
 
 
 --
@@ -4961,7 +5080,60 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_approval_responses TO svc_singularity
 -- Name: COLUMN q_approval_responses.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_approval_responses TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_approval_responses TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_approval_responses_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_approval_responses_msg_id_seq TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_dead_letters.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_dead_letters TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_dead_letters_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_dead_letters_msg_id_seq TO svc_singularity;
 
 
 --
@@ -4992,6 +5164,16 @@ GRANT UPDATE(read_ct) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
 
 
 --
+-- Name: COLUMN q_instance_heartbeat.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_instance_heartbeat TO svc_singularity;
+
+
+--
 -- Name: COLUMN q_instance_heartbeat.last_read_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
@@ -5002,7 +5184,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_instance_heartbeat TO svc_centralclou
 -- Name: COLUMN q_instance_heartbeat.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_instance_heartbeat TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_instance_heartbeat_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_instance_heartbeat_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5017,6 +5212,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_job_requests TO svc_genesis;
 -- Name: COLUMN q_job_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_singularity;
 
 
@@ -5025,6 +5223,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_job_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_job_requests TO svc_genesis;
+
+
+--
+-- Name: COLUMN q_job_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_requests TO svc_singularity;
 
 
 --
@@ -5038,7 +5246,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_job_requests TO svc_genesis;
 -- Name: COLUMN q_job_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_job_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_job_requests TO svc_genesis;
+
+
+--
+-- Name: SEQUENCE q_job_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_job_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5053,7 +5274,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_job_results TO svc_singularity;
 -- Name: COLUMN q_job_results.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_centralcloud;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_singularity;
 
 
 --
@@ -5061,6 +5285,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_job_results TO svc_genesis;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_job_results TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_job_results.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_job_results TO svc_singularity;
 
 
 --
@@ -5074,7 +5308,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_job_results TO svc_singularity;
 -- Name: COLUMN q_job_results.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_job_results TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_job_results TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_job_results TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_job_results_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_job_results_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5090,6 +5337,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 --
 
 GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 
 
 --
@@ -5097,6 +5347,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_knowledge_updates.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 
 
 --
@@ -5110,7 +5370,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
 -- Name: COLUMN q_knowledge_updates.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_knowledge_updates TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_knowledge_updates TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_knowledge_updates_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_knowledge_updates_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5125,6 +5398,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
 -- Name: COLUMN q_learned_patterns.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 
 
@@ -5133,6 +5409,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+
+
+--
+-- Name: COLUMN q_learned_patterns.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
 
 
 --
@@ -5146,7 +5432,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
 -- Name: COLUMN q_learned_patterns.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_learned_patterns TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_learned_patterns TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_learned_patterns_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_learned_patterns_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5161,6 +5460,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_llm_requests TO svc_nexus;
 -- Name: COLUMN q_llm_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 
 
@@ -5169,6 +5471,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_llm_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_requests TO svc_singularity;
 
 
 --
@@ -5182,7 +5494,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_llm_requests TO svc_nexus;
 -- Name: COLUMN q_llm_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_llm_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_llm_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5197,7 +5522,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_llm_results TO svc_singularity;
 -- Name: COLUMN q_llm_results.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_singularity;
 
 
 --
@@ -5205,6 +5533,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_llm_results TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_llm_results TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_llm_results.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_llm_results TO svc_singularity;
 
 
 --
@@ -5218,7 +5556,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_llm_results TO svc_singularity;
 -- Name: COLUMN q_llm_results.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_llm_results TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_llm_results TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_llm_results TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_llm_results_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_llm_results_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5233,6 +5584,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
 -- Name: COLUMN q_pattern_messages.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 
 
@@ -5241,6 +5595,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+
+
+--
+-- Name: COLUMN q_pattern_messages.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
 
 
 --
@@ -5254,7 +5618,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
 -- Name: COLUMN q_pattern_messages.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_pattern_messages TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_pattern_messages TO svc_centralcloud;
+
+
+--
+-- Name: SEQUENCE q_pattern_messages_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_pattern_messages_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5269,6 +5646,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_question_requests TO svc_nexus;
 -- Name: COLUMN q_question_requests.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_nexus;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_singularity;
 
 
@@ -5277,6 +5657,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_question_requests TO svc_singularity;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_question_requests TO svc_nexus;
+
+
+--
+-- Name: COLUMN q_question_requests.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_requests TO svc_singularity;
 
 
 --
@@ -5290,7 +5680,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_question_requests TO svc_nexus;
 -- Name: COLUMN q_question_requests.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_question_requests TO svc_nexus;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_requests TO svc_singularity;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_question_requests TO svc_nexus;
+
+
+--
+-- Name: SEQUENCE q_question_requests_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_question_requests_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5305,7 +5708,10 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_question_responses TO svc_singularity;
 -- Name: COLUMN q_question_responses.msg_id; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_genesis;
 GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_singularity;
 
 
 --
@@ -5313,6 +5719,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_question_responses TO svc_nexus;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_question_responses TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_question_responses.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_question_responses TO svc_singularity;
 
 
 --
@@ -5326,7 +5742,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_question_responses TO svc_singularity
 -- Name: COLUMN q_question_responses.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_question_responses TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_question_responses TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_question_responses TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_question_responses_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_question_responses_msg_id_seq TO svc_singularity;
 
 
 --
@@ -5342,6 +5771,9 @@ GRANT SELECT,DELETE ON TABLE pgmq.q_template_updates TO svc_singularity;
 --
 
 GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_singularity;
 
 
 --
@@ -5349,6 +5781,16 @@ GRANT SELECT(msg_id) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
 --
 
 GRANT UPDATE(read_ct) ON TABLE pgmq.q_template_updates TO svc_singularity;
+
+
+--
+-- Name: COLUMN q_template_updates.enqueued_at; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(enqueued_at) ON TABLE pgmq.q_template_updates TO svc_singularity;
 
 
 --
@@ -5362,7 +5804,20 @@ GRANT UPDATE(last_read_at) ON TABLE pgmq.q_template_updates TO svc_singularity;
 -- Name: COLUMN q_template_updates.vt; Type: ACL; Schema: pgmq; Owner: own_shared_queue
 --
 
-GRANT UPDATE(vt) ON TABLE pgmq.q_template_updates TO svc_singularity;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_centralcloud;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_genesis;
+GRANT SELECT(vt) ON TABLE pgmq.q_template_updates TO svc_nexus;
+GRANT SELECT(vt),UPDATE(vt) ON TABLE pgmq.q_template_updates TO svc_singularity;
+
+
+--
+-- Name: SEQUENCE q_template_updates_msg_id_seq; Type: ACL; Schema: pgmq; Owner: own_shared_queue
+--
+
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_centralcloud;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_genesis;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_nexus;
+GRANT SELECT ON SEQUENCE pgmq.q_template_updates_msg_id_seq TO svc_singularity;
 
 
 --

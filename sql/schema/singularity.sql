@@ -229,6 +229,58 @@ CREATE FUNCTION core._pattern_json(p_key text, p_kind text, p_occ bigint, p_conf
 ALTER FUNCTION core._pattern_json(p_key text, p_kind text, p_occ bigint, p_conf numeric, p_first timestamp with time zone, p_last timestamp with time zone, p_packages text[]) OWNER TO own_singularity;
 
 --
+-- Name: _patterns_ok(jsonb); Type: FUNCTION; Schema: core; Owner: own_singularity
+--
+
+CREATE FUNCTION core._patterns_ok(a jsonb) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ((jsonb_typeof(a) = 'array'::text) AND (NOT jsonb_path_exists(a, '$[*]?((@.type() == "string" && @ == "" || @.type() != "string" && @.type() != "object") || @.type() == "object" && ((!(exists (@."key")) || @."key".type() != "string") || @."key" == ""))'::jsonpath)));
+
+
+ALTER FUNCTION core._patterns_ok(a jsonb) OWNER TO own_singularity;
+
+--
+-- Name: _result_is_learnable(jsonb); Type: FUNCTION; Schema: core; Owner: own_singularity
+--
+
+CREATE FUNCTION core._result_is_learnable(r jsonb) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN (jsonb_typeof(r) = 'string'::text) THEN ((r #>> '{}'::text[]) <> ''::text) WHEN (jsonb_typeof(r) = 'array'::text) THEN core._patterns_ok(r) WHEN (jsonb_typeof(r) <> 'object'::text) THEN false WHEN (r ? 'patterns'::text) THEN core._patterns_ok((r -> 'patterns'::text)) WHEN (r ? 'pattern'::text) THEN core._patterns_ok(jsonb_build_array((r -> 'pattern'::text))) WHEN (r ? 'key'::text) THEN core._patterns_ok(jsonb_build_array(r)) ELSE false END;
+
+
+ALTER FUNCTION core._result_is_learnable(r jsonb) OWNER TO own_singularity;
+
+--
+-- Name: _result_patterns(jsonb); Type: FUNCTION; Schema: core; Owner: own_singularity
+--
+
+CREATE FUNCTION core._result_patterns(r jsonb) RETURNS SETOF jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN jsonb_typeof(e) = 'string' THEN jsonb_build_object('key', e #>> '{}') ELSE e END
+      FROM jsonb_array_elements(CASE
+               WHEN jsonb_typeof(r) = 'array' THEN r
+               WHEN jsonb_typeof(r) = 'string' THEN jsonb_build_array(r)
+               WHEN jsonb_typeof(r) <> 'object' THEN '[]'::jsonb
+               WHEN jsonb_typeof(r->'patterns') = 'array' THEN r->'patterns'
+               WHEN r ? 'pattern' THEN jsonb_build_array(r->'pattern')
+               WHEN r ? 'key' THEN jsonb_build_array(r)
+               ELSE '[]'::jsonb END) AS x(e)
+     WHERE (jsonb_typeof(e) = 'string' AND e #>> '{}' <> '')
+        OR (jsonb_typeof(e) = 'object' AND coalesce(e->>'key', '') <> '');
+$$;
+
+
+ALTER FUNCTION core._result_patterns(r jsonb) OWNER TO own_singularity;
+
+--
+-- Name: FUNCTION _result_patterns(r jsonb); Type: COMMENT; Schema: core; Owner: own_singularity
+--
+
+COMMENT ON FUNCTION core._result_patterns(r jsonb) IS 'The patterns of an analysis result, whatever its shape.';
+
+
+--
 -- Name: _task_state_error(text, text, text); Type: FUNCTION; Schema: core; Owner: own_singularity
 --
 
@@ -595,7 +647,7 @@ BEGIN
     ), pats AS MATERIALIZED (
         SELECT p->>'key' AS key, coalesce(nullif(p->>'kind', ''), 'pattern') AS kind, m.confidence, m.created_at,
                CASE WHEN jsonb_typeof(p->'packages') = 'array' THEN p->'packages' END AS pk
-          FROM marked m CROSS JOIN LATERAL jsonb_array_elements(m.result->'patterns') p
+          FROM marked m CROSS JOIN LATERAL core._result_patterns(m.result) p
     ), kp AS (
         SELECT key, pkg FROM pats CROSS JOIN LATERAL jsonb_array_elements_text(pk) pkg
          WHERE pk IS NOT NULL GROUP BY key, pkg
@@ -1101,6 +1153,29 @@ COMMENT ON FUNCTION core.update_agent_knowledge() IS 'Per-agent knowledge of the
 
 
 --
+-- Name: bus_off(); Type: FUNCTION; Schema: ops; Owner: own_singularity
+--
+
+CREATE FUNCTION ops.bus_off() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT 'waiting: the shared queue is turned off (SHARED_QUEUE_ENABLED=false); nothing was sent or read and '
+           || 'every message stays where it is. Set SHARED_QUEUE_ENABLED=true and run orchestrator migrate to resume'
+     WHERE (SELECT s.value FROM ops.settings s WHERE s.key = 'shared_queue_enabled') = 'false';
+$$;
+
+
+ALTER FUNCTION ops.bus_off() OWNER TO own_singularity;
+
+--
+-- Name: FUNCTION bus_off(); Type: COMMENT; Schema: ops; Owner: own_singularity
+--
+
+COMMENT ON FUNCTION ops.bus_off() IS 'Why SQL waits for the bus (SHARED_QUEUE_ENABLED=false), or NULL when it is on.';
+
+
+--
 -- Name: is_ulid(text); Type: FUNCTION; Schema: ops; Owner: own_singularity
 --
 
@@ -1224,6 +1299,9 @@ CREATE FUNCTION outbox._connect(p_conn text) RETURNS text
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
+    IF ops.bus_off() IS NOT NULL THEN
+        RETURN ops.bus_off();
+    END IF;
     IF p_conn = ANY (coalesce(extensions.dblink_get_connections(), '{}')) THEN
         RETURN NULL;
     END IF;
@@ -1257,6 +1335,10 @@ DECLARE
     q       record;
     m       record;
 BEGIN
+    IF err IS NOT NULL AND ops.bus_off() IS NOT NULL THEN
+        -- the bus is turned off: nothing is tried, no attempt is counted; the drain records why it waited
+        RETURN jsonb_build_object('sent', 0, 'failed', 0, 'dead', 0, 'error', err, 'last_id', NULL);
+    END IF;
     IF err IS NOT NULL THEN
         -- shared_queue down: record why on the oldest waiting rows (they stay for the next run)
         UPDATE outbox.messages SET attempts = attempts + 1, last_error = err, last_attempt_at = now()
@@ -1952,7 +2034,7 @@ CREATE TABLE core.analysis_results (
     learned boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT analysis_results_confidence_check CHECK (((confidence >= (0)::numeric) AND (confidence <= (1)::numeric))),
-    CONSTRAINT result_needs_patterns_array_of_objects_with_key CHECK (((COALESCE(jsonb_typeof((result -> 'patterns'::text)), 'missing'::text) = 'array'::text) AND (NOT jsonb_path_exists(result, '$."patterns"[*]?(((@.type() != "object" || !(exists (@."key"))) || @."key".type() != "string") || @."key" == "")'::jsonpath))))
+    CONSTRAINT result_needs_patterns_see_docs_shapes_md CHECK (core._result_is_learnable(result))
 );
 
 
@@ -1962,7 +2044,7 @@ ALTER TABLE core.analysis_results OWNER TO own_singularity;
 -- Name: TABLE analysis_results; Type: COMMENT; Schema: core; Owner: own_singularity
 --
 
-COMMENT ON TABLE core.analysis_results IS 'What agents found; result = {"patterns": [{"key", "kind", "packages"}]}.';
+COMMENT ON TABLE core.analysis_results IS 'What agents found; result in any of the shapes of docs/shapes.md ("Analysis result").';
 
 
 --
@@ -2739,6 +2821,29 @@ GRANT ALL ON FUNCTION core._pattern_json(p_key text, p_kind text, p_occ bigint, 
 
 
 --
+-- Name: FUNCTION _patterns_ok(a jsonb); Type: ACL; Schema: core; Owner: own_singularity
+--
+
+REVOKE ALL ON FUNCTION core._patterns_ok(a jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION core._patterns_ok(a jsonb) TO svc_singularity;
+
+
+--
+-- Name: FUNCTION _result_is_learnable(r jsonb); Type: ACL; Schema: core; Owner: own_singularity
+--
+
+REVOKE ALL ON FUNCTION core._result_is_learnable(r jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION core._result_is_learnable(r jsonb) TO svc_singularity;
+
+
+--
+-- Name: FUNCTION _result_patterns(r jsonb); Type: ACL; Schema: core; Owner: own_singularity
+--
+
+REVOKE ALL ON FUNCTION core._result_patterns(r jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION _task_state_error(p_id text, p_verb text, p_want text); Type: ACL; Schema: core; Owner: own_singularity
 --
 
@@ -2939,6 +3044,13 @@ GRANT ALL ON FUNCTION core.sync_learning_to_centralcloud() TO svc_singularity;
 
 REVOKE ALL ON FUNCTION core.update_agent_knowledge() FROM PUBLIC;
 GRANT ALL ON FUNCTION core.update_agent_knowledge() TO svc_singularity;
+
+
+--
+-- Name: FUNCTION bus_off(); Type: ACL; Schema: ops; Owner: own_singularity
+--
+
+REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
 
 
 --
@@ -3240,6 +3352,13 @@ GRANT INSERT(result) ON TABLE core.analysis_results TO svc_singularity;
 --
 
 GRANT INSERT(confidence) ON TABLE core.analysis_results TO svc_singularity;
+
+
+--
+-- Name: COLUMN analysis_results.learned; Type: ACL; Schema: core; Owner: own_singularity
+--
+
+GRANT INSERT(learned) ON TABLE core.analysis_results TO svc_singularity;
 
 
 --
