@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, table
+from orchestrator.infra.output import fail, json_option, table
 
 instance_opt = click.option("--instance", default="default", show_default=True,
                             help="Singularity instance (database singularity_<id>; default = singularity).")
@@ -33,6 +33,7 @@ def instance_add(instance_id: str) -> None:
 
 
 @instance.command("list")
+@json_option
 def instance_list() -> None:
     """Registered instances."""
     from orchestrator.infra.instances import list_instances

@@ -12,7 +12,7 @@ import click
 
 from orchestrator.infra.config import settings
 from orchestrator.infra.links import refresh_schedule_report
-from orchestrator.infra.output import fail, fmt, json_line, table
+from orchestrator.infra.output import fail, fmt, json_line, json_mode, json_option, table
 
 log = logging.getLogger("orchestrator")
 
@@ -201,6 +201,7 @@ def _operator():
 
 
 @main.command()
+@json_option
 def queues() -> None:
     """A table of every queue: length, visible, oldest age, total, dead letters."""
     with _operator() as conn:
@@ -241,10 +242,14 @@ def send(queue: str, message: str, role: str | None) -> None:
 @click.argument("queue")
 @click.option("--archive", is_flag=True, help="Show the queue's archive instead of live messages.")
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def read(queue: str, archive: bool, limit: int) -> None:
     """Show messages of QUEUE (or its archive) without consuming them."""
     with _operator() as conn:
         rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
+    if json_mode():
+        table(rows, ["msg_id", "read_ct", "enqueued_at", "archived_at" if archive else "vt", "message", "headers"])
+        return
     for r in rows:
         when = f" archived {fmt(r['archived_at'])}" if archive else f" vt {fmt(r['vt'])}"
         click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {fmt(r['enqueued_at'])}{when}")
@@ -263,6 +268,7 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--queue", default=None, help="Only dead letters from this queue.")
 @click.option("--limit", default=50, show_default=True)
+@json_option
 def dlq_list(queue: str | None, limit: int) -> None:
     """Dead letters with their original queue, error and attempts."""
     with _operator() as conn:

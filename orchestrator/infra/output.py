@@ -3,13 +3,16 @@ Every command group (the main CLI and each service's) uses these, so output look
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from typing import NoReturn
 
 import click
+from tabulate import tabulate
 
 
 class UserError(RuntimeError):
@@ -41,16 +44,66 @@ def fmt(v) -> str:
     return str(v)
 
 
-def table(rows: list[dict], cols: list[str]) -> None:
-    """ROWS as an aligned text table of COLS ("(none)" when empty)."""
+JSON_KEY = "orchestrator.json_tables"   # click context meta: the tables of a command run with --json
+
+
+def json_option(f: Callable) -> Callable:
+    """Adds --json to a command (or a group that prints when run alone): its tables are printed as JSON instead,
+    one array of objects, or an object of arrays by table name when it prints several; other lines are left out."""
+
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Print JSON instead of a table (an array of objects; several tables: an object of arrays).")
+    @functools.wraps(f)
+    def wrapper(*args, as_json: bool = False, **kw):
+        if not as_json:
+            return f(*args, **kw)
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is not None:  # a group given --json runs its subcommand as usual
+            return f(*args, **kw)
+        tables = ctx.meta[JSON_KEY] = {}
+        try:
+            out = f(*args, **kw)
+        finally:
+            del ctx.meta[JSON_KEY]
+        click.echo(json.dumps(next(iter(tables.values())) if len(tables) == 1 else tables, default=str))
+        return out
+
+    return wrapper
+
+
+def json_mode() -> bool:
+    """True inside a command run with --json (plain lines are then left out)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and JSON_KEY in ctx.meta
+
+
+def say(text: str = "") -> None:
+    """A line of text beside a table: printed, except under --json (the output is then JSON only)."""
+    if not json_mode():
+        click.echo(text)
+
+
+def json_value(v):
+    """One cell as JSON: timestamps as ISO 8601, decimals as numbers."""
+    if isinstance(v, Decimal):
+        return float(v)
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return v
+
+
+def table(rows: list[dict], cols: list[str], name: str | None = None) -> None:
+    """ROWS as a table of COLS through tabulate ("(none)" when empty); under --json collected as NAME."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and JSON_KEY in ctx.meta:
+        tables = ctx.meta[JSON_KEY]
+        tables[name or f"table{len(tables) + 1}"] = [{c: json_value(r.get(c)) for c in cols} for r in rows]
+        return
     if not rows:
         click.echo("(none)")
         return
-    widths = {c: max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in cols}
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(fmt(r.get(c)).ljust(widths[c]) for c in cols))
+    click.echo(tabulate([[fmt(r.get(c)) for c in cols] for r in rows], headers=cols, tablefmt="simple",
+                        disable_numparse=True))
 
 
 def json_line(v) -> str:

@@ -100,9 +100,3 @@ def test_refused_nexus_settings_say_why_not_the_constraint(s, args, words):
     out = refused(run_cli(*args), *words)
     assert "constraint" not in out and "_check" not in out and "_fkey" not in out, out
 
-
-def test_version(s):
-    from importlib.metadata import version
-
-    r = run_cli("--version", check=True)
-    assert r.stdout.strip() == f"orchestrator {version('orchestrator')}"
