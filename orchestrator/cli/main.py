@@ -12,6 +12,7 @@ import click
 
 from orchestrator.infra.config import settings
 from orchestrator.infra.links import refresh_schedule_report
+from orchestrator.infra.logs import logging_json
 from orchestrator.infra.output import fail, fmt, json_line, json_mode, json_option, table
 
 log = logging.getLogger("orchestrator")
@@ -407,7 +408,12 @@ def daemon(only: str, list_: bool, grace: float) -> None:
         workers = [registry[n](s) for n in names]
     except ValueError as e:  # a worker's setting from the environment is out of range
         fail(str(e))
-    click.echo(_banner(names), err=True)
+    banner = _banner(names, workers)
+    if logging_json():  # every line JSON when asked: the banner too
+        log.info(banner, extra={"fields": {"event": "banner", "workers": names,
+                                          "notices": [w.notice for w in workers if w.notice]}})
+    else:
+        click.echo(banner, err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
@@ -439,19 +445,14 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
         ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
 
 
-def _banner(names: list[str]) -> str:
-    """Where to look once the daemon runs (printed to stderr at start)."""
+def _banner(names: list[str], workers: list) -> str:
+    """Where to look once the daemon runs (printed to stderr at start): only what is really served."""
     lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
              "finished or released)"]
-    if "hitl" in names:
-        from orchestrator.nexus.settings import NexusSettings
-
-        lines.append(f"  web page (approvals, questions, dashboard): {NexusSettings.from_env().web_url}/"
-                     "   sign-in user: orchestrator nexus user add NAME")
+    lines += [f"  {w.notice}" for w in workers if w.notice]
     lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
               "                        .venv/bin/orchestrator status | queues | stats",
-              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue',
-              "  metrics for Prometheus: /metrics on the web page's port"]
+              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue']
     return "\n".join(lines)
 
 

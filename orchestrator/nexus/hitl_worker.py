@@ -33,6 +33,11 @@ class WebServer:
         self.sock: socket.socket | None = None
         self.server = None
         self.thread: threading.Thread | None = None
+        self.problem: str | None = None   # why nothing is served (a taken port), with the fix
+
+    @property
+    def serving(self) -> bool:
+        return self.server is not None
 
     @property
     def url(self) -> str:
@@ -48,17 +53,22 @@ class WebServer:
             sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}); set NEXUS_WEB_PORT to a free port "
-                   "or stop what uses it")
+            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}; another program, perhaps another "
+                   "checkout's daemon, has it); set NEXUS_WEB_PORT to a free port (0 picks one and the banner prints "
+                   "it) or stop what uses it")
             if required:
                 raise SystemExit(msg) from None
-            log.error("%s; the page is off, approvals still time out and decisions already made are published", msg)
+            self.problem = msg
+            log.error("%s; the page is off, approvals still time out and decisions already made are published "
+                      "(NEXUS_WEB_REQUIRED=true stops the daemon instead)", msg)
             return self
         self.sock, self.port = sock, sock.getsockname()[1]
         # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default); the page
         # believes it only from NEXUS_TRUSTED_PROXIES (orchestrator.nexus.web.app.ClientAddress)
+        # log_config None: uvicorn's loggers keep no handlers of their own and go through the root handler
+        # (orchestrator.infra.logs: JSON with ORCHESTRATOR_LOG_JSON, like every other line)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                                    proxy_headers=False, server_header=False))
+                                                    proxy_headers=False, server_header=False, log_config=None))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="hitl-web",
                                        daemon=True)
         self.thread.start()
@@ -101,4 +111,13 @@ def make(s: Settings) -> Worker:
     ns = NexusSettings.from_env()
     _hitl, web, worker = build(s, ns=ns)
     web.start(required=ns.web_required)
+    worker.notice = banner_line(web)
     return worker
+
+
+def banner_line(web: WebServer) -> str:
+    """The daemon's banner line for the page: the address actually served, or why there is none and the fix."""
+    if web.serving:
+        return (f"web page (approvals, questions, dashboard; /metrics for Prometheus): {web.url}/   "
+                "sign-in user: orchestrator nexus user add NAME")
+    return f"web page: OFF ({web.problem})"

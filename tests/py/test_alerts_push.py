@@ -102,7 +102,7 @@ def test_new_and_cleared_alerts_reach_the_webhook_and_failures_are_retried(s, cl
         sender.close()
 
 
-def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
+def test_alerts_and_queue_figures_are_in_prometheus_metrics(s, clean_queues, bus_for):
     from orchestrator.infra.db import make_pool
     from orchestrator.nexus.dashboard import Dashboard
 
@@ -116,8 +116,9 @@ def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
     finally:
         bus_pool.close()
         nexus_pool.close()
-    assert 'bus_queue_latency_seconds{queue="llm_requests",quantile="0.99"}' in text
-    assert 'bus_queue_archived_last_hour{queue="llm_requests"}' in text
+    text = text.decode()
+    assert 'bus_queue_messages_total{queue="llm_requests"}' in text
+    assert 'bus_queue_oldest_message_age_seconds{queue="llm_requests"}' in text
     assert 'bus_alerts{severity="critical"}' in text
 
 

@@ -406,8 +406,9 @@ class Page:
         return self.serve_metrics()
 
     def serve_metrics(self) -> Response:
-        return PlainTextResponse(self.dashboard.prometheus() if self.dashboard else "",
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.dashboard.prometheus() if self.dashboard else b"", media_type=CONTENT_TYPE_LATEST)
 
     def routes(self) -> list[Route]:
         return [
