@@ -33,7 +33,8 @@ def _delivery(queue: str, msg_id: int, read_ct: int) -> Message:
 
 class Hitl:
     def __init__(self, bus: Bus, pool: ConnectionPool, *, lease_s: float = 300.0, default_timeout_s: float = 86400.0,
-                 batch: int = 50):
+                 batch: int = 50, on_new=None):
+        self.on_new = on_new  # Callable[[kind, body], None]: a request held for the first time (the webhook)
         self.bus = bus
         self.pool = pool
         self.lease_s = lease_s
@@ -85,6 +86,8 @@ class Hitl:
                 self.bus.dead_letter(m, f"request id reused, and the error answer cannot be sent on {reply_to}: {e}")
             return
         log.info("hitl: holding %s %s from %s (%s)", kind, m.id, m.body.get("agent_id"), status)
+        if self.on_new and status == "pending" and m.read_ct == 1:  # its first delivery: announce it once
+            self.on_new(kind, m.body)
 
     def renew_leases(self) -> int:
         """Extend every held delivery whose lease ends within half a lease."""

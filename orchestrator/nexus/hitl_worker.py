@@ -6,7 +6,8 @@ nexus and records decisions. Env: NEXUS_WEB_HOST (127.0.0.1), NEXUS_WEB_PORT (87
 NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1),
 NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit),
 NEXUS_WEB_HOSTS (host names the page answers to), NEXUS_TRUSTED_PROXIES (whose X-Forwarded-For counts),
-NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings).
+NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings), NEXUS_HITL_WEBHOOK and
+NEXUS_HITL_WEBHOOK_TOKEN (new requests announced: orchestrator.nexus.hitl_webhook).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
 from orchestrator.nexus.hitl import Hitl
+from orchestrator.nexus.hitl_webhook import HitlWebhook
 from orchestrator.nexus.settings import NexusSettings, web_settings
 
 log = logging.getLogger(__name__)
@@ -97,13 +99,21 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None, ns: 
     dash = Dashboard(bus.pool, pool)
     app = create_app(hitl, pool, dash, web=web_cfg, metrics_token=ns.metrics_token)
     web = WebServer(app, host, port if port is not None else ns.web_port)
+    tick = hitl.tick
+    if ns.hitl_webhook:
+        hook = HitlWebhook(ns.hitl_webhook, lambda: web.url, token=ns.hitl_webhook_token)
+        hitl.on_new = hook.add
+
+        def tick() -> None:
+            hitl.tick()
+            hook.flush()
 
     def stop() -> None:
         web.stop()
         pool.close()
         bus.close()
 
-    worker = Worker(name="hitl", bus=bus, every_s=ns.hitl_tick_s, tick=hitl.tick, on_stop=stop)
+    worker = Worker(name="hitl", bus=bus, every_s=ns.hitl_tick_s, tick=tick, on_stop=stop)
     return hitl, web, worker
 
 

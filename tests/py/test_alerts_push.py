@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import wait_until
+from helpers import Receiver, wait_until
 from orchestrator.core.alerts import AlertPusher
 from orchestrator.core.bus import Bus
 from orchestrator.infra.db import role_conninfo
 
 LLM = {"agent_id": "a1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 recording JSON bodies; answers STATUS (settable)."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.auth: list[str | None] = []
-        self.status = 200
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length", 0))
-                rec.bodies.append(json.loads(self.rfile.read(n)))
-                rec.auth.append(self.headers.get("Authorization"))
-                self.send_response(rec.status)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 @pytest.fixture
