@@ -431,8 +431,8 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
         for name in ("orchestrator", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     s = settings()
-    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod.web_url()}/ "
-               "(the workers it needs run in this process; a running daemon shares the work)")
+    click.echo(f"orchestrator demo: instance {instance!r} (the workers it needs run in this process; a running "
+               "daemon shares the work)")
     try:
         demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
     except demo_mod.DemoError as e:

@@ -92,6 +92,16 @@ def owner_conninfo(s: Settings, dbname: str) -> str:
     return role_conninfo(s, dbname, owner_role(dbname))
 
 
+def system_id(conninfo: str) -> str:
+    """A short name for the server and database CONNINFO reaches (host, port, database; no credentials): the
+    page sends it so that a client can tell its own system's page from another checkout's on the same port."""
+    import hashlib
+
+    d = conninfo_to_dict(conninfo)
+    where = f"{d.get('host') or d.get('hostaddr') or ''}:{d.get('port') or 5432}/{d.get('dbname') or ''}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
 def redact(conninfo: str) -> str:
     d = conninfo_to_dict(conninfo)
     if d.get("password"):

@@ -171,6 +171,13 @@ def test_a_taken_web_port_is_reported_with_the_fix_and_never_advertised(s, caplo
     try:
         worker.notice = banner_line(web)
         assert web.serving and web.port != 0 and f"{web.url}/" in _banner(["hitl"], [worker])
+        # the page says whose it is, so the demo tells this system's page from another checkout's
+        import httpx
+
+        from orchestrator.infra.db import system_id
+
+        mine = system_id(role_conninfo(s, "nexus", "svc_nexus"))
+        assert httpx.get(f"{web.url}/login").headers["x-orchestrator-system"] == mine
     finally:
         worker.on_stop()
 
