@@ -39,6 +39,8 @@ def run(job: str) -> None:
     from orchestrator.centralcloud.jobs import GIT_JOBS, JOBS, run_job
     from orchestrator.centralcloud.settings import CentralCloudSettings
 
+    with _cc():  # a server that is down: said once, with the fix (cli.main.Cli), before any job
+        pass
     names = list(JOBS) if job == "all" else [job]
     if job == "all":  # Git jobs only where configured
         configured = CentralCloudSettings.from_env().configured()

@@ -174,14 +174,18 @@ def migrate(ctx: click.Context) -> None:
         try:
             run(settings(), progress=click.echo)
         except Exception as e:  # noqa: BLE001 - report any failure clearly
-            fail(f"migrate failed: {e}")
+            from orchestrator.infra.output import explain
+
+            fail(f"migrate failed: {explain(e, _external()) or e}")
 
 
 @migrate.command("status")
 def migrate_status() -> None:
     """Applied and pending migrations per database."""
+    from orchestrator.infra.db import admin_conninfo
     from orchestrator.infra.migrate import status
 
+    reachable(admin_conninfo(settings(), "postgres"))  # a server that is down: said once, with the fix
     for row in status(settings()):
         if row["error"]:
             click.echo(f"{row['database']:<22} not migrated yet ({row['error']})")
@@ -194,6 +198,13 @@ def migrate_status() -> None:
 
 
 # -- the bus --------------------------------------------------------------------------
+def reachable(conninfo: str) -> None:
+    """Connect once and close: a server that is down or refuses ends the command here, with the fix (Cli)."""
+    from orchestrator.infra.db import connect
+
+    connect(conninfo, connect_timeout=10).close()
+
+
 def _operator():
     """The shared_queue owner's connection: operator views and DLQ tools."""
     from orchestrator.infra.db import connect, owner_conninfo
@@ -231,6 +242,7 @@ def send(queue: str, message: str, role: str | None) -> None:
         fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
     s = settings()
     conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
+    reachable(conninfo)  # at once, instead of the pool's retries
     with Bus(conninfo, pool_size=1, source=role or "operator", enabled=s.shared_queue_enabled) as bus:
         try:
             msg_id = bus.publish(queue, body)
@@ -404,6 +416,7 @@ def daemon(only: str, list_: bool, grace: float) -> None:
                    "pg_cron jobs learn and assign, and its outbox keeps every message (its drain records that it "
                    "waits). Set SHARED_QUEUE_ENABLED=true and run `orchestrator migrate` to start them.", err=True)
         return
+    _say_if_unreachable(s)
     try:
         workers = [registry[n](s) for n in names]
     except ValueError as e:  # a worker's setting from the environment is out of range
@@ -443,6 +456,21 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
     if stats_cmd is not None:
         click.echo("\n== orchestrator stats --days 1")
         ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
+
+
+def _say_if_unreachable(s) -> None:
+    """At the daemon's start: a bus it cannot reach is said once, with the fix (the workers wait for it)."""
+    import psycopg
+
+    from orchestrator.infra.db import owner_conninfo
+    from orchestrator.infra.output import connection_problem
+
+    try:
+        reachable(owner_conninfo(s, "shared_queue"))
+    except psycopg.OperationalError as e:
+        log.error("%s; the workers keep trying and start work as soon as it answers", connection_problem(e, s.external))
+    except Exception:  # noqa: BLE001 - e.g. no password yet: the workers say it themselves
+        pass
 
 
 def _banner(names: list[str], workers: list) -> str:

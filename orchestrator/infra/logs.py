@@ -18,6 +18,7 @@ CONNECTION_ERROR = re.compile(
     r"connection (failed|refused|lost|is bad|is closed)|database unavailable|server closed the connection|"
     r"couldn't get a connection|terminating connection|the database system is (shutting down|starting up|in recovery)|"
     r"error connecting in|Connection refused|could not connect to server|connection was lost|"
+    r"reconnection attempt in pool|"
     r"\((OperationalError|PoolTimeout|AdminShutdown|InterfaceError|ConnectionTimeout)\)", re.I)
 
 
@@ -37,7 +38,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class CollapsingHandler(logging.StreamHandler):
-    """A stream handler that shows the first connection error, then at most one line per WINDOW_S seconds
+    """A stream handler that shows the first connection warning, then at most one line per WINDOW_S seconds
     saying how many more there were (and the last one's words); the count so far is also written out as soon as
     any other line comes (e.g. the reconnect), so an outage always ends with its total."""
 
@@ -49,7 +50,7 @@ class CollapsingHandler(logging.StreamHandler):
         self.last: logging.LogRecord | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING and CONNECTION_ERROR.search(record.getMessage()):
+        if record.levelno == logging.WARNING and CONNECTION_ERROR.search(record.getMessage()):
             now = record.created
             if self.first is not None and now - self.first < self.window_s:
                 self.more, self.last = self.more + 1, record
@@ -69,7 +70,7 @@ class CollapsingHandler(logging.StreamHandler):
 
     def write_summary(self, now: float) -> None:
         last = self.last
-        text = (f"{self.more} more database connection error(s) in the last {now - self.first:.0f} s; the last: "
+        text = (f"{self.more} more database connection error(s) in the last {max(1.0, now - self.first):.0f} s; the last: "
                 f"{last.name}: {last.getMessage().strip().splitlines()[0][:300]}")
         summary = logging.LogRecord(last.name, last.levelno, last.pathname, last.lineno, text, None, None)
         summary.created, summary.msecs = last.created, last.msecs

@@ -44,11 +44,37 @@ def stopped_home(tmp_path_factory, s):
 
 
 @pytest.mark.parametrize("args", [("status",), ("queues",), ("alerts",), ("read", "llm_requests"),
-                                  ("demo", "--timeout", "5"), ("dlq", "list"), ("nexus", "calls"), ("stats",)])
+                                  ("demo", "--timeout", "5"), ("dlq", "list"), ("nexus", "calls"), ("stats",),
+                                  ("send", "llm_requests", "{}"), ("dlq", "replay", "1"), ("instance", "list"),
+                                  ("genesis", "list"), ("centralcloud", "run", "statistics"),
+                                  ("autonomous", "queue-status")])
 def test_a_stopped_cluster_is_named_with_the_fix(stopped_home, args):
     env = {k: v for k, v in stopped_home.items() if not k.startswith("_")}
     r = run_cli(*args, env=env, timeout=60)
     refused(r, f"127.0.0.1:{stopped_home['_port']}", "make db")
+
+
+@pytest.mark.parametrize("args", [("migrate",), ("migrate", "status")])
+def test_migrate_with_a_stopped_cluster_names_the_socket_and_the_fix(stopped_home, args):
+    env = {k: v for k, v in stopped_home.items() if not k.startswith("_")}
+    refused(run_cli(*args, env=env, timeout=60), f".s.PGSQL.{stopped_home['_port']}", "make db")
+
+
+def test_the_daemon_says_once_at_start_that_the_database_is_down(stopped_home):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **{k: v for k, v in stopped_home.items() if not k.startswith("_")}}
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "daemon", "--only", "nexus"], cwd=ROOT, env=env,
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        first = p.stderr.readline()
+    finally:
+        p.kill()
+        p.wait()
+    assert "ERROR" in first and f"127.0.0.1:{stopped_home['_port']}" in first and "make db" in first, first
+    assert "keep trying" in first
 
 
 @pytest.mark.parametrize("args", [("status",), ("queues",), ("read", "llm_requests"), ("demo", "--timeout", "5")])
