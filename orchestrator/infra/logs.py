@@ -13,13 +13,13 @@ import re
 import sys
 import time
 
-# what a lost or refused database connection looks like, whoever logs it
+# what a lost or refused database connection looks like, whoever logs it (not an LLM provider's refusal)
 CONNECTION_ERROR = re.compile(
-    r"connection (failed|refused|lost|is bad|is closed)|database unavailable|server closed the connection|"
-    r"couldn't get a connection|terminating connection|the database system is (shutting down|starting up|in recovery)|"
-    r"error connecting in|Connection refused|could not connect to server|connection was lost|"
-    r"reconnection attempt in pool|"
-    r"\((OperationalError|PoolTimeout|AdminShutdown|InterfaceError|ConnectionTimeout)\)", re.I)
+    r"connection to server (at|on)|error connecting in|reconnection attempt in pool|database unavailable|"
+    r"couldn't get a connection from|notification connection lost|database connection was lost|"
+    r"connection lost; probing the pool|the database system is (shutting down|starting up|in recovery)|"
+    r"terminating connection|server closed the connection|connection is (bad|closed)|"
+    r"\((OperationalError|PoolTimeout|AdminShutdown|InterfaceError|ConnectionTimeout)\)")
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,7 +50,8 @@ class CollapsingHandler(logging.StreamHandler):
         self.last: logging.LogRecord | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno == logging.WARNING and CONNECTION_ERROR.search(record.getMessage()):
+        # INFO and WARNING lines about the connection; an ERROR (e.g. the daemon's explanation at start) always shows
+        if logging.INFO <= record.levelno <= logging.WARNING and CONNECTION_ERROR.search(record.getMessage()):
             now = record.created
             if self.first is not None and now - self.first < self.window_s:
                 self.more, self.last = self.more + 1, record
@@ -72,7 +73,7 @@ class CollapsingHandler(logging.StreamHandler):
         last = self.last
         text = (f"{self.more} more database connection error(s) in the last {max(1.0, now - self.first):.0f} s; the last: "
                 f"{last.name}: {last.getMessage().strip().splitlines()[0][:300]}")
-        summary = logging.LogRecord(last.name, last.levelno, last.pathname, last.lineno, text, None, None)
+        summary = logging.LogRecord(last.name, logging.WARNING, last.pathname, last.lineno, text, None, None)
         summary.created, summary.msecs = last.created, last.msecs
         summary.fields = {"event": "connection_errors_collapsed", "repeated": self.more}
         self.more, self.last, self.first = 0, None, now

@@ -126,11 +126,13 @@ def test_repeated_connection_errors_are_one_line_with_a_count():
     counted = sum(int(line.split(" more database")[0].rsplit(" ", 1)[1]) for line in lines if " more database" in line)
     assert counted + sum(1 for line in lines if "more database" not in line and "reconnected" not in line) == 430
     assert lines[-1].endswith("daemon reconnected")
-    # other warnings are never held back
+    # other lines are never held back, an LLM provider's refusal neither (it is not the database)
     h2, out2 = handler_with(30)
     for i in range(3):
         h2.emit(record(f"late ack ignored: msg {i}", at=i))
-    assert len(out2.getvalue().splitlines()) == 3
+        h2.emit(record(f"request r{i}: m attempt 1 failed: [Errno 111] Connection refused", logging.INFO,
+                       "orchestrator.nexus.router", at=i))
+    assert len(out2.getvalue().splitlines()) == 6
 
 
 def test_collapsed_lines_are_json_too():
