@@ -10,6 +10,9 @@ import importlib
 import sys
 import time
 
+from tabulate import tabulate
+
+HEADERS = ["figure", "value", "target"]
 MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud"]
 
 
@@ -21,13 +24,12 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         mod = importlib.import_module(name)
         got = mod.run()
-        for r in got:
-            print(f"   {r[0]:<58} {r[1]:>22}   target {r[2]}", flush=True)
+        if got:
+            print(tabulate(got, headers=HEADERS, tablefmt="plain", disable_numparse=True), flush=True)
         rows += got
         print(f"   ({time.monotonic() - t0:.0f}s)", flush=True)
-    print("\n| figure | value | target |\n| --- | --- | --- |")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print()
+    print(tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True))  # for a README or an issue
     return 0
 
 

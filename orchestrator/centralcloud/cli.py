@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, sql_error_text, sql_rows, table
+from orchestrator.infra.output import fail, json_option, say, sql_rows, table
 
 
 def _cc():
@@ -39,6 +39,8 @@ def run(job: str) -> None:
     from orchestrator.centralcloud.jobs import GIT_JOBS, JOBS, run_job
     from orchestrator.centralcloud.settings import CentralCloudSettings
 
+    with _cc():  # a server that is down: said once, with the fix (cli.main.Cli), before any job
+        pass
     names = list(JOBS) if job == "all" else [job]
     if job == "all":  # Git jobs only where configured
         configured = CentralCloudSettings.from_env().configured()
@@ -53,6 +55,7 @@ def run(job: str) -> None:
 
 
 @centralcloud.command("jobs")
+@json_option
 def jobs() -> None:
     """The last run of every job and its outcome."""
     _show("SELECT * FROM centralcloud.job_status ORDER BY job", ["job", "started_at", "finished_at", "ok", "result"])
@@ -61,6 +64,7 @@ def jobs() -> None:
 @centralcloud.command("patterns")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--kind", default=None, help="Only patterns of this kind.")
+@json_option
 def patterns(limit: int, kind: str | None) -> None:
     """Aggregated patterns, best ranked first."""
     _show("SELECT rank, key, kind, instances, total_occurrences, confidence, packages FROM centralcloud.patterns"
@@ -70,6 +74,7 @@ def patterns(limit: int, kind: str | None) -> None:
 
 @centralcloud.command("packages")
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def packages(limit: int) -> None:
     """Package and framework catalogue with usage counts."""
     _show("SELECT * FROM centralcloud.packages ORDER BY occurrences DESC, package LIMIT %s",
@@ -77,6 +82,7 @@ def packages(limit: int) -> None:
 
 
 @centralcloud.command("instances")
+@json_option
 def instances() -> None:
     """Instance registry from heartbeats: healthy, late or gone."""
     _show("SELECT * FROM centralcloud.instance_status ORDER BY instance_id, service",
@@ -84,6 +90,7 @@ def instances() -> None:
 
 
 @centralcloud.command("templates")
+@json_option
 def templates() -> None:
     """Templates distributed to instances: version, hash, commit."""
     _show("SELECT path, version, left(hash, 12) AS hash, left(commit, 12) AS commit, deleted, updated_at"
@@ -93,6 +100,7 @@ def templates() -> None:
 
 @centralcloud.command("exports")
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def exports(limit: int) -> None:
     """Knowledge exports to Git."""
     _show("SELECT exported_at, branch, left(commit, 12) AS commit, artifacts_count, pushed, pr_url, repo"
@@ -106,29 +114,41 @@ def exports(limit: int) -> None:
               help="Also write the same as charts to this PNG file.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True,
               help="Run the statistics job first (reads the shared_queue archives).")
+@json_option
 def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
     """Counts per type per day, p50/p95 queue latency, approval rate, questions per agent, top patterns,
     LLM usage and cost (from the shared_queue archives, through CentralCloud)."""
-    import psycopg
-
     from orchestrator.centralcloud import stats as st
     from orchestrator.centralcloud.jobs import connect_cc, run_job
 
     if days < 1:
         fail(f"--days must be at least 1, got {days}")
+    if plot_file:
+        _check_plot_file(plot_file)
     s = settings()
-    if refresh:
-        out = run_job(s, "statistics")
-        if out.startswith("failed"):
-            fail(f"statistics job {out}")
-    try:
-        with connect_cc(s) as c:
-            data = st.collect(c, days)
-    except psycopg.Error as e:
-        fail(sql_error_text(e))
+    with connect_cc(s) as c:  # first: a server that is down is reported with the fix (cli.main.Cli)
+        if refresh:
+            out = run_job(s, "statistics")
+            if out.startswith("failed"):
+                fail(f"statistics job {out}")
+        data = st.collect(c, days)
     for name, (title, _q, cols) in st.QUERIES.items():
-        click.echo(f"\n== {title}")
-        table(data[name], cols)
+        say(f"\n== {title}")
+        table(data[name], cols, name=name)
     if plot_file:
         st.plot(data, plot_file, days)
-        click.echo(f"\nwrote {plot_file}")
+        say(f"\nwrote {plot_file}")
+
+
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp")
+
+
+def _check_plot_file(path: Path) -> None:
+    """Before any work: --plot names an image file in a folder that exists."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        what = f".{suffix} is not an image format this writes" if suffix else "the name has no extension"
+        fail(f"--plot {path}: {what}; end the name with one of {', '.join('.' + f for f in PLOT_FORMATS)}, e.g. --plot stats.png")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        fail(f"--plot {path}: the folder {folder} does not exist; create it (mkdir -p {folder}) or name another")

@@ -7,7 +7,7 @@ from datetime import date
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import call, fail, table
+from orchestrator.infra.output import fail, json_option, say, table
 
 queue_arg = click.argument("queue")
 day_arg = click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
@@ -16,7 +16,7 @@ day_arg = click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
 def _storage():
     from orchestrator.infra.cold_storage import ColdStorage
 
-    return call(ColdStorage, settings())
+    return ColdStorage(settings())  # a database or file error reaches the CLI's one error path (cli.main)
 
 
 @click.group()
@@ -32,7 +32,7 @@ def archive() -> None:
 def export(limit: int, prune: bool) -> None:
     """Export every (queue, UTC day) past retention not exported yet (the daemon does it hourly)."""
     with _storage() as cs:
-        out = call(cs.export, limit, prune, progress=lambda r: click.echo(f"{r['queue']} {r['day']}: {r['result']}"))
+        out = cs.export(limit, prune, progress=lambda r: click.echo(f"{r['queue']} {r['day']}: {r['result']}"))
     if not out:
         click.echo(f"nothing to export: no archive row is older than the retention ({settings().retention_days} days)")
     if any(r["result"].startswith("failed") for r in out):
@@ -40,11 +40,12 @@ def export(limit: int, prune: bool) -> None:
 
 
 @archive.command("list")
+@json_option
 def list_() -> None:
     """Exported, pruned, restored and waiting days, with their files."""
     with _storage() as cs:
-        rows = call(cs.catalog)
-        click.echo(f"cold storage: {cs.root}")
+        rows = cs.catalog()
+        say(f"cold storage: {cs.root}")
     table(rows, ["queue_name", "day", "state", "rows", "bytes", "on_disk", "restored_rows", "file", "note"])
 
 
@@ -52,7 +53,7 @@ def list_() -> None:
 def verify() -> None:
     """Read back every exported file and compare it with its manifest and the catalog."""
     with _storage() as cs:
-        out = call(cs.verify)
+        out = cs.verify()
     for r in out:
         click.echo(f"{r['queue']} {r['day']}: {r['result']}")
     if not out:
@@ -69,7 +70,7 @@ def restore(queue: str, day) -> None:
     and recompute that day's statistics (orchestrator stats --days N shows it)."""
     d: date = day.date()
     with _storage() as cs:
-        n = call(cs.restore, queue, d)
+        n = cs.restore(queue, d)
     click.echo(f"{queue} {d}: {n} rows restored (analytics shows each row once, live or restored)")
     _refresh_stats(d)
 
@@ -81,7 +82,7 @@ def unrestore(queue: str, day) -> None:
     """Drop a restored day again (its file stays in cold storage)."""
     d: date = day.date()
     with _storage() as cs:
-        n = call(cs.unrestore, queue, d)
+        n = cs.unrestore(queue, d)
     click.echo(f"{queue} {d}: {n} restored rows removed")
 
 
@@ -89,9 +90,6 @@ def _refresh_stats(d: date) -> None:
     from orchestrator.centralcloud.jobs import connect_cc
     from orchestrator.centralcloud.stats import refresh_days
 
-    def run():
-        with connect_cc(settings()) as c:
-            return refresh_days(c, d, d)
-
-    r = call(run)
+    with connect_cc(settings()) as c:
+        r = refresh_days(c, d, d)
     click.echo(f"statistics for {d} recomputed: {r}")

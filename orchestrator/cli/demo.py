@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -23,7 +24,8 @@ import httpx
 from psycopg.types.json import Jsonb
 
 from orchestrator.infra.config import Settings
-from orchestrator.infra.db import connect, owner_conninfo, role_conninfo, service_role
+from orchestrator.infra.db import connect, owner_conninfo, role_conninfo, service_role, system_id
+from orchestrator.nexus.web.app import SYSTEM_HEADER
 
 DEMO_USER = "demo"
 NEEDED_WORKERS = ("nexus", "hitl", "genesis")
@@ -78,8 +80,9 @@ class DemoError(RuntimeError):
 
 
 @contextmanager
-def workers_in_process(s: Settings, names=NEEDED_WORKERS):
-    """Run the named workers in this process (a running daemon shares the work)."""
+def workers_in_process(s: Settings, names=NEEDED_WORKERS, extra=()):
+    """Run the named workers (and the EXTRA ones, already built) in this process (a running daemon shares the
+    work)."""
     from orchestrator.cli.workers import factories
     from orchestrator.core.supervisor import Supervisor
 
@@ -87,7 +90,7 @@ def workers_in_process(s: Settings, names=NEEDED_WORKERS):
     missing = [n for n in names if n not in registry]
     if missing:
         raise DemoError(f"worker(s) {', '.join(missing)} are not installed; reinstall with `make setup`")
-    sup = Supervisor([registry[n](s) for n in names], grace_s=5)
+    sup = Supervisor([registry[n](s) for n in names] + list(extra), grace_s=5)
     sup.start()
     try:
         yield sup
@@ -292,13 +295,47 @@ def run(s: Settings, instance: str = "default", interactive: bool = False, timeo
         out=sys.stdout) -> list[tuple[str, float, str]]:
     """Run the demo; returns (step, ms, detail) rows. Raises DemoError naming the step that failed."""
     db = "singularity" if instance == "default" else f"singularity_{instance}"
-    web = web_url()
-    names = NEEDED_WORKERS
-    if _page_is_up(web):  # a running daemon (make run) serves the page: use it instead of a second one
+    # the instance's database first: with the server down this fails at once, before any worker starts
+    with connect(role_conninfo(s, db, service_role("singularity", instance))) as sq:
+        web, page = web_url(), ()
         names = tuple(n for n in NEEDED_WORKERS if n != "hitl")
-        out.write(f"using the page of the running daemon at {web}\n")
-    with workers_in_process(s, names), connect(role_conninfo(s, db, service_role("singularity", instance))) as sq:
-        return Demo(s, sq, instance=instance, interactive=interactive, timeout=timeout, out=out, web=web).run()
+        owner = _page_owner(web)
+        if owner == system_id(role_conninfo(s, "nexus", "svc_nexus")):  # a running daemon (make run) serves it
+            out.write(f"using the page of the running daemon at {web}/\n")
+        else:
+            if owner is not None:
+                out.write(f"the page at {web}/ belongs to another system (another checkout's daemon?); this demo "
+                          "serves its own\n")
+            worker, web = own_page(s)
+            page = (worker,)
+            out.write(f"web page {web}/ (served by this demo)\n")
+        with workers_in_process(s, names, extra=page):
+            return Demo(s, sq, instance=instance, interactive=interactive, timeout=timeout, out=out, web=web).run()
+
+
+def own_page(s: Settings):
+    """(hitl worker, its URL): the page on NEXUS_WEB_PORT when that is free, else on a free port."""
+    from orchestrator.nexus.hitl_worker import build
+    from orchestrator.nexus.settings import NexusSettings
+
+    ns = NexusSettings.from_env()
+    _hitl, server, worker = build(s, ns=ns, port=ns.web_port if _can_listen(ns.web_host, ns.web_port) else 0)
+    try:
+        server.start(required=True)
+    except SystemExit:
+        worker.on_stop()
+        raise
+    return worker, server.url
+
+
+def _can_listen(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _short(v: object, width: int = 80) -> str:
@@ -310,11 +347,14 @@ def _short(v: object, width: int = 80) -> str:
     return cut + "…"
 
 
-def _page_is_up(base: str) -> bool:
+def _page_owner(base: str) -> str | None:
+    """Whose page answers at BASE (its x-orchestrator-system header; "" for a page that sends none), or None when
+    nothing does."""
     try:
-        return httpx.get(f"{base}/login", timeout=2).status_code == 200
+        r = httpx.get(f"{base}/login", timeout=2)
     except httpx.HTTPError:
-        return False
+        return None
+    return r.headers.get(SYSTEM_HEADER, "") if r.status_code == 200 else ""
 
 
 def web_url() -> str:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import call, fail, table
+from orchestrator.infra.output import fail, json_option, table
 
 instance_opt = click.option("--instance", default="default", show_default=True,
                             help="Singularity instance (database singularity_<id>; default = singularity).")
 
 
 def _call(fn, *args, **kw):
-    return call(fn, settings(), *args, **kw)
+    """FN(settings, ...): a UserError or database error reaches the CLI's one error path (cli.main.Cli)."""
+    return fn(settings(), *args, **kw)
 
 
 @click.group()
@@ -32,6 +33,7 @@ def instance_add(instance_id: str) -> None:
 
 
 @instance.command("list")
+@json_option
 def instance_list() -> None:
     """Registered instances."""
     from orchestrator.infra.instances import list_instances

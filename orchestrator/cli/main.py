@@ -12,15 +12,60 @@ import click
 
 from orchestrator.infra.config import settings
 from orchestrator.infra.links import refresh_schedule_report
-from orchestrator.infra.output import fail, fmt, json_line, table
+from orchestrator.infra.logs import logging_json
+from orchestrator.infra.output import fail, fmt, json_line, json_mode, json_option, table
 
 log = logging.getLogger("orchestrator")
 
 
+class Cli(click.Group):
+    """The command group whose invoke is the CLI's one error path: a failed connection, a refused value, a
+    setting or a file that cannot be used ends the command with what was wrong and the fix (exit 1), never a
+    traceback. Anything else is a bug: one line says so, and --log-level debug shows the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from orchestrator.infra.output import explain
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the one place that turns errors into messages
+            text = explain(e, _external())
+            if text is None:
+                if log.isEnabledFor(logging.DEBUG):
+                    raise
+                text = (f"unexpected {type(e).__name__}: {str(e).strip()[:300] or '(no message)'}. This is a bug: "
+                        "run the command again with --log-level debug for the traceback, and report it")
+            fail(text)
 
 
-@click.group(context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level (env ORCHESTRATOR_LOG_LEVEL).")
+def _external() -> bool | None:
+    """Whether a server is configured by env (None when the settings themselves are bad)."""
+    try:
+        return settings().external
+    except SystemExit:
+        return None
+
+
+def _log_level(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from orchestrator.infra.config import LOG_LEVELS
+
+    if value.lower() not in LOG_LEVELS:
+        source = ctx.get_parameter_source(param.name)
+        name = "ORCHESTRATOR_LOG_LEVEL" if source == click.core.ParameterSource.ENVIRONMENT else "--log-level"
+        fail(f"{name}={value!r} is not a log level; use one of {', '.join(LOG_LEVELS)} (default info)")
+    return value.upper()
+
+
+@click.group(cls=Cli, context_settings={"auto_envvar_prefix": "ORCHESTRATOR", "help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", "-V", package_name="orchestrator", prog_name="orchestrator",
+                      message="%(prog)s %(version)s")
+@click.option("--log-level", default="INFO", show_default=True, callback=_log_level,
+              help="Logging level: debug, info, warning, error, critical (env ORCHESTRATOR_LOG_LEVEL).")
 @click.option("--log-json/--no-log-json", default=False, help="Structured JSON logs (env ORCHESTRATOR_LOG_JSON).")
 def main(log_level: str, log_json: bool) -> None:
     """Postgres-centric agent backbone: embedded PostgreSQL, migrations, the bus, and the daemon."""
@@ -129,14 +174,18 @@ def migrate(ctx: click.Context) -> None:
         try:
             run(settings(), progress=click.echo)
         except Exception as e:  # noqa: BLE001 - report any failure clearly
-            fail(f"migrate failed: {e}")
+            from orchestrator.infra.output import explain
+
+            fail(f"migrate failed: {explain(e, _external()) or e}")
 
 
 @migrate.command("status")
 def migrate_status() -> None:
     """Applied and pending migrations per database."""
+    from orchestrator.infra.db import admin_conninfo
     from orchestrator.infra.migrate import status
 
+    reachable(admin_conninfo(settings(), "postgres"))  # a server that is down: said once, with the fix
     for row in status(settings()):
         if row["error"]:
             click.echo(f"{row['database']:<22} not migrated yet ({row['error']})")
@@ -149,6 +198,13 @@ def migrate_status() -> None:
 
 
 # -- the bus --------------------------------------------------------------------------
+def reachable(conninfo: str) -> None:
+    """Connect once and close: a server that is down or refuses ends the command here, with the fix (Cli)."""
+    from orchestrator.infra.db import connect
+
+    connect(conninfo, connect_timeout=10).close()
+
+
 def _operator():
     """The shared_queue owner's connection: operator views and DLQ tools."""
     from orchestrator.infra.db import connect, owner_conninfo
@@ -157,6 +213,7 @@ def _operator():
 
 
 @main.command()
+@json_option
 def queues() -> None:
     """A table of every queue: length, visible, oldest age, total, dead letters."""
     with _operator() as conn:
@@ -185,6 +242,7 @@ def send(queue: str, message: str, role: str | None) -> None:
         fail("MESSAGE is nested too deeply to decode; flatten it, or send deeply nested data as a JSON string")
     s = settings()
     conninfo = role_conninfo(s, "shared_queue", role) if role else owner_conninfo(s, "shared_queue")
+    reachable(conninfo)  # at once, instead of the pool's retries
     with Bus(conninfo, pool_size=1, source=role or "operator", enabled=s.shared_queue_enabled) as bus:
         try:
             msg_id = bus.publish(queue, body)
@@ -197,15 +255,14 @@ def send(queue: str, message: str, role: str | None) -> None:
 @click.argument("queue")
 @click.option("--archive", is_flag=True, help="Show the queue's archive instead of live messages.")
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def read(queue: str, archive: bool, limit: int) -> None:
     """Show messages of QUEUE (or its archive) without consuming them."""
-    import psycopg
-
     with _operator() as conn:
-        try:
-            rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
-        except psycopg.Error as e:
-            fail(f"{e.diag.message_primary} ({e.diag.message_hint or ''})")
+        rows = conn.execute("SELECT * FROM bus.peek(%s, %s, %s)", (queue, archive, limit)).fetchall()
+    if json_mode():
+        table(rows, ["msg_id", "read_ct", "enqueued_at", "archived_at" if archive else "vt", "message", "headers"])
+        return
     for r in rows:
         when = f" archived {fmt(r['archived_at'])}" if archive else f" vt {fmt(r['vt'])}"
         click.echo(f"#{r['msg_id']} read_ct={r['read_ct']} enqueued {fmt(r['enqueued_at'])}{when}")
@@ -224,6 +281,7 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--queue", default=None, help="Only dead letters from this queue.")
 @click.option("--limit", default=50, show_default=True)
+@json_option
 def dlq_list(queue: str | None, limit: int) -> None:
     """Dead letters with their original queue, error and attempts."""
     with _operator() as conn:
@@ -280,8 +338,15 @@ def status() -> None:
 
         c = Cluster(s)
         click.echo(f"postgres   {'running' if c.running() else 'STOPPED (make db)'} ({c.status()['data_dir']})")
-    pending = sum(len(r["pending"]) for r in mstatus(s))
-    click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
+    with _operator() as conn:  # first: with the server down, this says so with the fix
+        conn.execute("SELECT 1")
+    rows = mstatus(s)
+    pending, unknown = sum(len(r["pending"]) for r in rows), [r for r in rows if r["error"]]
+    if unknown:
+        click.echo(f"migrations unknown for {', '.join(r['database'] for r in unknown)} ({unknown[0]['error']}); "
+                   "run `orchestrator migrate`")
+    else:
+        click.echo(f"migrations {'up to date' if pending == 0 else f'{pending} pending (orchestrator migrate)'}")
     with _operator() as conn:
         q = conn.execute("SELECT sum(queue_length) AS depth, sum(dead_letters) AS dl, max(oldest_age_s) AS oldest "
                          "FROM bus.queue_overview()").fetchone()
@@ -302,8 +367,8 @@ def status() -> None:
 @main.command()
 def alerts() -> None:
     """What needs attention now (deep or stale queues, dead letters, late heartbeats, failing schedules)."""
-    refresh_schedule_report(settings())  # the schedules' last runs, fresh
-    with _operator() as conn:
+    with _operator() as conn:  # first: with the server down, this says so (and nothing else is tried)
+        refresh_schedule_report(settings())  # the schedules' last runs, fresh
         rows = conn.execute("SELECT * FROM bus.alerts()").fetchall()
     for r in rows:
         click.echo(f"[{r['severity'].upper()}] {r['subject']}: {r['message']}\n    fix: {r['fix']}")
@@ -351,11 +416,17 @@ def daemon(only: str, list_: bool, grace: float) -> None:
                    "pg_cron jobs learn and assign, and its outbox keeps every message (its drain records that it "
                    "waits). Set SHARED_QUEUE_ENABLED=true and run `orchestrator migrate` to start them.", err=True)
         return
+    _say_if_unreachable(s)
     try:
         workers = [registry[n](s) for n in names]
     except ValueError as e:  # a worker's setting from the environment is out of range
         fail(str(e))
-    click.echo(_banner(names), err=True)
+    banner = _banner(names, workers)
+    if logging_json():  # every line JSON when asked: the banner too
+        log.info(banner, extra={"fields": {"event": "banner", "workers": names,
+                                          "notices": [w.notice for w in workers if w.notice]}})
+    else:
+        click.echo(banner, err=True)
     sys.exit(Supervisor(workers, grace_s=grace).run_forever())
 
 
@@ -373,8 +444,8 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
         for name in ("orchestrator", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     s = settings()
-    click.echo(f"orchestrator demo: instance {instance!r}; web page {demo_mod.web_url()}/ "
-               "(the workers it needs run in this process; a running daemon shares the work)")
+    click.echo(f"orchestrator demo: instance {instance!r} (the workers it needs run in this process; a running "
+               "daemon shares the work)")
     try:
         demo_mod.run(s, instance=instance, interactive=interactive, timeout=timeout)
     except demo_mod.DemoError as e:
@@ -387,19 +458,29 @@ def demo(ctx: click.Context, instance: str, interactive: bool, timeout: float) -
         ctx.invoke(stats_cmd, days=1, plot_file=None, refresh=True)
 
 
-def _banner(names: list[str]) -> str:
-    """Where to look once the daemon runs (printed to stderr at start)."""
+def _say_if_unreachable(s) -> None:
+    """At the daemon's start: a bus it cannot reach is said once, with the fix (the workers wait for it)."""
+    import psycopg
+
+    from orchestrator.infra.db import owner_conninfo
+    from orchestrator.infra.output import connection_problem
+
+    try:
+        reachable(owner_conninfo(s, "shared_queue"))
+    except psycopg.OperationalError as e:
+        log.error("%s; the workers keep trying and start work as soon as it answers", connection_problem(e, s.external))
+    except Exception:  # noqa: BLE001 - e.g. no password yet: the workers say it themselves
+        pass
+
+
+def _banner(names: list[str], workers: list) -> str:
+    """Where to look once the daemon runs (printed to stderr at start): only what is really served."""
     lines = [f"orchestrator daemon: running {', '.join(names)} (Ctrl-C or SIGTERM stops it; in-flight work is "
              "finished or released)"]
-    if "hitl" in names:
-        from orchestrator.nexus.settings import NexusSettings
-
-        lines.append(f"  web page (approvals, questions, dashboard): {NexusSettings.from_env().web_url}/"
-                     "   sign-in user: orchestrator nexus user add NAME")
+    lines += [f"  {w.notice}" for w in workers if w.notice]
     lines += ["  in another terminal:  .venv/bin/orchestrator demo        (the whole flow, step by step)",
               "                        .venv/bin/orchestrator status | queues | stats",
-              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue',
-              "  metrics for Prometheus: /metrics on the web page's port"]
+              '                        eval "$(.venv/bin/orchestrator db env)"; psql shared_queue']
     return "\n".join(lines)
 
 

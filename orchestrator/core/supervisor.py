@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from orchestrator.core import metrics
 from orchestrator.core.bus import TRANSIENT, Bus, Message
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Worker:
     tick: object = None            # Callable[[], None] for periodic workers
     on_stop: object = None         # Callable[[], None], called once at shutdown
     batch: int = 1                 # messages a consumer slot reads at once
+    notice: str | None = None      # a line for the daemon's banner (e.g. the address a page is really served on)
     in_flight: dict = field(default_factory=dict)
     processed: int = 0
     failed: int = 0
@@ -46,8 +48,9 @@ class Supervisor:
 
     # -- consumer threads ----------------------------------------------------------------
     def _consume(self, w: Worker, slot: int) -> None:
-        def done(_m: Message) -> None:
+        def done(m: Message) -> None:
             w.processed += 1
+            metrics.handled(m.queue, m.enqueued_at)
 
         w.bus.consume(w.queue, w.handle, stop=self.stop, batch_size=w.batch, in_flight=w.in_flight, on_done=done)
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, sql_rows, table
+from orchestrator.infra.output import fail, json_option, sql_rows, table
 
 
 def _owner():
@@ -99,6 +99,7 @@ def run_(file, language, mode, timeout_s, limits, as_json) -> None:
 
 @genesis.command("list")
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def list_(limit: int) -> None:
     """Recent executions, newest first."""
 
@@ -109,6 +110,7 @@ def list_(limit: int) -> None:
 
 @genesis.group(invoke_without_command=True)
 @click.pass_context
+@json_option
 def limits(ctx: click.Context) -> None:
     """Resource limits: defaults and operator maxima (subcommand: set)."""
     if ctx.invoked_subcommand is None:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.infra.config import Settings
+from orchestrator.infra.output import UserError
 
 SUPERUSER = "postgres"
 PRELOAD = "pg_cron,pg_partman_bgw"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(UserError):
     """The embedded cluster could not be set up or started; the message says what to do."""
 
 

@@ -131,6 +131,22 @@ class Settings:
         return None
 
     @property
+    def server(self) -> tuple[str, int]:
+        """Host and port of the external server for databases without a URL of their own: DB_HOST/DB_PORT, else
+        where the bus is (SHARED_QUEUE_DB_URL or SHARED_QUEUE_HOST/PORT), else localhost:5432."""
+        if self.db_host:
+            return self.db_host, self.db_port or 5432
+        bus = self.database_url_override("shared_queue")
+        if bus:
+            from psycopg.conninfo import conninfo_to_dict
+
+            d = conninfo_to_dict(bus)
+            host = str(d.get("host") or "localhost").split(",")[0]
+            port = str(d.get("port") or "5432").split(",")[0]
+            return host, int(port) if port.isdigit() else 5432
+        return "localhost", self.db_port or 5432
+
+    @property
     def external(self) -> bool:
         """True when a server is configured by env, so no embedded cluster is managed."""
         return bool(self.db_host or self.db_urls.get("shared_queue") or self.shared_queue_parts.get("host"))

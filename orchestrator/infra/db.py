@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from orchestrator.infra.cluster import Cluster
 from orchestrator.infra.config import SERVICES, Settings, owner_role
+from orchestrator.infra.output import UserError
 from orchestrator.infra.secrets import role_password
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def admin_conninfo(s: Settings, dbname: str = "postgres") -> str:
     """A superuser (or DB_USER) connection: used only by migrate, cluster tools and tests."""
     if s.external:
         at = _at_override(s, dbname, s.db_user or "postgres", s.db_password)
-        return at or make_conninfo(host=s.db_host or "localhost", port=s.db_port or 5432,
+        host, port = s.server
+        return at or make_conninfo(host=host, port=port,
                                    user=s.db_user or "postgres", password=s.db_password or "", dbname=dbname)
     return Cluster(s).superuser_conninfo(dbname)
 
@@ -69,11 +71,11 @@ def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = No
         return override
     pw = password if password is not None else role_password(s, role)
     if pw is None:
-        raise RuntimeError(f"no password known for role {role}; run `orchestrator migrate` to create it")
+        raise UserError(f"no password known for role {role}; run `orchestrator migrate` to create it")
     if override:
         return _at_override(s, dbname, role, pw)
     if s.external:
-        host, port = s.db_host or "localhost", s.db_port or 5432
+        host, port = s.server
     else:
         host, port = "127.0.0.1", Cluster(s).port
     return make_conninfo(host=host, port=port, user=role, password=pw, dbname=dbname,
@@ -88,6 +90,16 @@ def service_role(service: str, instance: str = "default") -> str:
 
 def owner_conninfo(s: Settings, dbname: str) -> str:
     return role_conninfo(s, dbname, owner_role(dbname))
+
+
+def system_id(conninfo: str) -> str:
+    """A short name for the server and database CONNINFO reaches (host, port, database; no credentials): the
+    page sends it so that a client can tell its own system's page from another checkout's on the same port."""
+    import hashlib
+
+    d = conninfo_to_dict(conninfo)
+    where = f"{d.get('host') or d.get('hostaddr') or ''}:{d.get('port') or 5432}/{d.get('dbname') or ''}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def redact(conninfo: str) -> str:

@@ -19,7 +19,6 @@ from psycopg import sql
 from orchestrator.infra.config import DATABASES, SERVICES, Settings, owner_role
 from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo, role_conninfo, superuser_conn
 from orchestrator.infra.links import LINKED_KINDS, ensure_bus_link, ensure_report_link
-from orchestrator.infra.scram import scram_verifier
 from orchestrator.infra.secrets import role_password
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,13 @@ def ensure_role(admin: psycopg.Connection, s: Settings, role: str) -> None:
     exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
     verb = "ALTER" if exists else "CREATE"
     admin.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-        sql.SQL(verb), _q(role), sql.Literal(scram_verifier(pw))))
+        sql.SQL(verb), _q(role), sql.Literal(scram_verifier(admin, role, pw))))
+
+
+def scram_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """What PostgreSQL stores for PASSWORD under scram-sha-256, computed here by libpq (PQencryptPasswordConn),
+    so the plaintext never reaches SQL text or the server log."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
 def ensure_database(admin: psycopg.Connection, t: Target, service_roles: Iterable[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import fail, sql_rows, table
+from orchestrator.infra.output import fail, json_option, say, sql_rows, table
 
 
 def _owner():
@@ -19,9 +19,8 @@ def _run(sql: str, params: tuple = ()) -> list[dict]:
     return sql_rows(_owner, sql, params)
 
 
-def _show(sql: str, cols: list[str], params: tuple = ()) -> None:
-
-    table(_run(sql, params), cols)
+def _show(sql: str, cols: list[str], params: tuple = (), name: str | None = None) -> None:
+    table(_run(sql, params), cols, name=name)
 
 
 @click.group()
@@ -32,6 +31,7 @@ def nexus() -> None:
 # -- providers -----------------------------------------------------------------------------
 @nexus.group(invoke_without_command=True)
 @click.pass_context
+@json_option
 def providers(ctx: click.Context) -> None:
     """List providers (subcommands: set, remove)."""
     if ctx.invoked_subcommand is None:
@@ -67,6 +67,7 @@ def providers_remove(name) -> None:
 # -- models ------------------------------------------------------------------------------
 @nexus.group(invoke_without_command=True)
 @click.pass_context
+@json_option
 def models(ctx: click.Context) -> None:
     """List models (subcommand: set)."""
     if ctx.invoked_subcommand is None:
@@ -90,6 +91,7 @@ def models_set(name, provider, remote, cost_in, cost_out, max_tokens) -> None:
 # -- routes ------------------------------------------------------------------------------
 @nexus.group(invoke_without_command=True)
 @click.pass_context
+@json_option
 def routes(ctx: click.Context) -> None:
     """List routes (subcommand: set)."""
     if ctx.invoked_subcommand is None:
@@ -108,14 +110,15 @@ def routes_set(task_type, models_) -> None:
 # -- budgets -----------------------------------------------------------------------------
 @nexus.group(invoke_without_command=True)
 @click.pass_context
+@json_option
 def budget(ctx: click.Context) -> None:
     """Budgets and today's use (subcommand: set)."""
     if ctx.invoked_subcommand is None:
         _show("SELECT agent_id, daily_tokens, daily_cost FROM nexus.budgets ORDER BY 1",
-              ["agent_id", "daily_tokens", "daily_cost"])
-        click.echo("")
+              ["agent_id", "daily_tokens", "daily_cost"], name="budgets")
+        say("")
         _show("SELECT * FROM nexus.budget_today ORDER BY agent_id",
-              ["agent_id", "day", "tokens", "daily_tokens", "cost", "daily_cost"])
+              ["agent_id", "day", "tokens", "daily_tokens", "cost", "daily_cost"], name="today")
 
 
 @budget.command("set")
@@ -131,6 +134,7 @@ def budget_set(agent_id, tokens, cost) -> None:
 # -- call log ------------------------------------------------------------------------------
 @nexus.command()
 @click.option("--limit", default=20, show_default=True)
+@json_option
 def calls(limit: int) -> None:
     """The most recent LLM calls: provider, model, tokens, latency, cost, status, error."""
     _show("SELECT * FROM nexus.recent_calls LIMIT %s", ["created_at", "request_id", "agent_id", "model", "attempt",

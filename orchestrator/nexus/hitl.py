@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from orchestrator.core import metrics
 from orchestrator.core.bus import Bus, Message
 from orchestrator.core.messages import ValidationError
 
@@ -32,7 +33,8 @@ def _delivery(queue: str, msg_id: int, read_ct: int) -> Message:
 
 class Hitl:
     def __init__(self, bus: Bus, pool: ConnectionPool, *, lease_s: float = 300.0, default_timeout_s: float = 86400.0,
-                 batch: int = 50):
+                 batch: int = 50, on_new=None):
+        self.on_new = on_new  # Callable[[kind, body], None]: a request held for the first time (the webhook)
         self.bus = bus
         self.pool = pool
         self.lease_s = lease_s
@@ -84,6 +86,8 @@ class Hitl:
                 self.bus.dead_letter(m, f"request id reused, and the error answer cannot be sent on {reply_to}: {e}")
             return
         log.info("hitl: holding %s %s from %s (%s)", kind, m.id, m.body.get("agent_id"), status)
+        if self.on_new and status == "pending" and m.read_ct == 1:  # its first delivery: announce it once
+            self.on_new(kind, m.body)
 
     def renew_leases(self) -> int:
         """Extend every held delivery whose lease ends within half a lease."""
@@ -97,7 +101,12 @@ class Hitl:
 
     def expire(self) -> int:
         """Deny approvals past their deadline (decided_by nexus:timeout)."""
-        return self._q("SELECT nexus.hitl_expire() AS n")[0]["n"]
+        n = self._q("SELECT nexus.hitl_expire() AS n")[0]["n"]
+        if n:
+            metrics.HITL_DECISIONS.labels(kind="approval", outcome="timed_out").inc(n)
+            log.info("hitl: %d approval(s) denied at their deadline (decided_by nexus:timeout)", n,
+                     extra={"fields": {"event": "hitl_timeout", "count": n}})
+        return n
 
     def publish(self, request_id: str | None = None) -> int:
         """Publish decided items on their reply queue and archive their request, in one transaction."""
@@ -123,9 +132,29 @@ class Hitl:
         """Record a vote or answer; when it decides the item, publish at once (the worker retries otherwise)."""
         out = self._q("SELECT nexus.hitl_decide(%s, %s, %s, %s, %s) AS r",
                       (request_id, user, approved, response, comment))[0]["r"]
+        log_decision(request_id, user, approved, response, comment, out)
         if out["status"] == "decided":
             try:
                 self.publish(request_id)
             except Exception:  # noqa: BLE001 - the worker's next pass publishes it
                 log.exception("hitl: publishing %s failed; the worker will retry", request_id)
         return out
+
+
+def log_decision(request_id: str, user: str, approved: bool | None, response: str | None, comment: str | None,
+                 out: dict) -> None:
+    """One INFO line (and the counter) per human decision or vote the page records."""
+    kind = "question" if approved is None else "approval"
+    what = ("answered" if approved is None else "approved" if approved else "denied")
+    status = out.get("status")
+    if status not in ("decided", "recorded"):
+        log.info("hitl: %s %s by %s not recorded: %s", kind, request_id, user, status,
+                 extra={"fields": {"event": "hitl_decision", "kind": kind, "request_id": request_id, "user": user,
+                                   "status": status}})
+        return
+    metrics.HITL_DECISIONS.labels(kind=kind, outcome=what if status == "decided" else "vote").inc()
+    tally = "" if status == "decided" else f" (vote: {out.get('approvals')} of {out.get('quorum')} approvals so far)"
+    detail = f": {response[:80]!r}" if response else (f" ({comment[:80]!r})" if comment else "")
+    log.info("hitl: %s %s %s by %s%s%s", kind, request_id, what, user, detail, tally,
+             extra={"fields": {"event": "hitl_decision", "kind": kind, "request_id": request_id, "user": user,
+                               "outcome": what, "status": status}})

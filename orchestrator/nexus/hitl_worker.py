@@ -6,7 +6,8 @@ nexus and records decisions. Env: NEXUS_WEB_HOST (127.0.0.1), NEXUS_WEB_PORT (87
 NEXUS_HITL_LEASE_S (300), NEXUS_HITL_TIMEOUT_S (86400, default approval timeout), NEXUS_HITL_TICK_S (1),
 NEXUS_WEB_REQUIRED (0: a busy port is logged and the worker runs on without the page; 1: exit),
 NEXUS_WEB_HOSTS (host names the page answers to), NEXUS_TRUSTED_PROXIES (whose X-Forwarded-For counts),
-NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings).
+NEXUS_WEB_SECURE_COOKIES (orchestrator.nexus.web.app.web_settings), NEXUS_HITL_WEBHOOK and
+NEXUS_HITL_WEBHOOK_TOKEN (new requests announced: orchestrator.nexus.hitl_webhook).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
 from orchestrator.nexus.hitl import Hitl
+from orchestrator.nexus.hitl_webhook import HitlWebhook
 from orchestrator.nexus.settings import NexusSettings, web_settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,11 @@ class WebServer:
         self.sock: socket.socket | None = None
         self.server = None
         self.thread: threading.Thread | None = None
+        self.problem: str | None = None   # why nothing is served (a taken port), with the fix
+
+    @property
+    def serving(self) -> bool:
+        return self.server is not None
 
     @property
     def url(self) -> str:
@@ -48,17 +55,22 @@ class WebServer:
             sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}); set NEXUS_WEB_PORT to a free port "
-                   "or stop what uses it")
+            msg = (f"hitl: cannot listen on {self.host}:{self.port} ({e.strerror}; another program, perhaps another "
+                   "checkout's daemon, has it); set NEXUS_WEB_PORT to a free port (0 picks one and the banner prints "
+                   "it) or stop what uses it")
             if required:
                 raise SystemExit(msg) from None
-            log.error("%s; the page is off, approvals still time out and decisions already made are published", msg)
+            self.problem = msg
+            log.error("%s; the page is off, approvals still time out and decisions already made are published "
+                      "(NEXUS_WEB_REQUIRED=true stops the daemon instead)", msg)
             return self
         self.sock, self.port = sock, sock.getsockname()[1]
         # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 (its default); the page
         # believes it only from NEXUS_TRUSTED_PROXIES (orchestrator.nexus.web.app.ClientAddress)
+        # log_config None: uvicorn's loggers keep no handlers of their own and go through the root handler
+        # (orchestrator.infra.logs: JSON with ORCHESTRATOR_LOG_JSON, like every other line)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                                    proxy_headers=False, server_header=False))
+                                                    proxy_headers=False, server_header=False, log_config=None))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="hitl-web",
                                        daemon=True)
         self.thread.start()
@@ -87,13 +99,21 @@ def build(s: Settings, *, host: str | None = None, port: int | None = None, ns: 
     dash = Dashboard(bus.pool, pool)
     app = create_app(hitl, pool, dash, web=web_cfg, metrics_token=ns.metrics_token)
     web = WebServer(app, host, port if port is not None else ns.web_port)
+    tick = hitl.tick
+    if ns.hitl_webhook:
+        hook = HitlWebhook(ns.hitl_webhook, lambda: web.url, token=ns.hitl_webhook_token)
+        hitl.on_new = hook.add
+
+        def tick() -> None:
+            hitl.tick()
+            hook.flush()
 
     def stop() -> None:
         web.stop()
         pool.close()
         bus.close()
 
-    worker = Worker(name="hitl", bus=bus, every_s=ns.hitl_tick_s, tick=hitl.tick, on_stop=stop)
+    worker = Worker(name="hitl", bus=bus, every_s=ns.hitl_tick_s, tick=tick, on_stop=stop)
     return hitl, web, worker
 
 
@@ -101,4 +121,13 @@ def make(s: Settings) -> Worker:
     ns = NexusSettings.from_env()
     _hitl, web, worker = build(s, ns=ns)
     web.start(required=ns.web_required)
+    worker.notice = banner_line(web)
     return worker
+
+
+def banner_line(web: WebServer) -> str:
+    """The daemon's banner line for the page: the address actually served, or why there is none and the fix."""
+    if web.serving:
+        return (f"web page (approvals, questions, dashboard; /metrics for Prometheus): {web.url}/   "
+                "sign-in user: orchestrator nexus user add NAME")
+    return f"web page: OFF ({web.problem})"

@@ -87,6 +87,8 @@ class NexusSettings:
     hitl_timeout_s: float       # NEXUS_HITL_TIMEOUT_S: default approval timeout (automatic deny)
     hitl_tick_s: float          # NEXUS_HITL_TICK_S: the HITL worker's pass
     metrics_token: str | None   # NEXUS_METRICS_TOKEN: bearer token for /metrics without a session
+    hitl_webhook: str | None = None        # NEXUS_HITL_WEBHOOK: new approvals and questions are POSTed there
+    hitl_webhook_token: str | None = None  # NEXUS_HITL_WEBHOOK_TOKEN: its bearer token
     web: WebSettings = field(default_factory=WebSettings)
 
     @classmethod
@@ -104,12 +106,22 @@ class NexusSettings:
                                    "the default approval timeout, in s"),
             hitl_tick_s=e.float("NEXUS_HITL_TICK_S", 1.0, 0.05, 60, "the HITL worker's pass, in s"),
             metrics_token=e.str("NEXUS_METRICS_TOKEN"),
+            hitl_webhook=webhook_url(e.str("NEXUS_HITL_WEBHOOK")),
+            hitl_webhook_token=e.str("NEXUS_HITL_WEBHOOK_TOKEN"),
             web=web_settings(host, e.env),
         )
 
     @property
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
+
+
+def webhook_url(raw: str | None) -> str | None:
+    """NEXUS_HITL_WEBHOOK checked: an http(s) URL, or unset."""
+    if raw and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", raw):
+        raise SettingError("NEXUS_HITL_WEBHOOK", raw, "give the http(s) URL new approvals and questions are POSTed to "
+                           "(e.g. a chat tool's incoming webhook), or unset it")
+    return raw
 
 
 def api_key(env_name: str, env=None) -> str | None:

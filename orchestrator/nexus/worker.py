@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 
+from orchestrator.core import metrics
 from orchestrator.core.bus import Bus, Message, Reject, SelfSettlingBus
 from orchestrator.core.heartbeat import Heartbeats
 from orchestrator.core.messages import ValidationError
@@ -13,11 +16,14 @@ from orchestrator.infra.db import make_pool, role_conninfo
 from orchestrator.nexus.router import Router, fast_commit
 from orchestrator.nexus.settings import NexusSettings
 
+log = logging.getLogger(__name__)
+
 
 def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
     """MARGIN_S: how long the lease must outlive a provider attempt's timeout (settling, publishing)."""
 
     def handle(m: Message) -> None:
+        t0 = time.monotonic()
         held = {"until": m.vt}
 
         def lease(cand: dict) -> None:
@@ -35,8 +41,31 @@ def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
             bus.reply_and_ack(m, queue, result)
         except ValidationError as e:
             raise Reject(f"cannot answer on {queue}: {e}") from e
+        log_answer(m, result, metrics.since(t0))
 
     return handle
+
+
+def log_answer(m: Message, result: dict, seconds: float) -> None:
+    """One INFO line (and the metrics) per answered request."""
+    usage = result.get("usage") or {}
+    model, status = result.get("model") or "-", "error" if result.get("error") else "ok"
+    t_in, t_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    metrics.LLM_REQUESTS.labels(model=model, status=status).inc()
+    metrics.LLM_LATENCY.labels(model=model, status=status).observe(seconds)
+    metrics.LLM_TOKENS.labels(model=model, direction="in").inc(t_in)
+    metrics.LLM_TOKENS.labels(model=model, direction="out").inc(t_out)
+    fields = {"event": "llm_request", "request_id": result.get("request_id"), "agent_id": m.body.get("agent_id"),
+              "task_type": m.body.get("task_type"), "model": model, "status": status, "tokens_in": t_in,
+              "tokens_out": t_out, "cost": usage.get("cost"), "ms": round(seconds * 1000, 1)}
+    if status == "ok":
+        log.info("llm request %s from %s (%s): answered by %s, %d+%d tokens, cost %s, %.0f ms", fields["request_id"],
+                 fields["agent_id"] or m.sender, fields["task_type"], model, t_in, t_out, usage.get("cost", 0),
+                 seconds * 1000, extra={"fields": fields})
+    else:
+        log.info("llm request %s from %s (%s): answered with an error in %.0f ms: %s", fields["request_id"],
+                 fields["agent_id"] or m.sender, fields["task_type"], seconds * 1000, str(result["error"])[:200],
+                 extra={"fields": {**fields, "error": str(result["error"])[:500]}})
 
 
 def make(s: Settings) -> Worker:

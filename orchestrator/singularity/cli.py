@@ -8,11 +8,12 @@ import sys
 import click
 
 from orchestrator.infra.config import settings
-from orchestrator.infra.output import call, table
+from orchestrator.infra.output import json_option, table
 
 
 def _call(fn, *args, **kw):
-    return call(fn, settings(), *args, **kw)
+    """FN(settings, ...): a UserError or database error reaches the CLI's one error path (cli.main.Cli)."""
+    return fn(settings(), *args, **kw)
 
 
 instance_opt = click.option("--instance", default="default", show_default=True,
@@ -48,6 +49,7 @@ _register()
 
 @autonomous.command("queue-status")
 @instance_opt
+@json_option
 def queue_status(instance: str) -> None:
     """Outbox depth and last error, last drain, tasks by status, learning backlog."""
     from orchestrator.singularity.autonomous import queue_status as qs
@@ -58,6 +60,7 @@ def queue_status(instance: str) -> None:
 @autonomous.command("jobs-status")
 @instance_opt
 @click.option("--cron", is_flag=True, help="Also pg_cron's own last run (cron.job_run_details; needs the superuser).")
+@json_option
 def jobs_status(instance: str, cron: bool) -> None:
     """Each schedule with its last run, status and duration (core.job_runs)."""
     from orchestrator.singularity.autonomous import jobs_status as js

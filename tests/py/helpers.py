@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,3 +60,32 @@ def cron_job_paused(s, jobname: str, timeout: float = 60):
             yield
         finally:
             pg.execute("SELECT cron.alter_job(%s, active => %s)", (job["jobid"], job["active"]))
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording JSON bodies; answers STATUS (settable)."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.auth: list[str | None] = []
+        self.status = 200
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                rec.bodies.append(json.loads(self.rfile.read(n)))
+                rec.auth.append(self.headers.get("Authorization"))
+                self.send_response(rec.status)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import wait_until
+from helpers import Receiver, wait_until
 from orchestrator.core.alerts import AlertPusher
 from orchestrator.core.bus import Bus
 from orchestrator.infra.db import role_conninfo
 
 LLM = {"agent_id": "a1", "task_type": "chat", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 recording JSON bodies; answers STATUS (settable)."""
-
-    def __init__(self):
-        self.bodies: list[dict] = []
-        self.auth: list[str | None] = []
-        self.status = 200
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length", 0))
-                rec.bodies.append(json.loads(self.rfile.read(n)))
-                rec.auth.append(self.headers.get("Authorization"))
-                self.send_response(rec.status)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 @pytest.fixture
@@ -102,7 +70,7 @@ def test_new_and_cleared_alerts_reach_the_webhook_and_failures_are_retried(s, cl
         sender.close()
 
 
-def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
+def test_alerts_and_queue_figures_are_in_prometheus_metrics(s, clean_queues, bus_for):
     from orchestrator.infra.db import make_pool
     from orchestrator.nexus.dashboard import Dashboard
 
@@ -116,8 +84,9 @@ def test_alerts_and_latency_are_in_prometheus_metrics(s, clean_queues, bus_for):
     finally:
         bus_pool.close()
         nexus_pool.close()
-    assert 'bus_queue_latency_seconds{queue="llm_requests",quantile="0.99"}' in text
-    assert 'bus_queue_archived_last_hour{queue="llm_requests"}' in text
+    text = text.decode()
+    assert 'bus_queue_messages_total{queue="llm_requests"}' in text
+    assert 'bus_queue_oldest_message_age_seconds{queue="llm_requests"}' in text
     assert 'bus_alerts{severity="critical"}' in text
 
 

@@ -99,3 +99,34 @@ def test_demo_in_two_instances_brings_knowledge_back_to_both(s, two_instances):
         k = _knowledge(s, db)
         assert k and k["instances"] >= 2, f"{db}: {k}"
         assert k["total_occurrences"] == agg["total_occurrences"]
+
+
+def test_the_demo_never_uses_another_systems_page_on_its_port(s):
+    """Another checkout's page on NEXUS_WEB_PORT (here: any page without this system's x-orchestrator-system): the
+    demo serves its own on a free port, prints that address, and runs through."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Foreign(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("x-orchestrator-system", "someone-else")
+            self.end_headers()
+            self.wfile.write(b"<form>sign in</form>")
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    port = srv.server_address[1]
+    Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "NEXUS_WEB_PORT": str(port), "ORCHESTRATOR_LOG_LEVEL": "WARNING"}
+        r = run_cli("demo", "--timeout", "60", env=env, timeout=240)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    assert f"the page at http://127.0.0.1:{port}/ belongs to another system" in r.stdout
+    served = [line for line in r.stdout.splitlines() if line.startswith("web page http://127.0.0.1:")]
+    assert served and f":{port}/" not in served[0] and "approved=True by demo" in r.stdout

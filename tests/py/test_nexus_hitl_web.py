@@ -274,7 +274,8 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(s, system, browser
     body = metrics.text()
     assert 'bus_queue_depth{queue="approval_requests"}' in body and "# TYPE nexus_llm_calls_total counter" in body
     assert 'nexus_hitl_items{kind="question",status="pending"}' in body
-    assert 'pg_cron_job_runs_24h{job="singularity:drain_outbox"}' in body and "pg_cron_report_age_seconds" in body
+    assert 'pg_cron_job_last_run_failed{job="singularity:drain_outbox"}' in body and "pg_cron_report_age_seconds" in body
+    assert "_24h" not in body and "quantile=" not in body  # counters and histograms, not windowed gauges
     ctx.close()
 
 

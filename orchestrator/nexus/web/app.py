@@ -32,6 +32,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from orchestrator.infra.db import system_id
 from orchestrator.nexus.hitl import Hitl
 from orchestrator.nexus.passwords import derive_key
 from orchestrator.nexus.settings import NET, WebSettings, host_name
@@ -39,6 +40,7 @@ from orchestrator.nexus.settings import NET, WebSettings, host_name
 log = logging.getLogger(__name__)
 
 COOKIE = "nexus_session"
+SYSTEM_HEADER = "x-orchestrator-system"  # on the sign-in page: infra.db.system_id of the nexus database it serves
 LOGIN_COOKIE = "nexus_login_csrf"
 DEVICE_COOKIE = "nexus_device"      # a browser its user signed in with: not held back by a throttled address
 DEVICE_TTL_S = 90 * 86400
@@ -203,6 +205,7 @@ class Page:
         self.web = web or WebSettings()
         self.session_ttl_s, self.metrics_token = session_ttl_s, metrics_token
         self.scrypt_slots = threading.BoundedSemaphore(4)  # each derivation takes 16 MiB and ~50 ms of a core
+        self.system = system_id(getattr(pool, "conninfo", "") or "")  # which system's page this is (SYSTEM_HEADER)
 
     def _hash(self, token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
@@ -261,6 +264,7 @@ class Page:
                                                                   "error": error}, status_code=status_code,
                                           headers=headers)
         resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=self.web.secure_cookies)
+        resp.headers[SYSTEM_HEADER] = self.system
         return resp
 
     def login_form(self, request: Request) -> Response:
@@ -406,8 +410,9 @@ class Page:
         return self.serve_metrics()
 
     def serve_metrics(self) -> Response:
-        return PlainTextResponse(self.dashboard.prometheus() if self.dashboard else "",
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.dashboard.prometheus() if self.dashboard else b"", media_type=CONTENT_TYPE_LATEST)
 
     def routes(self) -> list[Route]:
         return [

@@ -171,36 +171,95 @@ COMMENT ON FUNCTION nexus.settle(text, text, text, jsonb) IS
     'Logs a request''s attempts in llm_calls and replaces its reservation by the real tokens and cost.';
 
 -- Configuration (operator: `orchestrator nexus ...`, as the database owner) ----------------------
+-- Each refuses a bad value with 22023, naming the value and the option that fixes it (never a raw constraint name).
 CREATE OR REPLACE FUNCTION nexus.set_provider(p_name text, p_kind text, p_base_url text, p_api_key_env text,
                                               p_timeout_s double precision DEFAULT 60, p_max_retries int DEFAULT 2,
                                               p_backoff_ms int DEFAULT 500, p_enabled boolean DEFAULT true)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    problem text;
+    fix text;
+BEGIN
+    IF p_name IS NULL OR p_name !~ '^[a-z][a-z0-9_-]{0,40}$' THEN
+        problem := format('provider name %L is not allowed', p_name);
+        fix := 'use a lower-case letter, then up to 40 of a-z, 0-9, _ and -, e.g. openai or local-vllm';
+    ELSIF p_kind IS NULL OR p_kind NOT IN ('openai', 'anthropic', 'gemini', 'offline') THEN
+        problem := format('provider kind %L is not known', p_kind);
+        fix := 'use --kind openai, anthropic, gemini or offline';
+    ELSIF p_kind <> 'offline' AND coalesce(p_base_url, '') = '' THEN
+        problem := format('a provider of kind %s needs a base URL', p_kind);
+        fix := 'pass --base-url, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1';
+    ELSIF p_base_url IS NOT NULL AND p_base_url !~ '^https?://[^/\s]+' THEN
+        problem := format('base URL %L is not an http(s) URL', p_base_url);
+        fix := 'pass --base-url as http://HOST[:PORT]/PATH or https://...';
+    ELSIF p_api_key_env IS NOT NULL AND p_api_key_env !~ '^[A-Z_][A-Z0-9_]*$' THEN
+        problem := format('--key-env %L is not an environment variable name', left(p_api_key_env, 40));
+        fix := 'give the NAME of the variable holding the key (e.g. --key-env OPENAI_API_KEY), never the key itself';
+    ELSIF p_timeout_s IS NULL OR NOT p_timeout_s > 0 THEN
+        problem := format('timeout %s s is not positive', p_timeout_s);
+        fix := 'pass --timeout with the seconds one attempt may take, e.g. --timeout 60';
+    ELSIF p_max_retries IS NULL OR p_max_retries NOT BETWEEN 0 AND 10 THEN
+        problem := format('%s retries is out of range', p_max_retries);
+        fix := 'pass --retries between 0 and 10';
+    ELSIF p_backoff_ms IS NULL OR p_backoff_ms < 0 THEN
+        problem := format('backoff %s ms is negative', p_backoff_ms);
+        fix := 'pass --backoff-ms 0 or more (the first retry''s wait; it doubles per retry)';
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'provider %: %', p_name, problem USING ERRCODE = 'invalid_parameter_value', HINT = fix;
+    END IF;
     INSERT INTO nexus.providers AS p (name, kind, base_url, api_key_env, timeout_s, max_retries, backoff_ms, enabled)
     VALUES (p_name, p_kind, p_base_url, p_api_key_env, p_timeout_s, p_max_retries, p_backoff_ms, p_enabled)
     ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, base_url = EXCLUDED.base_url,
         api_key_env = EXCLUDED.api_key_env, timeout_s = EXCLUDED.timeout_s, max_retries = EXCLUDED.max_retries,
         backoff_ms = EXCLUDED.backoff_ms, enabled = EXCLUDED.enabled;
+END;
 $$;
 COMMENT ON FUNCTION nexus.set_provider(text, text, text, text, double precision, int, int, boolean) IS
-    'Adds or changes a provider (api_key_env is the name of the env var with the key).';
+    'Adds or changes a provider (api_key_env is the name of the env var with the key); a bad value: 22023 with the fix.';
 
 CREATE OR REPLACE FUNCTION nexus.set_model(p_name text, p_provider text, p_remote_model text,
                                            p_cost_in_per_1k numeric DEFAULT 0, p_cost_out_per_1k numeric DEFAULT 0,
                                            p_max_tokens int DEFAULT 1024)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    problem text;
+    fix text;
+BEGIN
+    IF coalesce(p_name, '') = '' THEN
+        problem := 'a model needs a name';
+        fix := 'orchestrator nexus models set NAME --provider P';
+    ELSIF NOT EXISTS (SELECT 1 FROM nexus.providers p WHERE p.name = p_provider) THEN
+        problem := format('provider %L does not exist', p_provider);
+        fix := 'add it first (orchestrator nexus providers set NAME --kind ...) or pick one of orchestrator nexus providers';
+    ELSIF coalesce(p_remote_model, '') = '' THEN
+        problem := 'the provider''s model name is empty';
+        fix := 'pass --remote with the name the provider knows the model by';
+    ELSIF p_cost_in_per_1k IS NULL OR p_cost_in_per_1k < 0 OR p_cost_out_per_1k IS NULL OR p_cost_out_per_1k < 0 THEN
+        problem := format('prices %s / %s per 1000 tokens include a negative one', p_cost_in_per_1k, p_cost_out_per_1k);
+        fix := 'pass --cost-in and --cost-out as 0 or more';
+    ELSIF p_max_tokens IS NULL OR p_max_tokens <= 0 THEN
+        problem := format('max_tokens %s is not positive', p_max_tokens);
+        fix := 'pass --max-tokens 1 or more (the default for requests that name none)';
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'model %: %', p_name, problem USING ERRCODE = 'invalid_parameter_value', HINT = fix;
+    END IF;
     INSERT INTO nexus.models AS m (name, provider, remote_model, cost_in_per_1k, cost_out_per_1k, max_tokens)
     VALUES (p_name, p_provider, p_remote_model, p_cost_in_per_1k, p_cost_out_per_1k, p_max_tokens)
     ON CONFLICT (name) DO UPDATE SET provider = EXCLUDED.provider, remote_model = EXCLUDED.remote_model,
         cost_in_per_1k = EXCLUDED.cost_in_per_1k, cost_out_per_1k = EXCLUDED.cost_out_per_1k,
         max_tokens = EXCLUDED.max_tokens;
+END;
 $$;
-COMMENT ON FUNCTION nexus.set_model(text, text, text, numeric, numeric, int) IS 'Adds or changes a model and its prices.';
+COMMENT ON FUNCTION nexus.set_model(text, text, text, numeric, numeric, int) IS
+    'Adds or changes a model and its prices; a bad value: 22023 with the fix.';
 
 CREATE OR REPLACE FUNCTION nexus.set_route(p_task_type text, p_models text[])
 RETURNS int
@@ -225,13 +284,28 @@ COMMENT ON FUNCTION nexus.set_route(text, text[]) IS 'Replaces a task type''s ro
 
 CREATE OR REPLACE FUNCTION nexus.set_budget(p_agent_id text, p_daily_tokens bigint, p_daily_cost numeric)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    IF coalesce(p_agent_id, '') = '' THEN
+        RAISE EXCEPTION 'a budget needs an agent id' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'orchestrator nexus budget set AGENT_ID (''*'' for every agent without its own)';
+    END IF;
+    IF p_daily_tokens < 0 THEN
+        RAISE EXCEPTION 'budget %: a daily limit of % tokens is negative', p_agent_id, p_daily_tokens
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass --tokens 0 or more, or leave it out for no limit';
+    END IF;
+    IF p_daily_cost < 0 THEN
+        RAISE EXCEPTION 'budget %: a daily cost limit of % is negative', p_agent_id, p_daily_cost
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass --cost 0 or more, or leave it out for no limit';
+    END IF;
     INSERT INTO nexus.budgets AS b (agent_id, daily_tokens, daily_cost) VALUES (p_agent_id, p_daily_tokens, p_daily_cost)
     ON CONFLICT (agent_id) DO UPDATE SET daily_tokens = EXCLUDED.daily_tokens, daily_cost = EXCLUDED.daily_cost;
+END;
 $$;
-COMMENT ON FUNCTION nexus.set_budget(text, bigint, numeric) IS 'Sets an agent''s daily limits (''*'' for every agent); NULL = no limit.';
+COMMENT ON FUNCTION nexus.set_budget(text, bigint, numeric) IS
+    'Sets an agent''s daily limits (''*'' for every agent); NULL = no limit; a negative one: 22023 with the fix.';
 
 -- What the operator and the dashboard look at.
 CREATE OR REPLACE VIEW nexus.recent_calls AS
