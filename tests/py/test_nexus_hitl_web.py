@@ -269,6 +269,10 @@ def test_dashboard_shows_the_system_and_replays_a_dead_letter(s, system, browser
     row.locator("button").click()
     assert "replayed as msg" in page.locator("#msg").inner_text()
     wait_pending(hitl, "question", qid)
+    page.goto(url + "/dashboard")
+    decisions = page.locator("#hitl").inner_text()
+    assert "question" in decisions and "built-in method" not in decisions, decisions
+    assert any(cell.isdigit() for cell in decisions.split()), f"the items column shows counts: {decisions}"
     metrics = page.request.get(url + "/metrics")
     assert metrics.status == 200
     body = metrics.text()
