@@ -1,15 +1,17 @@
 """The NATS side of the bridge: one asyncio loop in a thread of its own.
 
-- core subscriptions (queue group `orchestrator-nats-bridge`) on the request subjects: each request is
-  taken into pgmq (Ledger.take) and a refused one is answered with why. At-most-once: what NATS
-  delivers while no bridge listens is gone (NATS core keeps nothing).
-- jetstream mode: the stream NATS_STREAM holds the same subjects (no_ack, so an agent's
-  `nc.request` still gets the real answer); a durable pull consumer takes each stored message and acks
-  it only after its pgmq commit (a crash in between redelivers it; the ledger makes it a duplicate).
-  The core copy of a request still tells the bridge its reply subject.
+- core mode: subscriptions (queue group `orchestrator-nats-bridge`) on the request subjects; each
+  request is taken into pgmq (Ledger.take) and a refused one is answered with why; the result goes to
+  the request's reply subject (`nc.request`). At-most-once: what is sent while no bridge listens, or
+  while PostgreSQL is away (the asker is told), is not kept (NATS core keeps nothing).
+- jetstream mode: the stream NATS_STREAM stores the request subjects (agents `js.publish` and get the
+  stream's ack; the subject for the result goes in the `Reply-To` header). A durable pull consumer
+  takes each stored message and acks it only after its pgmq commit: a crash in between redelivers it
+  and the ledger makes it a duplicate; PostgreSQL away: not acked, redelivered.
 - results on the bridge's reply queues go back to each request's NATS reply subject (threads running the
   bus's one consumer loop; Ledger.deliver).
-- phase 2 stops the core subscriptions and keeps draining the stream; phase 3 stops taking anything.
+- phase 2 stops the core subscriptions; the stream is drained of what it stored before the cutover
+  (later messages are recorded as refused, and told so); phase 3 takes nothing.
 """
 
 from __future__ import annotations
@@ -32,21 +34,19 @@ log = logging.getLogger(__name__)
 
 QUEUE_GROUP = "orchestrator-nats-bridge"
 DURABLE = "orchestrator-nats-bridge"
+REPLY_HEADER = "Reply-To"   # jetstream mode: where a stored request's result goes
 MAX_KEY = 200
 
 
-def request_key(mode: str, subject: str, data: bytes, headers: dict | None) -> str:
-    """The dedupe key: the message's `id`, else its Nats-Msg-Id header, else (jetstream: the core and the
-    stored copy must agree) a hash of subject and bytes, else (core) a fresh one."""
+def request_key(data: bytes, headers: dict | None, fallback: str) -> str:
+    """The dedupe key: the message's `id`, else its Nats-Msg-Id header, else FALLBACK (a stored message's
+    stream sequence, stable across redeliveries; for core NATS a fresh one)."""
     try:
         body = json.loads(data)
         mid = body.get("id") if isinstance(body, dict) else None
     except ValueError:
         mid = None
-    key = mid if isinstance(mid, str) and mid else (headers or {}).get("Nats-Msg-Id")
-    if not key:
-        key = ("sha:" + hashlib.sha256(subject.encode() + b"\0" + data).hexdigest() if mode == "jetstream"
-               else "core:" + uuid.uuid4().hex)
+    key = mid if isinstance(mid, str) and mid else (headers or {}).get("Nats-Msg-Id") or fallback
     return key if len(key) <= MAX_KEY else "sha:" + hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -96,6 +96,15 @@ class Bridge:
         self.loop = asyncio.get_running_loop()
         self.gate = asyncio.Semaphore(self.concurrency)
         await self.connect()
+        if self.stopping.is_set():
+            return
+        try:
+            await self.apply_phase()
+            if self.ns.mode == "jetstream":
+                await self.ensure_stream(self.nc.jetstream())
+            self.ready.set()
+        except Exception as e:  # noqa: BLE001 - the loops below retry
+            log.warning("NATS bridge setup: %s; retrying", e or type(e).__name__)
         tasks = [asyncio.create_task(self.follow_phase())]
         if self.ns.mode == "jetstream":
             tasks.append(asyncio.create_task(self.drain()))
@@ -135,19 +144,22 @@ class Bridge:
         log.info("NATS bridge reconnected to %s", self.nc.connected_url.netloc)
 
     async def follow_phase(self) -> None:
-        """Core subscriptions exist in phase 1 only (phase 2: agents publish to pgmq)."""
         while True:
-            if self.phase == 1 and not self.subs:
-                for q, subj in self.ns.subjects.items():
-                    self.subs.append(await self.nc.subscribe(subj, queue=QUEUE_GROUP,
-                                                             cb=self.on_core_factory(q)))
-                log.info("NATS bridge takes requests on %s", ", ".join(self.ns.subjects.values()))
-            elif self.phase >= 2 and self.subs:
-                for sub in self.subs:
-                    await sub.unsubscribe()
-                self.subs = []
-                log.info("NATS bridge in phase %d: no new NATS requests are taken", self.phase)
+            await self.apply_phase()
             await asyncio.sleep(0.5)
+
+    async def apply_phase(self) -> None:
+        """Core subscriptions exist in phase 1 only (phase 2: agents publish to pgmq)."""
+        if self.phase == 1 and self.ns.mode == "core" and not self.subs:
+            for q, subj in self.ns.subjects.items():
+                self.subs.append(await self.nc.subscribe(subj, queue=QUEUE_GROUP, cb=self.on_core_factory(q)))
+            await self.nc.flush()
+            log.info("NATS bridge takes requests on %s (core NATS: at-most-once)", ", ".join(self.ns.subjects.values()))
+        elif self.phase >= 2 and self.subs:
+            for sub in self.subs:
+                await sub.unsubscribe()
+            self.subs = []
+            log.info("NATS bridge in phase %d: no new NATS requests are taken", self.phase)
 
     # -- requests -------------------------------------------------------------------------------------
     def on_core_factory(self, queue: str):
@@ -155,12 +167,12 @@ class Bridge:
             asyncio.create_task(self.take_core(queue, msg))
         return on_core
 
-    async def take(self, queue: str, msg, via: str, reply: str | None) -> Taken | None:
+    async def take(self, queue: str, msg, via: str, reply: str | None, key: str, stored_at=None) -> Taken | None:
         """Ledger.take in a thread (psycopg is synchronous); None when the database is away."""
-        key = request_key(self.ns.mode, msg.subject, msg.data, msg.headers)
         async with self.gate:
             try:
-                taken = await asyncio.to_thread(self.ledger.take, queue, msg.subject, via, reply, msg.data, key)
+                taken = await asyncio.to_thread(self.ledger.take, queue, msg.subject, via, reply, msg.data, key,
+                                                stored_at)
             except TRANSIENT as e:
                 log.warning("NATS %s request %s not taken: the database is away (%s)", msg.subject, key,
                             type(e).__name__)
@@ -169,30 +181,38 @@ class Bridge:
         return taken
 
     async def take_core(self, queue: str, msg) -> None:
-        taken = await self.take(queue, msg, "core", msg.reply or None)
+        key = request_key(msg.data, msg.headers, "core:" + uuid.uuid4().hex)
+        taken = await self.take(queue, msg, "core", msg.reply or None, key)
         if taken is None:  # core NATS keeps nothing: the asker must send again
             taken = Taken("unavailable", error_reply("not enqueued: the bus's database is unavailable; send again",
                                                      queue, msg.subject))
-        if taken.reply is not None and msg.reply:
+        await self.tell(msg.reply, taken)
+
+    async def tell(self, subject: str | None, taken: Taken) -> None:
+        """A refused request's asker is told why (best effort: NATS core)."""
+        if taken.reply is not None and subject:
             try:
-                await self.nc.publish(msg.reply, json.dumps(taken.reply).encode())
-            except Exception as e:  # noqa: BLE001 - the asker's reply subject is best effort (core NATS)
-                log.warning("NATS reply to %s failed: %s", msg.reply, e)
+                await self.nc.publish(subject, json.dumps(taken.reply).encode())
+            except Exception as e:  # noqa: BLE001
+                log.warning("NATS reply to %s failed: %s", subject, e)
 
     async def take_stored(self, queue: str, msg) -> None:
         """A JetStream message: acked only once it is in pgmq (or recorded as refused)."""
-        taken = await self.take(queue, msg, "jetstream", None)
+        md = msg.metadata
+        key = request_key(msg.data, msg.headers, f"js:{md.stream}:{md.sequence.stream}")
+        reply = (msg.headers or {}).get(REPLY_HEADER)
+        taken = await self.take(queue, msg, "jetstream", reply, key, md.timestamp)
         try:
             if taken is None:
                 await msg.nak(delay=1.0)
             else:
+                await self.tell(reply, taken)
                 await msg.ack()
         except Exception as e:  # noqa: BLE001 - not acked: redelivered after ack_wait, then a duplicate
             log.warning("NATS ack of stream seq %s failed (%s); it will be redelivered", msg.metadata.sequence.stream, e)
 
     async def ensure_stream(self, js) -> None:
-        cfg = StreamConfig(name=self.ns.stream, subjects=list(self.ns.subjects.values()), no_ack=True,
-                           storage=StorageType.FILE)
+        cfg = StreamConfig(name=self.ns.stream, subjects=list(self.ns.subjects.values()), storage=StorageType.FILE)
         try:
             await js.stream_info(self.ns.stream)
             await js.update_stream(cfg)

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -24,15 +24,6 @@ log = logging.getLogger(__name__)
 
 BRIDGE_ID = "nats"        # its entry in bus.instances (reply queues llm_results_nats, ...)
 BRIDGE_ROLE = "svc_nats"  # its LOGIN role: the sender the bus stamps on every bridged request
-# a result for a JetStream request whose NATS reply subject is not known yet (its core copy is still on
-# the way) waits this long before it is settled without a NATS reply
-REPLY_GRACE_S = 3.0
-
-
-class ReplyNotKnownYet(RuntimeError):
-    """The result came before its request's reply subject: retried shortly (bus.fail's backoff)."""
-
-
 @dataclass(frozen=True)
 class Taken:
     """What became of one NATS request: STATUS, and the REPLY to send the asker now (None: nothing now)."""
@@ -82,9 +73,10 @@ class Ledger:
         return [self.reply_queue(q) for q in ("llm_requests", "approval_requests", "question_requests", "job_requests")]
 
     # -- requests --------------------------------------------------------------------------------
-    def take(self, queue: str, subject: str, via: str, reply: str | None, data: bytes, key: str) -> Taken:
-        """Take one NATS request (its bytes DATA, its dedupe KEY) into QUEUE. Raises only when the database
-        is away (the caller does not ack: JetStream redelivers)."""
+    def take(self, queue: str, subject: str, via: str, reply: str | None, data: bytes, key: str,
+             stored_at: datetime | None = None) -> Taken:
+        """Take one NATS request (its bytes DATA, its dedupe KEY; STORED_AT: when JetStream stored it) into
+        QUEUE. Raises only when the database is away (the caller does not ack: JetStream redelivers)."""
         payload = data.decode("utf-8", "replace")
         try:
             body = json.loads(data)
@@ -95,16 +87,19 @@ class Ledger:
             return self.refuse(queue, key, subject, via, reply, payload, why + "; send a JSON object as the bus's "
                                f"{queue} messages are (README, the bus)")
         try:
-            return self.bus.run(lambda c: self.enqueue(c, queue, key, subject, via, reply, body))
+            taken = self.bus.run(lambda c: self.enqueue(c, queue, key, subject, via, reply, body, stored_at))
         except (ValidationError, PermissionError) as e:  # the same words any bus client gets
             return self.refuse(queue, key, subject, via, reply, payload, str(e), body.get("id"))
+        if taken.status == "closed":  # after the cutover: recorded with its payload, the asker told where to go
+            return self.refuse(queue, key, subject, via, reply, payload, taken.reply["error"], body.get("id"))
+        return taken
 
     def enqueue(self, c: psycopg.Connection, queue: str, key: str, subject: str, via: str, reply: str | None,
-                body: dict) -> Taken:
+                body: dict, stored_at: datetime | None) -> Taken:
         """One transaction: the ledger row, the normal send as the bridge's role, its msg_id recorded."""
         with c.transaction():
-            got = c.execute("SELECT nats.claim(%s, %s, %s, %s, %s, %s, NULL) AS r",
-                            (queue, key, subject, via, reply, Jsonb(body))).fetchone()["r"]
+            got = c.execute("SELECT nats.claim(%s, %s, %s, %s, %s, %s, %s) AS r",
+                            (queue, key, subject, via, reply, Jsonb(body), stored_at)).fetchone()["r"]
             if got["status"] != "new":
                 return Taken(got["status"], self.answer_again(got, queue, subject, key), got.get("request_id"))
             m = self.bus.stamp(queue, {**body, "reply_to": body.get("reply_to") or self.reply_queue(queue)})
@@ -126,8 +121,8 @@ class Ledger:
             why = (f"id {key} was already used for a different request on {queue} (at {got.get('received_at')}); "
                    "send a new id")
         else:
-            why = (f"the NATS bridge is in phase {got.get('phase')} of the migration and takes no new NATS requests: "
-                   f"send to the pgmq queue {queue} (docs/nats.md)")
+            why = (f"the NATS bridge is in phase {got.get('phase')} of the migration (since {got.get('since')}) and "
+                   f"takes no new NATS requests: send to the pgmq queue {queue} (docs/nats.md)")
         return error_reply(why, queue, subject, rid)
 
     def refuse(self, queue: str, key: str, subject: str, via: str, reply: str | None, payload: str, why: str,
@@ -149,9 +144,6 @@ class Ledger:
         r = rows[0]
         if r["status"] == "answered":
             return "already"
-        if r["reply_subject"] is None and r["via"] == "jetstream" \
-                and (datetime.now(UTC) - r["received_at"]).total_seconds() < REPLY_GRACE_S:
-            raise ReplyNotKnownYet(f"request {rid}: its NATS reply subject is not known yet")
         if r["reply_subject"]:
             publish(r["reply_subject"], json.dumps(m.body, default=str).encode())
         return self.bus.run(lambda c: c.execute("SELECT nats.answered(%s, %s, %s, %s) AS s",

@@ -21,7 +21,7 @@ BEGIN
     ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
     RETURN QUERY SELECT * FROM bus.ensure_instance(p_id, p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA nats TO %I', p_role);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION nats.claim(text, text, text, text, text, jsonb, text),
+    EXECUTE format('GRANT EXECUTE ON FUNCTION nats.claim(text, text, text, text, text, jsonb, timestamptz),
                     nats.enqueued(text, text, text, bigint), nats.reject(text, text, text, text, text, text, text),
                     nats.reply_for(text, text), nats.answered(text, text, text, bigint), nats.phase(),
                     nats.reply_queue(text) TO %I', p_role);
@@ -81,25 +81,26 @@ COMMENT ON FUNCTION nats.reply_queue(text) IS 'The bridge''s own reply queue for
 -- Take request P_KEY of P_QUEUE (from NATS subject P_SUBJECT, via core or jetstream): 'new' (a ledger
 -- row now held by this transaction: send the message, then nats.enqueued), 'duplicate' (already taken:
 -- a newer reply subject replaces an unanswered one's), 'answered', 'rejected' (taken before),
--- 'conflict' (the key was used for other content), or 'closed' (phase 2 takes no new core NATS
--- requests; phase 3 none). Concurrent takes of one key wait on the key: one is new, the other a duplicate.
+-- 'conflict' (the key was used for other content), or 'closed': phase 2 takes no new requests, only
+-- what the JetStream stream stored before the cutover (P_STORED_AT, the stream's timestamp); phase 3
+-- takes none. Concurrent takes of one key wait on the key: one is new, the other a duplicate.
 CREATE OR REPLACE FUNCTION nats.claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text,
-                                      p_message jsonb, p_payload text)
+                                      p_message jsonb, p_stored_at timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    sha   text := CASE WHEN p_message IS NOT NULL THEN ops.request_hash(p_message)
-                       ELSE encode(sha256(convert_to(coalesce(p_payload, ''), 'UTF8')), 'hex') END;
-    phase int := nats.phase();
+    sha   text := ops.request_hash(p_message);
+    st    nats.state;
     r     nats.requests;
 BEGIN
     PERFORM nats._bridge();
+    SELECT * INTO st FROM nats.state;
     SELECT * INTO r FROM nats.requests WHERE queue = p_queue AND request_key = p_key FOR UPDATE;
     IF NOT FOUND THEN
-        IF phase = 3 OR (phase = 2 AND p_via = 'core') THEN
-            RETURN jsonb_build_object('status', 'closed', 'phase', phase);
+        IF st.phase = 3 OR (st.phase = 2 AND (p_via = 'core' OR p_stored_at IS NULL OR p_stored_at > st.changed_at)) THEN
+            RETURN jsonb_build_object('status', 'closed', 'phase', st.phase, 'since', st.changed_at);
         END IF;
         INSERT INTO nats.requests (queue, request_key, subject, via, status, reply_subject, content_sha256)
         VALUES (p_queue, p_key, p_subject, p_via, 'enqueued', p_reply, sha)
@@ -120,7 +121,7 @@ BEGIN
                               'received_at', r.received_at, 'answered_at', r.answered_at);
 END;
 $$;
-COMMENT ON FUNCTION nats.claim(text, text, text, text, text, jsonb, text) IS
+COMMENT ON FUNCTION nats.claim(text, text, text, text, text, jsonb, timestamptz) IS
     'Takes a NATS request once by (queue, key): new, duplicate, answered, rejected, conflict (other content) or closed.';
 
 -- The message claimed as P_KEY was sent: its bus id and pgmq msg_id (same transaction as the send).
@@ -254,7 +255,7 @@ $$;
 COMMENT ON FUNCTION nats.status(int) IS 'NATS migration status: phase, pending bridged requests, recent traffic.';
 
 REVOKE EXECUTE ON FUNCTION nats.ensure_bridge(text, name), nats._bridge(), nats.phase(), nats.reply_queue(text),
-    nats.claim(text, text, text, text, text, jsonb, text), nats.enqueued(text, text, text, bigint),
+    nats.claim(text, text, text, text, text, jsonb, timestamptz), nats.enqueued(text, text, text, bigint),
     nats.reject(text, text, text, text, text, text, text), nats.reply_for(text, text),
     nats.answered(text, text, text, bigint), nats.set_phase(int, text), nats.traffic(int), nats.status(int)
     FROM PUBLIC;

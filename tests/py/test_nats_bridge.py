@@ -1,0 +1,202 @@
+"""Seed 001's migration from NATS, phase 1 on a real nats-server (core NATS): an agent still on NATS asks
+with `nc.request` and gets its answer from the real workers; a refused message is answered with why;
+the same message twice is one pgmq message; a result reaches its asker when a person decides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+
+import nats
+import pytest
+from nats_tools import NatsServer, running_bridge
+
+from helpers import wait_until
+from orchestrator.core.messages import ulid
+from orchestrator.core.supervisor import Supervisor
+from orchestrator.infra.db import connect, owner_conninfo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    srv = NatsServer(tmp_path / "nats", jetstream=False)
+    srv.store.mkdir()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def ledger_clean(s):
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        c.execute("DELETE FROM nats.requests")
+        c.execute("SELECT nats.set_phase(1, 'test')")
+
+
+@pytest.fixture
+def bridge(s, nats_server, ledger_clean, clean_queues):
+    with running_bridge(s, {"NATS_URL": nats_server.url}) as b:
+        yield b
+
+
+@pytest.fixture
+def nexus(s):
+    """The nexus router worker (offline provider: no network), as the daemon runs it."""
+    from orchestrator.nexus.worker import make
+
+    with connect(owner_conninfo(s, "nexus")) as c:
+        c.execute("SELECT nexus.set_route('*', ARRAY['offline'])")
+    sup = Supervisor([make(s)], grace_s=5)
+    sup.start()
+    yield
+    sup.request_stop()
+    sup.shutdown()
+
+
+def ask(url: str, subject: str, payload, timeout: float = 20.0, raw: bool = False) -> dict:
+    """What an agent on NATS does: `await nc.request(subject, payload)`; the reply as JSON."""
+    async def go():
+        nc = await nats.connect(url)
+        try:
+            data = payload if raw else json.dumps(payload).encode()
+            r = await nc.request(subject, data, timeout=timeout)
+            return json.loads(r.data)
+        finally:
+            await nc.close()
+    return asyncio.run(go())
+
+
+def ledger(s, key: str) -> dict | None:
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        return c.execute("SELECT * FROM nats.requests WHERE request_key = %s", (key,)).fetchone()
+
+
+def llm(text: str, **kw) -> dict:
+    return {"agent_id": "nats-agent", "task_type": "nats-bridge", "messages": [{"role": "user", "content": text}], **kw}
+
+
+def test_an_agent_on_nats_gets_its_llm_result(s, bridge, nexus, nats_server):
+    rid = ulid()
+    got = ask(nats_server.url, "llm_requests", llm("hello over nats", id=rid))
+    assert got["request_id"] == rid and got["model"] == "offline" and "hello over nats" in got["result"], got
+    row = wait_until(lambda: (r := ledger(s, rid)) and r["status"] == "answered" and r, 10, "the request answered")
+    assert row["via"] == "core" and row["result_queue"] == "llm_results_nats"
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        [sent] = c.execute("SELECT message, headers FROM pgmq.a_llm_requests WHERE msg_id = %s", (row["msg_id"],))
+    # the bus stamped the bridge's identity; the reply went to the bridge's own reply queue
+    assert sent["headers"]["sender"] == "svc_nats" and sent["message"]["reply_to"] == "llm_results_nats"
+    # an agent that sends no id still gets its answer (the bus stamps one)
+    got = ask(nats_server.url, "llm_requests", llm("no id"))
+    assert got["model"] == "offline" and "no id" in got["result"] and got["request_id"]
+
+
+def test_an_approval_reply_arrives_when_a_person_decides(s, bridge, nats_server):
+    from orchestrator.nexus.hitl_worker import build
+
+    with connect(owner_conninfo(s, "nexus")) as c:
+        c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items")
+    h, _web, worker = build(s, host="127.0.0.1", port=0)
+    rid, out = ulid(), {}
+    t = threading.Thread(target=lambda: out.update(ask(nats_server.url, "approval_requests", {
+        "id": rid, "agent_id": "nats-agent", "file_path": "README.md", "diff": "+over nats"}, timeout=60)))
+    t.start()
+    try:
+        wait_until(lambda: h.tick() or any(i["request_id"] == rid for i in h.pending("approval")), 20,
+                   "the approval to reach the page")
+        time.sleep(0.5)
+        assert not out, "no reply before the decision"
+        assert h.decide(rid, "alice", approved=True)["status"] == "decided"
+        t.join(30)
+    finally:
+        worker.on_stop()
+    assert out["request_id"] == rid and out["approved"] is True and out["decided_by"] == "alice", out
+    wait_until(lambda: ledger(s, rid)["status"] == "answered", 10, "the approval marked answered")
+
+
+def test_a_malformed_message_gets_an_error_reply_that_says_why(s, bridge, nats_server):
+    got = ask(nats_server.url, "llm_requests", b"{not json", raw=True)
+    assert "not JSON" in got["error"] and got["queue"] == "llm_requests"
+    got = ask(nats_server.url, "job_requests", [1, 2], timeout=10)
+    assert "not an object" in got["error"]
+    rid = ulid()
+    got = ask(nats_server.url, "llm_requests", {"id": rid, "agent_id": "a", "task_type": "t"})
+    assert "messages" in got["error"] and got["request_id"] == rid, got   # the bus's own words
+    rid2 = ulid()
+    got = ask(nats_server.url, "llm_requests", llm("steal", id=rid2, reply_to="llm_results"))
+    assert "reply_to" in got["error"] and "llm_results" in got["error"], got  # trust: not the bridge's queue
+    rows = [ledger(s, rid), ledger(s, rid2)]
+    assert all(r["status"] == "rejected" and r["payload"] and r["error"] for r in rows)
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        n = c.execute("SELECT count(*) AS n FROM nats.requests WHERE status = 'rejected'").fetchone()["n"]
+        assert n == 4  # none dropped silently: the two undecodable ones are recorded with their payload
+        assert not c.execute("SELECT 1 FROM pgmq.q_llm_requests WHERE message->>'id' IN (%s, %s)", (rid, rid2)).fetchone()
+
+
+def test_the_same_message_twice_is_one_pgmq_message(s, bridge, nats_server):
+    rid = ulid()
+    body = llm("twice", id=rid)
+
+    async def go():
+        nc = await nats.connect(nats_server.url)
+        inbox = nc.new_inbox()
+        replies = []
+        async def got(m):
+            replies.append(json.loads(m.data))
+        sub = await nc.subscribe(inbox, cb=got)
+        for _ in range(2):
+            await nc.publish("llm_requests", json.dumps(body).encode(), reply=inbox)
+        await nc.flush()
+        await asyncio.sleep(1.0)
+        other = await nc.request("llm_requests", json.dumps(llm("other content", id=rid)).encode(), timeout=10)
+        await sub.unsubscribe()
+        await nc.close()
+        return replies, json.loads(other.data)
+
+    replies, other = asyncio.run(go())
+    assert replies == [], "a duplicate is not answered with an error (its answer is on the way)"
+    wait_until(lambda: (ledger(s, rid) or {}).get("duplicates") == 1, 10, "the duplicate counted")
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        n = c.execute("SELECT count(*) AS n FROM pgmq.q_llm_requests WHERE message->>'id' = %s", (rid,)).fetchone()["n"]
+    assert n == 1
+    assert "already used for a different request" in other["error"], other
+
+
+def test_phase_2_takes_no_new_core_requests_and_status_says_what_is_left(s, bridge, nats_server, run_cli):
+    rid = ulid()
+    async def send():
+        nc = await nats.connect(nats_server.url)
+        await nc.publish("llm_requests", json.dumps(llm("pending", id=rid)).encode(), reply="agent.inbox.1")
+        await nc.flush()
+        await nc.close()
+    asyncio.run(send())
+    wait_until(lambda: ledger(s, rid), 10, "the request taken")
+    env = {"NATS_URL": nats_server.url}
+    r = run_cli("nats", "phase", "3", env=env)
+    assert r.returncode != 0 and "still wait for their answer" in r.stdout + r.stderr
+    r = run_cli("nats", "phase", "2", env=env, check=True)
+    assert "phase 2" in r.stdout
+    bridge.tick()
+    wait_until(lambda: not bridge.subs, 5, "the core subscriptions to end")
+    with pytest.raises(nats.errors.NoRespondersError):
+        ask(nats_server.url, "llm_requests", llm("after cutover"), timeout=3)
+    r = run_cli("nats", "status", "--days", "1", env=env, check=True)
+    assert "pending bridged requests: 1" in r.stdout and "NATS can be removed: no" in r.stdout, r.stdout
+    assert "llm_requests" in r.stdout
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        c.execute("SELECT pgmq.purge_queue('llm_requests')")
+        c.execute("UPDATE nats.requests SET status = 'answered', answered_at = now() WHERE request_key = %s", (rid,))
+    st = json.loads(run_cli("nats", "status", "--json", env=env, check=True).stdout)
+    assert st["removable"] is True and st["pending"] == 0 and st["traffic"][0]["requests"] >= 1
+    run_cli("nats", "phase", "3", env=env, check=True)
+    run_cli("nats", "phase", "1", env=env, check=True)
+
+
+def test_without_nats_url_the_daemon_runs_no_bridge(run_cli):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    r = run_cli("daemon", "--only", "nats", env={**env, "NATS_URL": ""}, timeout=60)
+    assert r.returncode != 0 and "set NATS_URL" in r.stderr, r.stderr
