@@ -53,8 +53,10 @@ def request_key(data: bytes, headers: dict | None, fallback: str) -> str:
 class Bridge:
     """NATS <-> pgmq for one daemon. start() runs it in threads; stop() ends it."""
 
-    def __init__(self, ns: NatsSettings, ledger: Ledger, results_bus: SelfSettlingBus, concurrency: int = 8):
+    def __init__(self, ns: NatsSettings, ledger: Ledger, results_bus: SelfSettlingBus, concurrency: int = 8,
+                 ack_wait_s: float = 30.0):
         self.ns = ns
+        self.ack_wait_s = ack_wait_s
         self.ledger = ledger
         self.results_bus = results_bus
         self.concurrency = concurrency
@@ -219,7 +221,7 @@ class Bridge:
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
         await js.add_consumer(self.ns.stream, ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
-                                                             ack_wait=30, max_deliver=-1))
+                                                             ack_wait=self.ack_wait_s, max_deliver=-1))
 
     async def drain(self) -> None:
         """The stream into pgmq, in phases 1 and 2; retries while NATS is away."""

@@ -14,12 +14,17 @@ from orchestrator.nats.settings import NatsSettings
 log = logging.getLogger(__name__)
 
 
-def build(s: Settings, ns: NatsSettings) -> Bridge:
-    """The bridge's identity registered (as the operator), its buses as the bridge role, not started."""
+def build(s: Settings, ns: NatsSettings, *, conninfo: str | None = None, ack_wait_s: float = 30.0) -> Bridge:
+    """The bridge's identity registered (as the operator), its buses as the bridge role (CONNINFO: another
+    route to shared_queue, for tests), not started. ACK_WAIT_S: JetStream redelivers an unacked message
+    after this long."""
     register(s)
-    bus = Bus.for_role(s, BRIDGE_ROLE, source="nats", pool_size=10)
-    results = SelfSettlingBus.for_role(s, BRIDGE_ROLE, source="nats", pool_size=4)
-    return Bridge(ns, Ledger(bus), results)
+    if conninfo:
+        bus, results = Bus(conninfo, source="nats", pool_size=10), SelfSettlingBus(conninfo, source="nats", pool_size=4)
+    else:
+        bus = Bus.for_role(s, BRIDGE_ROLE, source="nats", pool_size=10)
+        results = SelfSettlingBus.for_role(s, BRIDGE_ROLE, source="nats", pool_size=4)
+    return Bridge(ns, Ledger(bus), results, ack_wait_s=ack_wait_s)
 
 
 def make(s: Settings) -> Worker | None:

@@ -62,13 +62,13 @@ class NatsServer:
 
 
 @contextmanager
-def running_bridge(s, env: dict):
+def running_bridge(s, env: dict, **kw):
     """The daemon's nats worker (orchestrator.nats.worker.build) with the NATS_* settings in ENV, started;
     stopped and closed on exit."""
     from orchestrator.nats.settings import NatsSettings
     from orchestrator.nats.worker import build
 
-    bridge = build(s, NatsSettings.from_env(env)).start()
+    bridge = build(s, NatsSettings.from_env(env), **kw).start()
     try:
         assert bridge.ready.wait(15), "the bridge did not connect to NATS"
         yield bridge
