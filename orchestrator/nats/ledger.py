@@ -89,9 +89,9 @@ class Ledger:
         try:
             taken = self.bus.run(lambda c: self.enqueue(c, queue, key, subject, via, reply, body, stored_at))
         except (ValidationError, PermissionError) as e:  # the same words any bus client gets
-            return self.refuse(queue, key, subject, via, reply, payload, str(e), body.get("id"))
+            return self.refuse(queue, key, subject, via, reply, payload, str(e), body)
         if taken.status == "closed":  # after the cutover: recorded with its payload, the asker told where to go
-            return self.refuse(queue, key, subject, via, reply, payload, taken.reply["error"], body.get("id"))
+            return self.refuse(queue, key, subject, via, reply, payload, taken.reply["error"], body)
         return taken
 
     def enqueue(self, c: psycopg.Connection, queue: str, key: str, subject: str, via: str, reply: str | None,
@@ -126,12 +126,14 @@ class Ledger:
         return error_reply(why, queue, subject, rid)
 
     def refuse(self, queue: str, key: str, subject: str, via: str, reply: str | None, payload: str, why: str,
-               request_id: str | None = None) -> Taken:
+               body: dict | None = None) -> Taken:
         """Record a refused request with WHY (nothing from NATS is dropped silently); the asker is told why."""
-        self.bus.run(lambda c: c.execute("SELECT nats.reject(%s, %s, %s, %s, %s, %s, %s)",
-                                         (queue, key, subject, via, reply, payload, why)))
+        self.bus.run(lambda c: c.execute("SELECT nats.reject(%s, %s, %s, %s, %s, %s, %s, %s)",
+                                         (queue, key, subject, via, reply, payload, why,
+                                          Jsonb(body) if body is not None else None)))
         log.info("NATS %s request %s refused: %s", subject, key, why)
-        return Taken("rejected", error_reply(why, queue, subject, request_id))
+        rid = body.get("id") if body is not None else None
+        return Taken("rejected", error_reply(why, queue, subject, rid if isinstance(rid, str) else None))
 
     # -- results -----------------------------------------------------------------------------------
     def deliver(self, m: Message, publish: Callable[[str, bytes], None]) -> str:

@@ -22,23 +22,27 @@ BEGIN
     RETURN QUERY SELECT * FROM bus.ensure_instance(p_id, p_role);
     EXECUTE format('GRANT USAGE ON SCHEMA nats TO %I', p_role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION nats.claim(text, text, text, text, text, jsonb, timestamptz),
-                    nats.enqueued(text, text, text, bigint), nats.reject(text, text, text, text, text, text, text),
+                    nats.enqueued(text, text, text, bigint), nats.reject(text, text, text, text, text, text, text, jsonb),
                     nats.reply_for(text, text), nats.answered(text, text, text, bigint), nats.phase(),
                     nats.reply_queue(text) TO %I', p_role);
 END;
 $$;
 COMMENT ON FUNCTION nats.ensure_bridge(text, name) IS 'Registers the NATS bridge''s identity and reply queues (idempotent).';
 
--- The caller's bridge id (42501 when the caller is no bridge).
+-- The caller's bridge id (42501 when the session may not act as a bridge's role). EXECUTE on the
+-- functions below is granted to bridge roles only; this names which bridge (the session's own role
+-- first: a superuser's SET ROLE in tests may act as any).
 CREATE OR REPLACE FUNCTION nats._bridge()
 RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     b text;
 BEGIN
-    SELECT i.instance_id INTO b FROM bus.instances i WHERE i.role = session_user AND i.bridge;
+    SELECT i.instance_id INTO b FROM bus.instances i
+     WHERE i.bridge AND pg_catalog.pg_has_role(session_user, i.role, 'MEMBER')
+     ORDER BY i.role = session_user DESC, i.instance_id LIMIT 1;
     IF b IS NULL THEN
         RAISE EXCEPTION 'role % is not a NATS bridge', session_user
             USING ERRCODE = 'insufficient_privilege', HINT = 'Only the bridge role (orchestrator nats) uses the ledger.';
@@ -110,6 +114,16 @@ BEGIN
         END IF;
         SELECT * INTO r FROM nats.requests WHERE queue = p_queue AND request_key = p_key FOR UPDATE;
     END IF;
+    IF r.status = 'rejected' AND r.content_sha256 <> sha THEN
+        -- refused before, now sent corrected under the same key: taken as new
+        IF st.phase = 3 OR (st.phase = 2 AND (p_via = 'core' OR p_stored_at IS NULL OR p_stored_at > st.changed_at)) THEN
+            RETURN jsonb_build_object('status', 'closed', 'phase', st.phase, 'since', st.changed_at);
+        END IF;
+        UPDATE nats.requests SET status = 'enqueued', subject = p_subject, via = p_via, reply_subject = p_reply,
+                                 content_sha256 = sha, error = NULL, payload = NULL, received_at = now()
+         WHERE queue = p_queue AND request_key = p_key;
+        RETURN jsonb_build_object('status', 'new');
+    END IF;
     IF r.content_sha256 <> sha THEN
         RETURN jsonb_build_object('status', 'conflict', 'request_id', r.request_id, 'received_at', r.received_at);
     END IF;
@@ -143,8 +157,9 @@ $$;
 COMMENT ON FUNCTION nats.enqueued(text, text, text, bigint) IS 'Records the pgmq msg_id of a claimed NATS request.';
 
 -- A NATS request the bus refused (or that is no JSON object): recorded with WHY and the payload, once.
+-- P_MESSAGE: the payload as JSON when it is an object (its hash is then nats.claim's).
 CREATE OR REPLACE FUNCTION nats.reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text,
-                                       p_payload text, p_error text)
+                                       p_payload text, p_error text, p_message jsonb)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -153,12 +168,14 @@ BEGIN
     PERFORM nats._bridge();
     INSERT INTO nats.requests (queue, request_key, subject, via, status, reply_subject, content_sha256, error, payload)
     VALUES (p_queue, p_key, p_subject, p_via, 'rejected', p_reply,
-            encode(sha256(convert_to(coalesce(p_payload, ''), 'UTF8')), 'hex'), left(p_error, 2000), p_payload)
+            CASE WHEN p_message IS NOT NULL THEN ops.request_hash(p_message)
+                 ELSE encode(sha256(convert_to(coalesce(p_payload, ''), 'UTF8')), 'hex') END,
+            left(p_error, 2000), p_payload)
     ON CONFLICT (queue, request_key) DO UPDATE SET duplicates = nats.requests.duplicates + 1
      WHERE nats.requests.status = 'rejected';
 END;
 $$;
-COMMENT ON FUNCTION nats.reject(text, text, text, text, text, text, text) IS
+COMMENT ON FUNCTION nats.reject(text, text, text, text, text, text, text, jsonb) IS
     'Records a refused NATS request with the reason and its payload (nothing from NATS is dropped silently).';
 
 -- Where the result on reply queue P_RESULT_QUEUE for request P_REQUEST_ID goes: the ledger row.
@@ -256,6 +273,6 @@ COMMENT ON FUNCTION nats.status(int) IS 'NATS migration status: phase, pending b
 
 REVOKE EXECUTE ON FUNCTION nats.ensure_bridge(text, name), nats._bridge(), nats.phase(), nats.reply_queue(text),
     nats.claim(text, text, text, text, text, jsonb, timestamptz), nats.enqueued(text, text, text, bigint),
-    nats.reject(text, text, text, text, text, text, text), nats.reply_for(text, text),
+    nats.reject(text, text, text, text, text, text, text, jsonb), nats.reply_for(text, text),
     nats.answered(text, text, text, bigint), nats.set_phase(int, text), nats.traffic(int), nats.status(int)
     FROM PUBLIC;
