@@ -36,6 +36,7 @@ QUEUE_GROUP = "orchestrator-nats-bridge"
 DURABLE = "orchestrator-nats-bridge"
 REPLY_HEADER = "Reply-To"   # jetstream mode: where a stored request's result goes
 MAX_KEY = 200
+RESULT_SLOTS = 2            # consumer threads per reply queue (results go back over NATS in parallel)
 
 
 def request_key(data: bytes, headers: dict | None, fallback: str) -> str:
@@ -75,7 +76,8 @@ class Bridge:
         t = threading.Thread(target=lambda: asyncio.run(self.main()), name="nats-bridge", daemon=True)
         self.threads.append(t)
         for q in self.ledger.reply_queue_names():
-            self.threads.append(threading.Thread(target=self.results, args=(q,), name=f"nats-{q}", daemon=True))
+            for i in range(RESULT_SLOTS):
+                self.threads.append(threading.Thread(target=self.results, args=(q,), name=f"nats-{q}-{i}", daemon=True))
         for t in self.threads:
             t.start()
         return self
@@ -260,8 +262,7 @@ class Bridge:
         if self.nc is None or not self.nc.is_connected:
             self.results_bus.give_back(m, 1.0)
             return
-        self.ledger.deliver(m, self.publish)
-        self.results_bus.ack(m)
+        self.ledger.deliver(m, self.publish)  # acks it with the ledger's answered mark, in one transaction
         self.counts["replied"] += 1
 
     def publish(self, subject: str, data: bytes) -> None:

@@ -138,15 +138,21 @@ class Ledger:
     # -- results -----------------------------------------------------------------------------------
     def deliver(self, m: Message, publish: Callable[[str, bytes], None]) -> str:
         """Result M (on one of the bridge's reply queues) back to its NATS asker via PUBLISH(subject, data),
-        then marked answered; the caller acks it. A result for no bridged request is dead-lettered."""
+        then marked answered and acked in one transaction ('answered', or 'already' for a second result).
+        A crash between the publish and the commit publishes it again (at least once to NATS). A result
+        for no bridged request is dead-lettered (Reject)."""
         rid = m.body.get("request_id")
         rows = self.bus.run(lambda c: c.execute("SELECT * FROM nats.reply_for(%s, %s)", (m.queue, rid)).fetchall())
         if not rows:
             raise Reject(f"no request bridged from NATS has id {rid!r}")
         r = rows[0]
-        if r["status"] == "answered":
-            return "already"
-        if r["reply_subject"]:
+        if r["status"] != "answered" and r["reply_subject"]:
             publish(r["reply_subject"], json.dumps(m.body, default=str).encode())
-        return self.bus.run(lambda c: c.execute("SELECT nats.answered(%s, %s, %s, %s) AS s",
-                                                (r["queue"], r["request_key"], m.queue, m.msg_id)).fetchone()["s"])
+
+        def settle(c: psycopg.Connection) -> str:
+            with c.transaction():
+                st = c.execute("SELECT nats.answered(%s, %s, %s, %s) AS s",
+                               (r["queue"], r["request_key"], m.queue, m.msg_id)).fetchone()["s"]
+                self.bus.ack(m, conn=c)
+            return st
+        return self.bus.run(settle)

@@ -200,3 +200,33 @@ def test_without_nats_url_the_daemon_runs_no_bridge(run_cli):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
     r = run_cli("daemon", "--only", "nats", env={**env, "NATS_URL": ""}, timeout=60)
     assert r.returncode != 0 and "set NATS_URL" in r.stderr, r.stderr
+
+
+def test_daemon_only_nats_runs_the_bridge_and_stops_cleanly(s, nats_server, ledger_clean, clean_queues, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as fh:
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "daemon", "--only", "nats"], cwd=ROOT,
+                             env={**os.environ, "NATS_URL": nats_server.url}, stdout=fh, stderr=fh)
+    try:
+        wait_until(lambda: "NATS bridge takes requests" in log.read_text(), 30, "the bridge to subscribe")
+        assert "at-most-once" in log.read_text()  # core mode says so
+        rid = ulid()
+
+        async def send():
+            nc = await nats.connect(nats_server.url)
+            await nc.publish("llm_requests", json.dumps(llm("via the daemon", id=rid)).encode())
+            await nc.flush()
+            await nc.close()
+        asyncio.run(send())
+        row = wait_until(lambda: ledger(s, rid), 10, "the request in the ledger")
+        assert row["status"] == "enqueued" and row["msg_id"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=30)
+    assert rc == 0, log.read_text()
