@@ -230,3 +230,21 @@ def test_daemon_only_nats_runs_the_bridge_and_stops_cleanly(s, nats_server, ledg
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=30)
     assert rc == 0, log.read_text()
+
+
+def test_settings_are_checked_and_subjects_are_configurable(s, nats_server, ledger_clean, clean_queues):
+    from orchestrator.nats.settings import NatsSettings
+
+    assert not NatsSettings.from_env({}).enabled
+    for bad, word in [({"NATS_URL": "localhost:4222"}, "nats://host:port"), ({"NATS_URL": "nats://x", "NATS_MODE": "js"},
+                      "jetstream"), ({"NATS_URL": "nats://x", "NATS_SUBJECT_LLM_REQUESTS": "llm.*"}, "wildcards"),
+                      ({"NATS_URL": "nats://x", "NATS_SUBJECT_JOB_REQUESTS": "llm_requests"}, "of its own"),
+                      ({"NATS_URL": "nats://x", "NATS_STREAM": "a.b"}, "stream name")]:
+        with pytest.raises(SystemExit, match=word):
+            NatsSettings.from_env(bad)
+    env = {"NATS_URL": nats_server.url, "NATS_SUBJECT_LLM_REQUESTS": "agents.llm"}
+    with running_bridge(s, env):
+        got = ask(nats_server.url, "agents.llm", {"id": ulid(), "agent_id": "a", "task_type": "t"})
+        assert got["queue"] == "llm_requests" and got["subject"] == "agents.llm" and "messages" in got["error"]
+        with pytest.raises(nats.errors.NoRespondersError):
+            ask(nats_server.url, "llm_requests", llm("old subject"), timeout=3)
