@@ -148,9 +148,16 @@ class Bridge:
         log.info("NATS bridge reconnected to %s", self.nc.connected_url.netloc)
 
     async def follow_phase(self) -> None:
+        """The phase from shared_queue every second, and the subscriptions it asks for."""
         while True:
-            await self.apply_phase()
-            await asyncio.sleep(0.5)
+            try:
+                self.phase = await asyncio.to_thread(self.ledger.phase)
+                await self.apply_phase()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - PostgreSQL or NATS away: the next round retries
+                log.warning("NATS bridge phase check: %s", e or type(e).__name__)
+            await asyncio.sleep(1.0)
 
     async def apply_phase(self) -> None:
         """Core subscriptions exist in phase 1 only (phase 2: agents publish to pgmq)."""
