@@ -229,8 +229,11 @@ class Bridge:
             await js.update_stream(cfg)
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
-        await js.add_consumer(self.ns.stream, ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
-                                                             ack_wait=self.ack_wait_s, max_deliver=-1))
+        try:  # an existing durable consumer is kept as it is (its position and its pending acks)
+            await js.consumer_info(self.ns.stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(self.ns.stream, ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
+                                                                 ack_wait=self.ack_wait_s, max_deliver=-1))
 
     async def drain(self) -> None:
         """The stream into pgmq, in phases 1 and 2; retries while NATS is away."""

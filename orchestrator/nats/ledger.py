@@ -15,7 +15,7 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from orchestrator.core.bus import Bus, Message, Reject
+from orchestrator.core.bus import Bus, Message, Reject, db_away
 from orchestrator.core.messages import ValidationError
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import admin_conninfo, connect, owner_conninfo
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 BRIDGE_ID = "nats"        # its entry in bus.instances (reply queues llm_results_nats, ...)
 BRIDGE_ROLE = "svc_nats"  # its LOGIN role: the sender the bus stamps on every bridged request
+DB_WAIT_S = 5.0           # a request waits this long for a database connection before it is "unavailable"
 @dataclass(frozen=True)
 class Taken:
     """What became of one NATS request: STATUS, and the REPLY to send the asker now (None: nothing now)."""
@@ -62,7 +63,7 @@ class Ledger:
     def reply_queue(self, queue: str) -> str:
         """The bridge's own reply queue for QUEUE's results (llm_requests -> llm_results_nats)."""
         if queue not in self.reply_queues:
-            self.reply_queues[queue] = self.bus.run(
+            self.reply_queues[queue] = self.run(
                 lambda c: c.execute("SELECT nats.reply_queue(%s) AS q", (queue,)).fetchone()["q"])
         return self.reply_queues[queue]
 
@@ -71,6 +72,19 @@ class Ledger:
 
     def reply_queue_names(self) -> list[str]:
         return [self.reply_queue(q) for q in ("llm_requests", "approval_requests", "question_requests", "job_requests")]
+
+    def run(self, fn):
+        """FN(conn) on a pooled connection, waiting at most DB_WAIT_S for one (PoolTimeout: the database is
+        away, nothing was done, the caller says so or does not ack); a connection that died is retried once
+        (if the first try committed after all, the second finds its ledger row: a duplicate)."""
+        for attempt in (1, 2):
+            try:
+                with self.bus.pool.connection(timeout=DB_WAIT_S) as c:
+                    return fn(c)
+            except psycopg.OperationalError as e:
+                if attempt == 2 or not db_away(e):
+                    raise
+                self.bus.pool.check()
 
     # -- requests --------------------------------------------------------------------------------
     def take(self, queue: str, subject: str, via: str, reply: str | None, data: bytes, key: str,
@@ -87,7 +101,8 @@ class Ledger:
             return self.refuse(queue, key, subject, via, reply, payload, why + "; send a JSON object as the bus's "
                                f"{queue} messages are (README, the bus)")
         try:
-            taken = self.bus.run(lambda c: self.enqueue(c, queue, key, subject, via, reply, body, stored_at))
+            self.reply_queue(queue)  # before the transaction: it needs no second connection
+            taken = self.run(lambda c: self.enqueue(c, queue, key, subject, via, reply, body, stored_at))
         except (ValidationError, PermissionError) as e:  # the same words any bus client gets
             return self.refuse(queue, key, subject, via, reply, payload, str(e), body)
         if taken.status == "closed":  # after the cutover: recorded with its payload, the asker told where to go

@@ -248,3 +248,30 @@ def test_settings_are_checked_and_subjects_are_configurable(s, nats_server, ledg
         assert got["queue"] == "llm_requests" and got["subject"] == "agents.llm" and "messages" in got["error"]
         with pytest.raises(nats.errors.NoRespondersError):
             ask(nats_server.url, "llm_requests", llm("old subject"), timeout=3)
+
+
+def test_core_nats_with_postgres_away_the_asker_is_told(s, nats_server, ledger_clean, clean_queues, nexus):
+    """At-most-once, but never silent: core NATS keeps nothing, so the asker hears that it must send again."""
+    from chaos_tools import CuttableProxy
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from orchestrator.infra.db import role_conninfo
+
+    d = conninfo_to_dict(role_conninfo(s, "shared_queue", "svc_nats"))
+    proxy = CuttableProxy(int(d["port"]))
+    d["port"] = proxy.port
+    try:
+        with running_bridge(s, {"NATS_URL": nats_server.url}, conninfo=make_conninfo(**d)):
+            proxy.cut()
+            got = ask(nats_server.url, "llm_requests", llm("while away"), timeout=30)
+            assert "database is unavailable" in got["error"] and "send again" in got["error"], got
+            proxy.heal()
+            rid = ulid()
+            for _ in range(5):  # the pool reconnects within seconds; until then the asker is told again
+                got = ask(nats_server.url, "llm_requests", llm("back", id=rid), timeout=30)
+                if "unavailable" not in got.get("error", ""):
+                    break
+                time.sleep(1)
+            assert got["model"] == "offline" and got["request_id"] == rid, got  # back: taken and answered
+    finally:
+        proxy.close()

@@ -73,13 +73,13 @@ async def publish(url: str, ids: list[str], on_sent=None, headers=None) -> int:
 
 def bus_counts(s, ids: list[str]) -> dict[str, int]:
     """How many times each id is in pgmq (queue and archive) and in the ledger."""
-    with connect(owner_conninfo(s, "shared_queue")) as c:
-        q = c.execute("SELECT message->>'id' AS id, count(*) AS n FROM (SELECT message FROM pgmq.q_llm_requests "
-                      "UNION ALL SELECT message FROM pgmq.a_llm_requests) m WHERE message->>'id' = ANY(%s) GROUP BY 1",
-                      (ids,)).fetchall()
-        led = c.execute("SELECT count(*) AS n FROM nats.requests WHERE request_key = ANY(%s) AND status = 'enqueued'",
-                        (ids,)).fetchone()["n"]
-    return {"distinct": len(q), "total": sum(r["n"] for r in q), "ledger": led}
+    with connect(owner_conninfo(s, "shared_queue")) as c:  # one statement: one snapshot of both
+        return c.execute("""
+            SELECT count(DISTINCT m.message->>'id')::int AS distinct, count(*)::int AS total,
+                   (SELECT count(*)::int FROM nats.requests WHERE request_key = ANY(%(ids)s) AND status = 'enqueued')
+                       AS ledger
+              FROM (SELECT message FROM pgmq.q_llm_requests UNION ALL SELECT message FROM pgmq.a_llm_requests) m
+             WHERE m.message->>'id' = ANY(%(ids)s)""", {"ids": ids}).fetchone()
 
 
 def test_nats_server_killed_and_restarted_while_messages_flow_loses_nothing(s, js_server, fresh):
@@ -177,3 +177,52 @@ def test_results_go_to_the_reply_to_header_and_phase_2_drains_only_what_was_stor
     assert bus_counts(s, after)["total"] == 0
     with connect(owner_conninfo(s, "shared_queue")) as c:
         c.execute("SELECT nats.set_phase(1)")
+
+
+def test_the_bridge_killed_between_commit_and_ack_loses_and_doubles_nothing(s, js_server, fresh, tmp_path):
+    """`orchestrator daemon --only nats` SIGKILLed while it drains: what it committed but had not acked
+    comes again after ack_wait and is a duplicate in the ledger; a second daemon finishes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from helpers import ROOT
+    from orchestrator.nats.bridge import DURABLE
+
+    async def prepare():  # the stream and the bridge's consumer, with a short ack_wait for the test
+        nc = await nats.connect(js_server.url)
+        js = nc.jetstream()
+        subjects = list(NatsSettings.from_env(env(js_server)).subjects.values())
+        await js.add_stream(StreamConfig(name="AGENT_REQUESTS", subjects=subjects, storage=StorageType.FILE))
+        await js.add_consumer("AGENT_REQUESTS", ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
+                                                               ack_wait=2, max_deliver=-1))
+        await nc.close()
+    asyncio.run(prepare())
+    ids = [ulid() for _ in range(400)]
+    asyncio.run(publish(js_server.url, ids))
+
+    def daemon(n: int) -> subprocess.Popen:
+        fh = open(tmp_path / f"daemon{n}.log", "w")
+        return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "daemon", "--only", "nats"], cwd=ROOT,
+                                env={**os.environ, **env(js_server)}, stdout=fh, stderr=fh)
+
+    first = daemon(1)
+    try:
+        wait_until(lambda: bus_counts(s, ids)["ledger"] >= 60, 60, "the first daemon to be draining")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    at_kill = bus_counts(s, ids)["ledger"]
+    assert at_kill < len(ids), "killed before it finished"
+    second = daemon(2)
+    try:
+        got = wait_until(lambda: (c := bus_counts(s, ids))["ledger"] == len(ids) and c, 90, "the second to finish")
+        wait_until(lambda: asyncio.run(stream_backlog(NatsSettings.from_env(env(js_server))))["unacked"] == 0, 30,
+                   "every message acked")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    assert got == {"distinct": len(ids), "total": len(ids), "ledger": len(ids)}, got
