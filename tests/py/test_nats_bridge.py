@@ -95,27 +95,34 @@ def test_an_agent_on_nats_gets_its_llm_result(s, bridge, nexus, nats_server):
     assert got["model"] == "offline" and "no id" in got["result"] and got["request_id"]
 
 
-def test_an_approval_reply_arrives_when_a_person_decides(s, bridge, nats_server):
+@pytest.mark.parametrize("kind", ["approval", "question"])
+def test_an_approval_or_answer_arrives_when_a_person_decides(s, bridge, nats_server, kind):
     from orchestrator.nexus.hitl_worker import build
 
     with connect(owner_conninfo(s, "nexus")) as c:
         c.execute("TRUNCATE nexus.hitl_decisions, nexus.hitl_items")
     h, _web, worker = build(s, host="127.0.0.1", port=0)
     rid, out = ulid(), {}
-    t = threading.Thread(target=lambda: out.update(ask(nats_server.url, "approval_requests", {
-        "id": rid, "agent_id": "nats-agent", "file_path": "README.md", "diff": "+over nats"}, timeout=60)))
+    body = ({"id": rid, "agent_id": "nats-agent", "file_path": "README.md", "diff": "+over nats"} if kind == "approval"
+            else {"id": rid, "agent_id": "nats-agent", "question": "ship it?", "options": ["yes", "no"]})
+    t = threading.Thread(target=lambda: out.update(ask(nats_server.url, f"{kind}_requests", body, timeout=60)))
     t.start()
     try:
-        wait_until(lambda: h.tick() or any(i["request_id"] == rid for i in h.pending("approval")), 20,
-                   "the approval to reach the page")
+        wait_until(lambda: h.tick() or any(i["request_id"] == rid for i in h.pending(kind)), 20,
+                   f"the {kind} to reach the page")
         time.sleep(0.5)
         assert not out, "no reply before the decision"
-        assert h.decide(rid, "alice", approved=True)["status"] == "decided"
+        vote = {"approved": True} if kind == "approval" else {"response": "yes"}
+        assert h.decide(rid, "alice", **vote)["status"] == "decided"
         t.join(30)
     finally:
         worker.on_stop()
-    assert out["request_id"] == rid and out["approved"] is True and out["decided_by"] == "alice", out
-    wait_until(lambda: ledger(s, rid)["status"] == "answered", 10, "the approval marked answered")
+    assert out["request_id"] == rid, out
+    if kind == "approval":
+        assert out["approved"] is True and out["decided_by"] == "alice", out
+    else:
+        assert out["response"] == "yes" and out["answered_by"] == "alice", out
+    wait_until(lambda: ledger(s, rid)["status"] == "answered", 10, f"the {kind} marked answered")
 
 
 def test_a_malformed_message_gets_an_error_reply_that_says_why(s, bridge, nats_server):
