@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from datetime import UTC, datetime
 
 import nats
 import pytest
@@ -282,3 +283,23 @@ def test_core_nats_with_postgres_away_the_asker_is_told(s, nats_server, ledger_c
             assert got["model"] == "offline" and got["request_id"] == rid, got  # back: taken and answered
     finally:
         proxy.close()
+
+
+def test_a_job_sent_over_nats_runs_in_genesis_and_its_output_comes_back(s, bridge, nats_server, monkeypatch):
+    from genesis_tools import forget_genesis_heartbeats
+
+    from orchestrator.genesis.worker import make
+
+    since = datetime.now(UTC)
+    monkeypatch.setenv("GENESIS_CONCURRENCY", "1")
+    sup = Supervisor([make(s)], grace_s=5)
+    sup.start()
+    try:
+        rid = ulid()
+        got = ask(nats_server.url, "job_requests", {"id": rid, "code": "print(6 * 7)", "language": "python",
+                                                    "mode": "run"}, timeout=60)
+    finally:
+        sup.request_stop()
+        sup.shutdown()
+        forget_genesis_heartbeats(s, since)
+    assert got["request_id"] == rid and got["exit_code"] == 0 and got["stdout"] == "42\n", got
