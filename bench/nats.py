@@ -81,36 +81,46 @@ def _direct(s, n: int) -> tuple[float, list[float]]:
 
 
 async def _bridged(url: str, n: int, jetstream: bool) -> tuple[float, list[float]]:
-    """C agents on NATS: core `nc.request`, or JetStream `js.publish` with a Reply-To inbox."""
+    """C agents on NATS: core `nc.request`, or JetStream `js.publish` with a Reply-To naming the agent's own
+    reply subject (one subscription per agent, results matched by request_id)."""
     import nats
+
+    from orchestrator.core.messages import ulid
 
     nc = await nats.connect(url)
     js = nc.jetstream() if jetstream else None
     lat: list[float] = []
     per = n // C
 
-    async def one():
-        body = json.dumps(MSG).encode()
-        t0 = time.perf_counter()
-        if not jetstream:
-            r = await nc.request("llm_requests", body, timeout=30)
-        else:
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox, max_msgs=1)
-            await js.publish("llm_requests", body, headers={"Reply-To": inbox})
-            r = await sub.next_msg(timeout=30)
-        assert "error" not in json.loads(r.data), r.data
-        lat.append((time.perf_counter() - t0) * 1000)
+    async def agent(k: int, count: int, record: bool) -> None:
+        waiting: dict[str, asyncio.Future] = {}
+        inbox = f"bench.agent.{k}.{ulid()}"
 
-    async def agent():
-        for _ in range(per):
-            await one()
+        async def on_reply(m):
+            r = json.loads(m.data)
+            fut = waiting.pop(r.get("request_id"), None)
+            if fut is not None:
+                fut.set_result(r)
+        sub = await nc.subscribe(inbox, cb=on_reply) if jetstream else None
+        for _ in range(count):
+            rid = ulid()
+            body = json.dumps({**MSG, "id": rid}).encode()
+            t0 = time.perf_counter()
+            if jetstream:
+                fut = waiting[rid] = asyncio.get_running_loop().create_future()
+                await js.publish("llm_requests", body, headers={"Reply-To": inbox})
+                r = await asyncio.wait_for(fut, 30)
+            else:
+                r = json.loads((await nc.request("llm_requests", body, timeout=30)).data)
+            assert "error" not in r, r
+            if record:
+                lat.append((time.perf_counter() - t0) * 1000)
+        if sub is not None:
+            await sub.unsubscribe()
 
-    for _ in range(10):
-        await one()
-    lat.clear()
+    await agent(0, 10, False)
     t0 = time.perf_counter()
-    await asyncio.gather(*(agent() for _ in range(C)))
+    await asyncio.gather(*(agent(k, per, True) for k in range(C)))
     rate = per * C / (time.perf_counter() - t0)
     await nc.close()
     return rate, lat
@@ -145,6 +155,9 @@ def run() -> list[tuple[str, str, str]]:
         direct, dl = _direct(s, N)
         core, cl = _via_bridge(s, url, "core", N)
         jets, jl = _via_bridge(s, url, "jetstream", N)
+        again, dl2 = _direct(s, N)  # the machine's load moves: the better of two direct runs is the baseline
+        if again > direct:
+            direct, dl = again, dl2
     finally:
         stop.set()
         for t in ts:
@@ -155,11 +168,13 @@ def run() -> list[tuple[str, str, str]]:
     with connect(owner_conninfo(s, "shared_queue")) as c:
         c.execute("DELETE FROM nats.requests WHERE received_at >= %s", (since,))  # the bench's own traffic
     return [
-        (f"direct pgmq request->result, {C} agents (req/s)", f"{direct:.0f}", "-"),
+        (f"direct pgmq request->result, {C} agents (req/s; the better of 2 runs)", f"{direct:.0f}", "-"),
         (f"bridged core NATS request->result, {C} agents (req/s)", f"{core:.0f} ({core / direct:.2f}x)", ">= 0.7x direct"),
         (f"bridged JetStream publish->result, {C} agents (req/s)", f"{jets:.0f} ({jets / direct:.2f}x)", ">= 0.7x direct"),
         ("latency direct p50 / p99 (ms)", f"{pct(dl, 50):.1f} / {pct(dl, 99):.1f}", "-"),
         ("latency core NATS p50 / p99 (ms)", f"{pct(cl, 50):.1f} / {pct(cl, 99):.1f}", "-"),
         ("latency JetStream p50 / p99 (ms)", f"{pct(jl, 50):.1f} / {pct(jl, 99):.1f}", "-"),
         ("added by the bridge, core p50 / p99 (ms)", f"{pct(cl, 50) - pct(dl, 50):.1f} / {pct(cl, 99) - pct(dl, 99):.1f}", "-"),
+        ("added by the bridge, JetStream p50 / p99 (ms)", f"{pct(jl, 50) - pct(dl, 50):.1f} / {pct(jl, 99) - pct(dl, 99):.1f}",
+         "-"),
     ]
