@@ -106,6 +106,8 @@ class Bridge:
             await self.apply_phase()
             if self.ns.mode == "jetstream":
                 await self.ensure_stream(self.nc.jetstream())
+            else:
+                await self.warn_stream_left()
             self.ready.set()
         except Exception as e:  # noqa: BLE001 - the loops below retry
             log.warning("NATS bridge setup: %s; retrying", e or type(e).__name__)
@@ -234,6 +236,17 @@ class Bridge:
         except nats.js.errors.NotFoundError:
             await js.add_consumer(self.ns.stream, ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT,
                                                                  ack_wait=self.ack_wait_s, max_deliver=-1))
+
+    async def warn_stream_left(self) -> None:
+        """Core mode with the JetStream stream of an earlier jetstream run still there: it captures the
+        subjects and answers every `nc.request` with its own ack before the bridge can."""
+        try:
+            await self.nc.jetstream().stream_info(self.ns.stream)
+        except Exception:  # noqa: BLE001 - no stream (or no JetStream): nothing to say
+            return
+        log.warning("NATS stream %s still captures the request subjects: in core mode agents' nc.request gets "
+                    "the stream's ack instead of the answer; drain it (NATS_MODE=jetstream, phase 2) and delete "
+                    "it (nats stream rm %s)", self.ns.stream, self.ns.stream)
 
     async def drain(self) -> None:
         """The stream into pgmq, in phases 1 and 2; retries while NATS is away."""

@@ -153,8 +153,9 @@ class Ledger:
     # -- results -----------------------------------------------------------------------------------
     def deliver(self, m: Message, publish: Callable[[str, bytes], None]) -> str:
         """Result M (on one of the bridge's reply queues) back to its NATS asker via PUBLISH(subject, data),
-        then marked answered and acked in one transaction ('answered', or 'already' for a second result).
-        A crash between the publish and the commit publishes it again (at least once to NATS). A result
+        then marked answered and acked in one transaction ('answered', or 'already' for a second result;
+        asynchronous commit). A crash before that commit is durable publishes it again (at least once to
+        NATS). A result
         for no bridged request is dead-lettered (Reject)."""
         rid = m.body.get("request_id")
         rows = self.bus.run(lambda c: c.execute("SELECT * FROM nats.reply_for(%s, %s)", (m.queue, rid)).fetchall())
@@ -166,6 +167,9 @@ class Ledger:
 
         def settle(c: psycopg.Connection) -> str:
             with c.transaction():
+                # not waiting for the flush to disk: a commit lost in a crash brings the result back, and it
+                # is published again, which at-least-once delivery to NATS allows (nexus settles alike)
+                c.execute("SET LOCAL synchronous_commit = off")
                 st = c.execute("SELECT nats.answered(%s, %s, %s, %s) AS s",
                                (r["queue"], r["request_key"], m.queue, m.msg_id)).fetchone()["s"]
                 self.bus.ack(m, conn=c)
