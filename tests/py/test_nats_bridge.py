@@ -303,3 +303,9 @@ def test_a_job_sent_over_nats_runs_in_genesis_and_its_output_comes_back(s, bridg
         sup.shutdown()
         forget_genesis_heartbeats(s, since)
     assert got["request_id"] == rid and got["exit_code"] == 0 and got["stdout"] == "42\n", got
+
+
+def test_status_without_nats_url_says_no_bridge_runs(ledger_clean, run_cli):
+    r = run_cli("nats", "status", env={"NATS_URL": ""}, check=True)
+    assert "NATS_URL -; mode unset (no bridge runs)" in r.stdout and "pending bridged requests: 0" in r.stdout
+    assert "NATS can be removed: no; phase 1" in r.stdout  # until the cutover is declared
