@@ -120,6 +120,11 @@ DECLARE
     k text;
     qn text;
 BEGIN
+    IF EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = p_id AND i.bridge AND i.role <> p_role) THEN
+        RAISE EXCEPTION 'instance id "%" is taken by a bridge (role %)', p_id,
+                        (SELECT i.role FROM bus.instances i WHERE i.instance_id = p_id)
+            USING ERRCODE = 'unique_violation', HINT = 'Pick another instance id ("nats" is the NATS bridge''s).';
+    END IF;
     INSERT INTO bus.instances (instance_id, role) VALUES (p_id, p_role)
     ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
     -- a bridge (nats.ensure_bridge) gets reply queues only: broadcasts are for Singularity instances

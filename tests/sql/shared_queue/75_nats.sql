@@ -5,7 +5,7 @@
 -- bridge role may call the ledger. Run as a session of the bridge role (SET SESSION AUTHORIZATION).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(36);
+SELECT plan(37);
 
 SET LOCAL client_min_messages = warning;
 CREATE ROLE svc_nats_t75 LOGIN;
@@ -26,6 +26,8 @@ SELECT set_eq($$SELECT nats.ensure_bridge('t75', 'svc_nats_t75')$$,
               'ensure_bridge is idempotent');
 SELECT throws_ok($$SELECT nats.ensure_bridge('default', 'svc_nats_t75')$$, '23505', NULL,
                  'a Singularity instance cannot be turned into a bridge');
+SELECT throws_ok($$SELECT bus.ensure_instance('t75', 'svc_singularity')$$, '23505', NULL,
+                 'nor a bridge into a Singularity instance (orchestrator instance add with its id)');
 RESET ROLE;
 SELECT ok((SELECT bridge FROM bus.instances WHERE instance_id = 't75'), 'the bridge is flagged in bus.instances');
 SELECT throws_ok($$SET LOCAL ROLE svc_singularity; SELECT nats.claim('llm_requests', 'k', 's', 'core', NULL, '{}', NULL)$$,
