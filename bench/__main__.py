@@ -13,7 +13,7 @@ import time
 from tabulate import tabulate
 
 HEADERS = ["figure", "value", "target"]
-MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud"]
+MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud", "bench.nats"]
 
 
 def main(argv: list[str]) -> int:

@@ -418,9 +418,16 @@ def daemon(only: str, list_: bool, grace: float) -> None:
         return
     _say_if_unreachable(s)
     try:
-        workers = [registry[n](s) for n in names]
+        made = {n: registry[n](s) for n in names}
     except ValueError as e:  # a worker's setting from the environment is out of range
         fail(str(e))
+    for n in [n for n, w in made.items() if w is None]:
+        click.echo(f"{n}: not configured, not started (NATS_URL is unset)" if n == "nats"
+                   else f"{n}: not configured, not started", err=True)
+    workers = [w for w in made.values() if w is not None]
+    names = [n for n, w in made.items() if w is not None]
+    if not workers:
+        fail("no worker to run: " + ", ".join(made) + " not configured (for nats: set NATS_URL)")
     banner = _banner(names, workers)
     if logging_json():  # every line JSON when asked: the banner too
         log.info(banner, extra={"fields": {"event": "banner", "workers": names,
@@ -499,3 +506,4 @@ def run() -> None:  # pragma: no cover
 if __name__ == "__main__":  # pragma: no cover
     main()
 from orchestrator.cli.archive import archive as _archive; main.add_command(_archive)  # noqa: E402, E702, I001
+from orchestrator.nats.cli import nats as _nats; main.add_command(_nats)  # noqa: E402, E702, I001

@@ -1,4 +1,5 @@
-"""The daemon's worker kinds: name -> the module whose `make(settings)` builds that worker (imported on use)."""
+"""The daemon's worker kinds: name -> the module whose `make(settings)` builds that worker (imported on use);
+a factory may return None when its worker is not configured (nats without NATS_URL)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ WORKERS = {
     "genesis": "orchestrator.genesis.worker",
     "heartbeat": "orchestrator.core.heartbeat",
     "hitl": "orchestrator.nexus.hitl_worker",
+    "nats": "orchestrator.nats.worker",  # the NATS bridge: runs only when NATS_URL is set
     "nexus": "orchestrator.nexus.worker",
 }
 

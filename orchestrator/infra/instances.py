@@ -72,7 +72,7 @@ def list_instances(s: Settings) -> list[dict]:
     with connect(owner_conninfo(s, "shared_queue")) as sq:
         rows = sq.execute("""SELECT i.instance_id, i.role, i.created_at,
                                     (SELECT count(*) FROM bus.queues q WHERE q.instance_id = i.instance_id) AS queues
-                               FROM bus.instances i ORDER BY i.instance_id""").fetchall()
+                               FROM bus.instances i WHERE NOT i.bridge ORDER BY i.instance_id""").fetchall()
     with connect(admin_conninfo(s, "postgres")) as pg:
         dbs = {r["datname"] for r in pg.execute("SELECT datname FROM pg_catalog.pg_database")}
     out = []

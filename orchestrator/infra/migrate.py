@@ -327,7 +327,10 @@ def instance_targets(s: Settings, conn: psycopg.Connection | None = None) -> lis
             return []
     if not conn.execute("SELECT to_regclass('bus.instances') IS NOT NULL AS x").fetchone()["x"]:
         return []
-    ids = [r["i"] for r in conn.execute("SELECT instance_id::text AS i FROM bus.instances ORDER BY 1")]
+    # a bridge (the NATS bridge: bus.instances.bridge, shared_queue 0011) has reply queues but no database;
+    # read through to_jsonb so a shared_queue not yet migrated that far (no column) still answers
+    ids = [r["i"] for r in conn.execute("SELECT i.instance_id::text AS i FROM bus.instances i WHERE NOT "
+                                        "coalesce((to_jsonb(i)->>'bridge')::boolean, false) ORDER BY 1")]
     bad = [i for i in ids if i != "default" and not INSTANCE_RE.match(i or "")]
     if bad:
         raise Refused(f"instance id {bad[0]!r} in shared_queue's bus.instances is not an instance id (1-16 characters "

@@ -50,6 +50,22 @@ COMMENT ON SCHEMA extensions IS 'pgcrypto and dblink, owned by the superuser; US
 
 
 --
+-- Name: nats; Type: SCHEMA; Schema: -; Owner: own_shared_queue
+--
+
+CREATE SCHEMA nats;
+
+
+ALTER SCHEMA nats OWNER TO own_shared_queue;
+
+--
+-- Name: SCHEMA nats; Type: COMMENT; Schema: -; Owner: own_shared_queue
+--
+
+COMMENT ON SCHEMA nats IS 'The NATS bridge''s ledger and migration phase (docs/nats.md).';
+
+
+--
 -- Name: ops; Type: SCHEMA; Schema: -; Owner: own_shared_queue
 --
 
@@ -1924,9 +1940,18 @@ DECLARE
     k text;
     qn text;
 BEGIN
+    IF EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = p_id AND i.bridge AND i.role <> p_role) THEN
+        RAISE EXCEPTION 'instance id "%" is taken by a bridge (role %)', p_id,
+                        (SELECT i.role FROM bus.instances i WHERE i.instance_id = p_id)
+            USING ERRCODE = 'unique_violation', HINT = 'Pick another instance id ("nats" is the NATS bridge''s).';
+    END IF;
     INSERT INTO bus.instances (instance_id, role) VALUES (p_id, p_role)
     ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
-    FOR k IN SELECT kind FROM bus.queue_kinds WHERE role IN ('result', 'inbox') ORDER BY kind LOOP
+    -- a bridge (nats.ensure_bridge) gets reply queues only: broadcasts are for Singularity instances
+    FOR k IN SELECT qk.kind FROM bus.queue_kinds qk
+              WHERE qk.role = 'result'
+                 OR (qk.role = 'inbox' AND NOT (SELECT i.bridge FROM bus.instances i WHERE i.instance_id = p_id))
+              ORDER BY qk.kind LOOP
         qn := CASE WHEN p_id = 'default' THEN k ELSE k || '_' || p_id END;
         PERFORM bus.ensure_queue(qn, k, p_id);
         RETURN NEXT qn;
@@ -1944,7 +1969,7 @@ ALTER FUNCTION bus.ensure_instance(p_id text, p_role name) OWNER TO own_shared_q
 -- Name: FUNCTION ensure_instance(p_id text, p_role name); Type: COMMENT; Schema: bus; Owner: own_shared_queue
 --
 
-COMMENT ON FUNCTION bus.ensure_instance(p_id text, p_role name) IS 'Registers a Singularity instance and creates its reply queues.';
+COMMENT ON FUNCTION bus.ensure_instance(p_id text, p_role name) IS 'Registers a Singularity instance (or a bridge) and creates its reply queues.';
 
 
 --
@@ -2672,6 +2697,382 @@ ALTER FUNCTION bus.validate_message(p_queue text, p_msg jsonb) OWNER TO own_shar
 --
 
 COMMENT ON FUNCTION bus.validate_message(p_queue text, p_msg jsonb) IS 'Validates a message for a queue against bus.message_fields and returns it with its envelope stamped.';
+
+
+--
+-- Name: _bridge(); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats._bridge() RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    b text;
+BEGIN
+    SELECT i.instance_id INTO b FROM bus.instances i
+     WHERE i.bridge AND pg_catalog.pg_has_role(session_user, i.role, 'MEMBER')
+     ORDER BY i.role = session_user DESC, i.instance_id LIMIT 1;
+    IF b IS NULL THEN
+        RAISE EXCEPTION 'role % is not a NATS bridge', session_user
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Only the bridge role (orchestrator nats) uses the ledger.';
+    END IF;
+    RETURN b;
+END;
+$$;
+
+
+ALTER FUNCTION nats._bridge() OWNER TO own_shared_queue;
+
+--
+-- Name: answered(text, text, text, bigint); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM nats._bridge();
+    UPDATE nats.requests SET status = 'answered', answered_at = now(), result_queue = p_result_queue,
+                             result_msg_id = p_result_msg_id
+     WHERE queue = p_queue AND request_key = p_key AND status = 'enqueued';
+    RETURN CASE WHEN FOUND THEN 'answered' ELSE 'already' END;
+END;
+$$;
+
+
+ALTER FUNCTION nats.answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint) IS 'Marks a bridged request answered (its result went back over NATS).';
+
+
+--
+-- Name: claim(text, text, text, text, text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    sha   text := ops.request_hash(p_message);
+    st    nats.state;
+    r     nats.requests;
+BEGIN
+    PERFORM nats._bridge();
+    SELECT * INTO st FROM nats.state;
+    SELECT * INTO r FROM nats.requests WHERE queue = p_queue AND request_key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        IF st.phase = 3 OR (st.phase = 2 AND (p_via = 'core' OR p_stored_at IS NULL OR p_stored_at > st.changed_at)) THEN
+            RETURN jsonb_build_object('status', 'closed', 'phase', st.phase, 'since', st.changed_at);
+        END IF;
+        INSERT INTO nats.requests (queue, request_key, subject, via, status, reply_subject, content_sha256)
+        VALUES (p_queue, p_key, p_subject, p_via, 'enqueued', p_reply, sha)
+        ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            RETURN jsonb_build_object('status', 'new');
+        END IF;
+        SELECT * INTO r FROM nats.requests WHERE queue = p_queue AND request_key = p_key FOR UPDATE;
+    END IF;
+    IF r.status = 'rejected' AND r.content_sha256 <> sha THEN
+        -- refused before, now sent corrected under the same key: taken as new
+        IF st.phase = 3 OR (st.phase = 2 AND (p_via = 'core' OR p_stored_at IS NULL OR p_stored_at > st.changed_at)) THEN
+            RETURN jsonb_build_object('status', 'closed', 'phase', st.phase, 'since', st.changed_at);
+        END IF;
+        UPDATE nats.requests SET status = 'enqueued', subject = p_subject, via = p_via, reply_subject = p_reply,
+                                 content_sha256 = sha, error = NULL, payload = NULL, received_at = now()
+         WHERE queue = p_queue AND request_key = p_key;
+        RETURN jsonb_build_object('status', 'new');
+    END IF;
+    IF r.content_sha256 <> sha THEN
+        RETURN jsonb_build_object('status', 'conflict', 'request_id', r.request_id, 'received_at', r.received_at);
+    END IF;
+    UPDATE nats.requests SET duplicates = duplicates + 1,
+           reply_subject = CASE WHEN status = 'enqueued' AND p_reply IS NOT NULL THEN p_reply ELSE reply_subject END
+     WHERE queue = p_queue AND request_key = p_key;
+    RETURN jsonb_build_object('status', CASE r.status WHEN 'enqueued' THEN 'duplicate' ELSE r.status END,
+                              'request_id', r.request_id, 'msg_id', r.msg_id, 'error', r.error,
+                              'received_at', r.received_at, 'answered_at', r.answered_at);
+END;
+$$;
+
+
+ALTER FUNCTION nats.claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone) IS 'Takes a NATS request once by (queue, key): new, duplicate, answered, rejected, conflict (other content) or closed.';
+
+
+--
+-- Name: enqueued(text, text, text, bigint); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM nats._bridge();
+    UPDATE nats.requests SET request_id = p_request_id, msg_id = p_msg_id
+     WHERE queue = p_queue AND request_key = p_key AND status = 'enqueued' AND msg_id IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no claimed NATS request % on %', left(p_key, 60), p_queue
+            USING ERRCODE = 'no_data_found', HINT = 'Call nats.claim first, in the same transaction.';
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION nats.enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint) IS 'Records the pgmq msg_id of a claimed NATS request.';
+
+
+--
+-- Name: ensure_bridge(text, name); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.ensure_bridge(p_id text, p_role name) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = p_id AND NOT i.bridge) THEN
+        RAISE EXCEPTION 'instance "%" is a Singularity instance, not a bridge', p_id
+            USING ERRCODE = 'unique_violation', HINT = 'Give the bridge an id of its own.';
+    END IF;
+    INSERT INTO bus.instances (instance_id, role, bridge) VALUES (p_id, p_role, true)
+    ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
+    RETURN QUERY SELECT * FROM bus.ensure_instance(p_id, p_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA nats TO %I', p_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION nats.claim(text, text, text, text, text, jsonb, timestamptz),
+                    nats.enqueued(text, text, text, bigint), nats.reject(text, text, text, text, text, text, text, jsonb),
+                    nats.reply_for(text, text), nats.answered(text, text, text, bigint), nats.phase(),
+                    nats.reply_queue(text) TO %I', p_role);
+END;
+$$;
+
+
+ALTER FUNCTION nats.ensure_bridge(p_id text, p_role name) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION ensure_bridge(p_id text, p_role name); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.ensure_bridge(p_id text, p_role name) IS 'Registers the NATS bridge''s identity and reply queues (idempotent).';
+
+
+--
+-- Name: phase(); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.phase() RETURNS integer
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT s.phase FROM nats.state s $$;
+
+
+ALTER FUNCTION nats.phase() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION phase(); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.phase() IS 'The NATS migration phase (1 both active, 2 cutover, 3 retired).';
+
+
+--
+-- Name: reject(text, text, text, text, text, text, text, jsonb); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM nats._bridge();
+    INSERT INTO nats.requests (queue, request_key, subject, via, status, reply_subject, content_sha256, error, payload)
+    VALUES (p_queue, p_key, p_subject, p_via, 'rejected', p_reply,
+            CASE WHEN p_message IS NOT NULL THEN ops.request_hash(p_message)
+                 ELSE encode(sha256(convert_to(coalesce(p_payload, ''), 'UTF8')), 'hex') END,
+            left(p_error, 2000), p_payload)
+    ON CONFLICT (queue, request_key) DO UPDATE SET duplicates = nats.requests.duplicates + 1
+     WHERE nats.requests.status = 'rejected';
+END;
+$$;
+
+
+ALTER FUNCTION nats.reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb) IS 'Records a refused NATS request with the reason and its payload (nothing from NATS is dropped silently).';
+
+
+--
+-- Name: reply_for(text, text); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.reply_for(p_result_queue text, p_request_id text) RETURNS TABLE(queue text, request_key text, via text, status text, reply_subject text, received_at timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT r.queue, r.request_key, r.via, r.status, r.reply_subject, r.received_at
+      FROM bus.queues q
+      JOIN nats.bridged_queues bq ON bq.result_kind = q.kind
+      JOIN nats.requests r ON r.queue = bq.queue AND r.request_id = p_request_id
+     WHERE q.queue_name = p_result_queue AND q.instance_id = nats._bridge();
+$$;
+
+
+ALTER FUNCTION nats.reply_for(p_result_queue text, p_request_id text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION reply_for(p_result_queue text, p_request_id text); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.reply_for(p_result_queue text, p_request_id text) IS 'The ledger row a result on the bridge''s reply queue answers.';
+
+
+--
+-- Name: reply_queue(text); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.reply_queue(p_queue text) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    b  text := nats._bridge();
+    rq text;
+BEGIN
+    SELECT q.queue_name INTO rq
+      FROM nats.bridged_queues bq JOIN bus.queues q ON q.kind = bq.result_kind AND q.instance_id = b
+     WHERE bq.queue = p_queue;
+    IF rq IS NULL THEN
+        RAISE EXCEPTION 'queue "%" is not bridged from NATS', left(p_queue, 60)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Bridged queues: ' || (SELECT string_agg(queue, ', ' ORDER BY queue) FROM nats.bridged_queues);
+    END IF;
+    RETURN rq;
+END;
+$$;
+
+
+ALTER FUNCTION nats.reply_queue(p_queue text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION reply_queue(p_queue text); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.reply_queue(p_queue text) IS 'The bridge''s own reply queue for a bridged request queue.';
+
+
+--
+-- Name: set_phase(integer, text); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.set_phase(p_phase integer, p_note text DEFAULT NULL::text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF p_phase NOT BETWEEN 1 AND 3 THEN
+        RAISE EXCEPTION 'phase % does not exist', p_phase
+            USING ERRCODE = 'invalid_parameter_value', HINT = '1 both active, 2 cutover, 3 retired (docs/nats.md).';
+    END IF;
+    IF p_phase = 3 THEN
+        SELECT count(*) INTO n FROM nats.requests WHERE status = 'enqueued';
+        IF n > 0 THEN
+            RAISE EXCEPTION '% request(s) bridged from NATS still wait for their answer', n
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Stay in phase 2 until `orchestrator nats status` shows none pending.';
+        END IF;
+    END IF;
+    UPDATE nats.state SET phase = p_phase, changed_at = now(), note = p_note;
+    RETURN p_phase;
+END;
+$$;
+
+
+ALTER FUNCTION nats.set_phase(p_phase integer, p_note text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION set_phase(p_phase integer, p_note text); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.set_phase(p_phase integer, p_note text) IS 'Sets the NATS migration phase; phase 3 only once nothing bridged is pending.';
+
+
+--
+-- Name: status(integer); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.status(p_days integer DEFAULT 7) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT jsonb_build_object(
+        'phase', (SELECT s.phase FROM nats.state s),
+        'phase_since', (SELECT s.changed_at FROM nats.state s),
+        'pending', (SELECT count(*) FROM nats.requests r WHERE r.status = 'enqueued'),
+        'oldest_pending', (SELECT min(r.received_at) FROM nats.requests r WHERE r.status = 'enqueued'),
+        'requests', (SELECT count(*) FROM nats.requests r WHERE r.received_at > now() - make_interval(days => p_days)),
+        'last_request_at', (SELECT max(r.received_at) FROM nats.requests r),
+        'days', p_days);
+$$;
+
+
+ALTER FUNCTION nats.status(p_days integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION status(p_days integer); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.status(p_days integer) IS 'NATS migration status: phase, pending bridged requests, recent traffic.';
+
+
+--
+-- Name: traffic(integer); Type: FUNCTION; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE FUNCTION nats.traffic(p_days integer DEFAULT 7) RETURNS TABLE(subject text, queue text, via text, requests bigint, enqueued bigint, answered bigint, rejected bigint, duplicates bigint, pending bigint, last_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT r.subject, r.queue, r.via, count(*), count(*) FILTER (WHERE r.status <> 'rejected'),
+           count(*) FILTER (WHERE r.status = 'answered'), count(*) FILTER (WHERE r.status = 'rejected'),
+           coalesce(sum(r.duplicates), 0)::bigint, count(*) FILTER (WHERE r.status = 'enqueued'), max(r.received_at)
+      FROM nats.requests r
+     WHERE r.received_at > now() - make_interval(days => p_days)
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 3;
+$$;
+
+
+ALTER FUNCTION nats.traffic(p_days integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION traffic(p_days integer); Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION nats.traffic(p_days integer) IS 'NATS requests per subject over the last N days: enqueued, answered, rejected, duplicates, pending.';
 
 
 --
@@ -3463,6 +3864,7 @@ CREATE TABLE bus.instances (
     instance_id text NOT NULL,
     role name NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    bridge boolean DEFAULT false NOT NULL,
     CONSTRAINT instances_instance_id_check CHECK ((instance_id ~ '^[a-z][a-z0-9]{0,15}$'::text))
 );
 
@@ -3474,6 +3876,13 @@ ALTER TABLE bus.instances OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.instances IS 'Singularity instances: each has its own role and its own reply queues.';
+
+
+--
+-- Name: COLUMN instances.bridge; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.instances.bridge IS 'A bridge (the NATS bridge): an identity with its own reply queues, but no Singularity database or inboxes.';
 
 
 --
@@ -3615,6 +4024,100 @@ ALTER TABLE bus.settings OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.settings IS 'Operator settings set by migrate from env (e.g. retention_days).';
+
+
+--
+-- Name: bridged_queues; Type: TABLE; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE TABLE nats.bridged_queues (
+    queue text NOT NULL,
+    result_kind text NOT NULL
+);
+
+
+ALTER TABLE nats.bridged_queues OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE bridged_queues; Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE nats.bridged_queues IS 'Request queues bridged from NATS and the result kind answering each.';
+
+
+--
+-- Name: requests; Type: TABLE; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE TABLE nats.requests (
+    queue text NOT NULL,
+    request_key text NOT NULL,
+    subject text NOT NULL,
+    via text NOT NULL,
+    status text NOT NULL,
+    request_id text,
+    msg_id bigint,
+    reply_subject text,
+    content_sha256 text NOT NULL,
+    duplicates integer DEFAULT 0 NOT NULL,
+    error text,
+    payload text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    answered_at timestamp with time zone,
+    result_queue text,
+    result_msg_id bigint,
+    CONSTRAINT requests_check CHECK (((status <> 'rejected'::text) OR (error IS NOT NULL))),
+    CONSTRAINT requests_check1 CHECK (((status = 'rejected'::text) OR (request_id IS NOT NULL) OR (msg_id IS NULL))),
+    CONSTRAINT requests_request_key_check CHECK (((length(request_key) >= 1) AND (length(request_key) <= 200))),
+    CONSTRAINT requests_status_check CHECK ((status = ANY (ARRAY['enqueued'::text, 'rejected'::text, 'answered'::text]))),
+    CONSTRAINT requests_via_check CHECK ((via = ANY (ARRAY['core'::text, 'jetstream'::text])))
+);
+
+
+ALTER TABLE nats.requests OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE requests; Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE nats.requests IS 'One row per NATS request taken by the bridge: enqueued (pgmq msg_id), rejected (why, and the payload), answered.';
+
+
+--
+-- Name: COLUMN requests.request_key; Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN nats.requests.request_key IS 'The dedupe key: the message''s id, else its Nats-Msg-Id, else a key the bridge made.';
+
+
+--
+-- Name: COLUMN requests.payload; Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN nats.requests.payload IS 'The message as received, kept for rejected ones (the enqueued ones are in pgmq and its archive).';
+
+
+--
+-- Name: state; Type: TABLE; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE TABLE nats.state (
+    singleton boolean DEFAULT true NOT NULL,
+    phase integer DEFAULT 1 NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    note text,
+    CONSTRAINT state_phase_check CHECK (((phase >= 1) AND (phase <= 3))),
+    CONSTRAINT state_singleton_check CHECK (singleton)
+);
+
+
+ALTER TABLE nats.state OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE state; Type: COMMENT; Schema: nats; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE nats.state IS 'Seed 001''s NATS migration phase, written by `orchestrator nats phase N`.';
 
 
 --
@@ -4255,6 +4758,30 @@ ALTER TABLE ONLY bus.settings
 
 
 --
+-- Name: bridged_queues bridged_queues_pkey; Type: CONSTRAINT; Schema: nats; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY nats.bridged_queues
+    ADD CONSTRAINT bridged_queues_pkey PRIMARY KEY (queue);
+
+
+--
+-- Name: requests requests_pkey; Type: CONSTRAINT; Schema: nats; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY nats.requests
+    ADD CONSTRAINT requests_pkey PRIMARY KEY (queue, request_key);
+
+
+--
+-- Name: state state_pkey; Type: CONSTRAINT; Schema: nats; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY nats.state
+    ADD CONSTRAINT state_pkey PRIMARY KEY (singleton);
+
+
+--
 -- Name: cron_jobs cron_jobs_pkey; Type: CONSTRAINT; Schema: ops; Owner: own_shared_queue
 --
 
@@ -4538,6 +5065,27 @@ CREATE INDEX restored_archive_archived_at ON bus.restored_archive USING btree (a
 --
 
 CREATE INDEX restored_archive_day ON bus.restored_archive USING btree (queue_name, day);
+
+
+--
+-- Name: requests_pending; Type: INDEX; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE INDEX requests_pending ON nats.requests USING btree (received_at) WHERE (status = 'enqueued'::text);
+
+
+--
+-- Name: requests_received_at; Type: INDEX; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE INDEX requests_received_at ON nats.requests USING btree (received_at);
+
+
+--
+-- Name: requests_request_id; Type: INDEX; Schema: nats; Owner: own_shared_queue
+--
+
+CREATE UNIQUE INDEX requests_request_id ON nats.requests USING btree (queue, request_id) WHERE (request_id IS NOT NULL);
 
 
 --
@@ -4970,6 +5518,14 @@ ALTER TABLE ONLY bus.queues
 
 ALTER TABLE ONLY bus.queues
     ADD CONSTRAINT queues_kind_fkey FOREIGN KEY (kind) REFERENCES bus.queue_kinds(kind);
+
+
+--
+-- Name: requests requests_queue_fkey; Type: FK CONSTRAINT; Schema: nats; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY nats.requests
+    ADD CONSTRAINT requests_queue_fkey FOREIGN KEY (queue) REFERENCES nats.bridged_queues(queue);
 
 
 --
@@ -5417,6 +5973,90 @@ REVOKE ALL ON FUNCTION bus.queue_overview() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus.set_setting(p_key text, p_value text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION _bridge(); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats._bridge() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.answered(p_queue text, p_key text, p_result_queue text, p_result_msg_id bigint) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.claim(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_message jsonb, p_stored_at timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.enqueued(p_queue text, p_key text, p_request_id text, p_msg_id bigint) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION ensure_bridge(p_id text, p_role name); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.ensure_bridge(p_id text, p_role name) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION phase(); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.phase() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.reject(p_queue text, p_key text, p_subject text, p_via text, p_reply text, p_payload text, p_error text, p_message jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reply_for(p_result_queue text, p_request_id text); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.reply_for(p_result_queue text, p_request_id text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reply_queue(p_queue text); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.reply_queue(p_queue text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION set_phase(p_phase integer, p_note text); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.set_phase(p_phase integer, p_note text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION status(p_days integer); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.status(p_days integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION traffic(p_days integer); Type: ACL; Schema: nats; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION nats.traffic(p_days integer) FROM PUBLIC;
 
 
 --

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "orchestrator"
-SERVICES = ("singularity", "genesis", "nexus", "centralcloud")
+SERVICES = ("singularity", "genesis", "nexus", "centralcloud", "nats")
 # what each layer may import (besides itself)
 MAY_IMPORT = {"infra": set(), "core": {"infra"}, **{s: {"core", "infra"} for s in SERVICES},
               "cli": {"infra", "core", *SERVICES}}
 # the SQL schemas a layer may name in its SQL text (its own database's, plus the bus's functions)
 SCHEMAS = {"singularity": {"core", "outbox", "cdc", "bus", "ops"}, "genesis": {"genesis", "bus"},
-           "nexus": {"nexus", "bus"}, "centralcloud": {"centralcloud", "bus"}}
-ALL_SCHEMAS = {"core", "outbox", "cdc", "vault", "genesis", "nexus", "centralcloud", "bus", "pgmq", "ops", "cron"}
+           "nexus": {"nexus", "bus"}, "centralcloud": {"centralcloud", "bus"}, "nats": {"nats", "bus"}}
+ALL_SCHEMAS = {"core", "outbox", "cdc", "vault", "genesis", "nexus", "centralcloud", "bus", "pgmq", "ops", "cron", "nats"}
 # the only modules that read the environment (a settings object each); others get it passed in
 ENV_READERS = {"infra/config.py", "infra/settings.py", *(f"{s}/settings.py" for s in SERVICES)}
 MAX_FUNCTION_LINES = 80

@@ -120,9 +120,18 @@ DECLARE
     k text;
     qn text;
 BEGIN
+    IF EXISTS (SELECT 1 FROM bus.instances i WHERE i.instance_id = p_id AND i.bridge AND i.role <> p_role) THEN
+        RAISE EXCEPTION 'instance id "%" is taken by a bridge (role %)', p_id,
+                        (SELECT i.role FROM bus.instances i WHERE i.instance_id = p_id)
+            USING ERRCODE = 'unique_violation', HINT = 'Pick another instance id ("nats" is the NATS bridge''s).';
+    END IF;
     INSERT INTO bus.instances (instance_id, role) VALUES (p_id, p_role)
     ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role;
-    FOR k IN SELECT kind FROM bus.queue_kinds WHERE role IN ('result', 'inbox') ORDER BY kind LOOP
+    -- a bridge (nats.ensure_bridge) gets reply queues only: broadcasts are for Singularity instances
+    FOR k IN SELECT qk.kind FROM bus.queue_kinds qk
+              WHERE qk.role = 'result'
+                 OR (qk.role = 'inbox' AND NOT (SELECT i.bridge FROM bus.instances i WHERE i.instance_id = p_id))
+              ORDER BY qk.kind LOOP
         qn := CASE WHEN p_id = 'default' THEN k ELSE k || '_' || p_id END;
         PERFORM bus.ensure_queue(qn, k, p_id);
         RETURN NEXT qn;
@@ -132,7 +141,7 @@ BEGIN
     PERFORM bus.grant_common(p_role);
 END;
 $$;
-COMMENT ON FUNCTION bus.ensure_instance(text, name) IS 'Registers a Singularity instance and creates its reply queues.';
+COMMENT ON FUNCTION bus.ensure_instance(text, name) IS 'Registers a Singularity instance (or a bridge) and creates its reply queues.';
 
 -- What every service role needs besides per-queue grants: schema usage, the rules, the notify stamp.
 CREATE OR REPLACE FUNCTION bus.grant_common(p_role name)
