@@ -14,6 +14,8 @@ from html import escape
 from markupsafe import Markup
 from psycopg_pool import ConnectionPool
 
+from orchestrator.nexus.console import Console
+
 
 def _rows(pool: ConnectionPool, sql: str, params: tuple = ()) -> list[dict]:
     with pool.connection() as c:
@@ -53,6 +55,7 @@ class Dashboard:
     def __init__(self, bus_pool: ConnectionPool, nexus_pool: ConnectionPool):
         self.bus_pool = bus_pool
         self.nexus_pool = nexus_pool
+        self.console = Console(bus_pool, nexus_pool)  # the console pages' data (orchestrator.nexus.console)
 
     def snapshot(self) -> dict:
         queues = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_overview()")

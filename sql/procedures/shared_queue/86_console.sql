@@ -29,7 +29,7 @@ BEGIN
         RETURN QUERY EXECUTE format(
             'SELECT m.msg_id, m.read_ct, m.enqueued_at, m.vt, NULL::timestamptz, m.message->>''id'', '
             '       m.message->>''request_id'', m.message->>''agent_id'', m.message, count(*) OVER () '
-            '  FROM pgmq.%I m WHERE (m.vt %s now()) AND %s ORDER BY m.msg_id DESC LIMIT %s OFFSET %s',
+            '  FROM pgmq.%I m WHERE (m.vt %s clock_timestamp()) AND %s ORDER BY m.msg_id DESC LIMIT %s OFFSET %s',
             'q_' || p_queue, CASE p_state WHEN 'waiting' THEN '<=' ELSE '>' END, filt, lim, off) USING s;
     ELSIF p_state = 'archived' THEN
         RETURN QUERY EXECUTE format(
@@ -57,8 +57,8 @@ DECLARE
 BEGIN
     FOR q IN SELECT x.queue_name FROM bus.queues x ORDER BY 1 LOOP
         RETURN QUERY EXECUTE format(
-            'SELECT %L::text, (SELECT count(*) FROM pgmq.%I WHERE vt <= now()), '
-            '(SELECT count(*) FROM pgmq.%I WHERE vt > now()), (SELECT count(*) FROM pgmq.%I)',
+            'SELECT %L::text, (SELECT count(*) FROM pgmq.%I WHERE vt <= clock_timestamp()), '
+            '(SELECT count(*) FROM pgmq.%I WHERE vt > clock_timestamp()), (SELECT count(*) FROM pgmq.%I)',
             q, 'q_' || q, 'q_' || q, 'a_' || q);
     END LOOP;
 END;
