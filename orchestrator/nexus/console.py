@@ -124,7 +124,7 @@ class Console:
             (queue, state, search, PAGE_SIZE, p["offset"]))
         for m in items:
             m["json"] = pretty_json(m["message"])
-        return {"items": items, "pager": p, "counts": counts.get(queue)}
+        return {"rows": items, "pager": p, "counts": counts.get(queue)}
 
     def dead_letters(self, queue: str | None, page: int) -> dict:
         first = rows(self.bus_pool, "SELECT * FROM bus.console_dead_letters(%s, %s, 0)", (queue, PAGE_SIZE))
@@ -133,7 +133,7 @@ class Console:
             self.bus_pool, "SELECT * FROM bus.console_dead_letters(%s, %s, %s)", (queue, PAGE_SIZE, p["offset"]))
         for m in items:
             m["json"] = pretty_json(m["message"])
-        return {"items": items, "pager": p}
+        return {"rows": items, "pager": p}
 
     def replay_many(self, ids: list[int]) -> list[dict]:
         """Each dead letter replayed on its own (one refusal does not undo the others): per id, the new
@@ -181,7 +181,7 @@ class Console:
         choices: dict = {"model": [], "agent": []}
         for r in rows(self.nexus_pool, "SELECT * FROM nexus.console_call_choices(30)"):
             choices[r["field"]].append(r["value"])
-        return {"items": items, "pager": p, "choices": choices}
+        return {"rows": items, "pager": p, "choices": choices}
 
     def cost_charts(self, days: int = 14) -> dict:
         data = rows(self.nexus_pool, "SELECT * FROM nexus.console_cost(%s)", (days,))
@@ -208,4 +208,4 @@ class Console:
         first = rows(self.nexus_pool, q, (kind, by, agent, PAGE_SIZE, 0))
         p = pages(first[0]["total"] if first else 0, page)
         items = first if p["offset"] == 0 else rows(self.nexus_pool, q, (kind, by, agent, PAGE_SIZE, p["offset"]))
-        return {"items": items, "pager": p}
+        return {"rows": items, "pager": p}
