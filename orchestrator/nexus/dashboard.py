@@ -35,7 +35,7 @@ def bar_chart(points: list[tuple[str, float]], title: str, unit: str = "", width
                     f'height="{h:.1f}" fill="#57a"><title>{escape(label)}: {_num(v)}{escape(unit)}</title></rect>')
     first, last = escape(points[0][0]), escape(points[-1][0])
     return Markup(f'<figure><figcaption>{escape(title)} (max {_num(top)}{escape(unit)})</figcaption>'
-                  f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">{"".join(bars)}'
+                  f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">{"".join(bars)}'
                   f'<text x="0" y="{height - 2}" font-size="10">{first}</text>'
                   f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{last}</text></svg></figure>')
 

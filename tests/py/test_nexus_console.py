@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/
 PAGES = ("/queues", "/queues/llm_requests", "/dead-letters", "/workers", "/schedules", "/calls", "/decisions",
          "/dashboard", "/approvals", "/questions")
 SHOTS = os.environ.get("NEXUS_SCREENSHOTS")
+PHONE_SHOTS = ("/queues/llm_requests", "/schedules", "/calls")
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +312,10 @@ def test_live_updates_without_reload_and_pause_when_hidden(s, system, browser, d
     ctx.close()
 
 
-def test_every_page_has_no_csp_violation_and_fits_a_phone(system, browser, data):
+def test_every_page_has_no_csp_violation_and_fits_a_phone(s, system, browser, data):
     _hitl, url = system
+    bury(s, "job_requests", {"id": ulid(), "type": "job_request", "code": "print(1)", "language": "python",
+                             "mode": "run"}, "svc_singularity", "sandbox: timed out after 30 s (attempt 5 of 5)")
     for kind, kw in (("desktop", {"viewport": {"width": 1280, "height": 900}}),
                      ("phone", {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
                                 "device_scale_factor": 2})):
@@ -325,7 +328,10 @@ def test_every_page_has_no_csp_violation_and_fits_a_phone(system, browser, data)
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 1, f"{path} is {overflow}px wider than a phone's screen"
             name = path.strip("/").replace("/", "-")
-            shot(page, f"{name}-{kind}" if kind == "phone" else name)
+            if path == "/queues/llm_requests":
+                page.locator("#messages summary").first.click()  # a message's JSON, open
+            if kind == "desktop" or path in PHONE_SHOTS:
+                shot(page, f"{name}-{kind}" if kind == "phone" else name)
         csp = page.request.get(url + "/queues").headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert page.problems == [], page.problems
