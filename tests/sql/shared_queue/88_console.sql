@@ -2,7 +2,7 @@
 -- what neither it nor any other service role may do (the tables and operator functions behind them).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(34);
+SELECT plan(39);
 
 SELECT has_function('bus', 'console_messages', ARRAY['text', 'text', 'text', 'integer', 'integer'], 'bus.console_messages exists');
 SELECT is_definer('bus', 'console_messages', ARRAY['text', 'text', 'text', 'integer', 'integer'], 'console_messages is SECURITY DEFINER');
@@ -54,6 +54,23 @@ SELECT is((SELECT count(*) FROM bus.console_messages('llm_requests', 'waiting', 
 SELECT throws_ok($$SELECT * FROM bus.console_messages('q_llm_requests; drop table x', 'waiting')$$, '22023', NULL,
                  'an unknown queue name is refused, never put into SQL');
 SELECT throws_ok($$SELECT * FROM bus.console_messages('llm_requests', 'eaten')$$, '22023', NULL, 'an unknown state is refused');
+SELECT is((SELECT (waiting, in_flight, archived)::text FROM bus.console_queue_counts() WHERE queue_name = 'llm_requests'),
+          '(3,1,1)', 'counts per state');
+RESET ROLE;
+
+-- dead letters: listed with error and original message, purged (to the DLQ archive) through the function
+SELECT pgmq.purge_queue('dead_letters');
+SELECT pgmq.send('dead_letters', '{"queue": "job_requests", "msg_id": 1, "message": {"id": "j1"}, "error": "boom",
+                                   "attempts": 5, "sender": "svc_singularity"}'::jsonb);
+SELECT pgmq.send('instance_heartbeat', '{"instance_id": "tap", "service": "nexus", "at": "2026-01-01T00:00:00Z",
+                                         "stats": {"host": "h1", "pid": 42, "version": "9.9", "in_flight": 2}}'::jsonb);
+SET LOCAL ROLE svc_nexus;
+SELECT is((SELECT (error, message->>'id', total)::text FROM bus.console_dead_letters()), '(boom,j1,1)',
+          'a dead letter with its error, original message and the total');
+SELECT is((SELECT stats->>'version' FROM bus.console_workers() WHERE instance_id = 'tap'), '9.9',
+          'workers: what the last heartbeat said');
+SELECT is(bus.console_dlq_purge('job_requests'), 1::bigint, 'svc_nexus purges the dead letters of a queue through the function');
+SELECT is((SELECT count(*) FROM bus.console_dead_letters()), 0::bigint, 'and they are gone from the DLQ');
 RESET ROLE;
 
 -- run now: only a reported job, recorded with who asked; the request is visible in console_schedules
