@@ -312,6 +312,31 @@ def test_live_updates_without_reload_and_pause_when_hidden(s, system, browser, d
     ctx.close()
 
 
+def test_a_new_approval_appears_without_reload_and_typed_text_is_kept(system, browser, bus_for):
+    hitl, url = system
+    ctx, page = signed_in(browser, url)
+    page.evaluate("window.__same_document = 1")
+    sing = bus_for("svc_singularity")
+    first, second = ulid(), ulid()
+    diff = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
+    sing.publish("approval_requests", {"id": first, "agent_id": "agent-live", "file_path": "x", "diff": diff})
+    wait_until(lambda: page.locator(f"#approval-{first}").count() == 1, 20)
+    page.locator(f"#approval-{first} input[name=comment]").fill("half-typed")
+    page.locator("h1").click()  # focus leaves the field: only the typed text keeps the region as it is
+    sing.publish("approval_requests", {"id": second, "agent_id": "agent-live", "file_path": "y", "diff": diff})
+    wait_until(lambda: any(i["request_id"] == second for i in hitl.pending("approval")), 20)
+    page.wait_for_timeout(6000)
+    assert page.locator(f"#approval-{first} input[name=comment]").input_value() == "half-typed"
+    page.locator(f"#approval-{first} input[name=comment]").fill("")
+    page.locator("h1").click()
+    wait_until(lambda: page.locator(f"#approval-{second}").count() == 1, 20)
+    assert page.evaluate("window.__same_document") == 1
+    for rid in (first, second):
+        page.locator(f"#approval-{rid} button[value=reject]").click()
+    assert page.problems == []
+    ctx.close()
+
+
 def test_every_page_has_no_csp_violation_and_fits_a_phone(s, system, browser, data):
     _hitl, url = system
     bury(s, "job_requests", {"id": ulid(), "type": "job_request", "code": "print(1)", "language": "python",

@@ -1,7 +1,7 @@
 // Live updates of the Nexus console without reloading: every few seconds, while the tab is visible, the
 // page is fetched again and each element marked data-live is replaced by its newer self (same id). Hidden
 // tab: nothing is fetched (the indicator says paused); back in view: refreshed at once. A region being
-// used (a ticked box, an open message, focus inside) is left alone until it is not.
+// used (a ticked box, an open message, text typed, focus inside) is left alone until it is not.
 (function () {
   "use strict";
   var PERIOD_MS = 5000;
@@ -14,8 +14,14 @@
     indicator.classList.toggle("paused", !!paused);
   }
 
+  function typedIn(el) {
+    return Array.prototype.some.call(el.querySelectorAll("textarea, input:not([type]), input[type=text]"),
+                                     function (i) { return i.value !== ""; });
+  }
+
   function busy(el) {
-    return el.querySelector("input:checked, details[open]") !== null || el.contains(document.activeElement);
+    return el.querySelector("input:checked, details[open]") !== null || el.contains(document.activeElement)
+      || typedIn(el);
   }
 
   function refresh() {
