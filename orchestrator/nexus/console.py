@@ -98,7 +98,7 @@ def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, 
     parts.append(f'<line x1="{left}" x2="{left}" y1="{top_pad}" y2="{top_pad + plot_h}" class="axis"/>'
                  f'<line x1="{left}" x2="{width - 8}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" class="axis"/>')
     legend = "".join(f'<span class="key"><i class="sw{j % len(PALETTE)}"></i>{escape(name)}</span>'
-                     for j, name in enumerate(series))
+                     for j, name in enumerate(series)) if len(series) > 1 else ""
     return Markup(f'<figure class="chart"><figcaption>{escape(title)}{" (" + escape(unit.strip()) + ")" if unit else ""}'
                   f'</figcaption><svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
                   f'{"".join(parts)}</svg><div class="legend">{legend}</div></figure>')
