@@ -174,11 +174,14 @@ BEGIN
      WHERE j.jobname IS NOT NULL AND NOT starts_with(j.jobname, 'runnow:');
     SELECT t.n INTO n
       FROM extensions.dblink('shared_queue_owner', format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
-    -- run-now requests: one run of the job's own command, database and user at the next minute
+    -- run-now requests: one run of the job's own command, database and user at the next minute; only jobs
+    -- of an existing non-superuser (the list arrives from a function shared_queue's owner could replace)
     FOR req IN SELECT DISTINCT j.jobname, j.command, j.database, j.username
                  FROM extensions.dblink('shared_queue_owner', 'SELECT jobname FROM bus._take_run_requests()')
                       AS t(jobname text)
-                 JOIN cron.job j ON j.jobname = t.jobname LOOP
+                 JOIN cron.job j ON j.jobname = t.jobname
+                 JOIN pg_catalog.pg_roles r ON r.rolname = j.username
+                WHERE NOT r.rolsuper LOOP  -- the names come from shared_queue's owner: never a superuser's job
         PERFORM cron.schedule_in_database('runnow:' || req.jobname,
                                           format('%s %s * * *', extract(minute FROM at)::int, extract(hour FROM at)::int),
                                           req.command, req.database, req.username, true);

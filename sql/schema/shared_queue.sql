@@ -1763,6 +1763,10 @@ BEGIN
         RAISE EXCEPTION 'no schedule named %', coalesce(p_jobname, 'NULL') USING ERRCODE = '22023',
               HINT = 'pick one of the schedules listed on the page';
     END IF;
+    IF EXISTS (SELECT 1 FROM bus.schedule_runs s WHERE s.jobname = p_jobname AND s.database = 'postgres') THEN
+        RAISE EXCEPTION 'schedule % runs as the superuser in the postgres database: not run from the page', p_jobname
+              USING ERRCODE = '22023', HINT = 'it runs again on schedule; an operator may run its command by hand';
+    END IF;
     IF coalesce(p_by, '') = '' THEN
         RAISE EXCEPTION 'a run-now request needs the name of who asked' USING ERRCODE = '22023';
     END IF;

@@ -230,8 +230,23 @@ def test_schedules_in_words_with_runs_and_run_now(s, system, browser, admin):
         pg.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", ("runnow:" + job,))
     r = page.request.post(url + "/schedules/run", form={"job": job}, max_redirects=0)
     assert r.status == 403  # no CSRF token
+    assert row.locator("button.run-now").count() == 0 and "on schedule only" in row.inner_text()
     assert page.problems == []
     ctx.close()
+
+
+def test_run_now_never_runs_a_superuser_job_even_if_the_bus_owner_asks(s, admin):
+    """The job names reach the superuser's ops.report_schedules from shared_queue, whose owner could write
+    any request: a job run as a superuser is never scheduled from one."""
+    with connect(owner_conninfo(s, "shared_queue")) as sq:
+        sq.execute("INSERT INTO bus.schedule_run_requests (jobname, requested_by) VALUES ('postgres:prune_cron_history', 'x')")
+    pg = admin("postgres")
+    try:
+        pg.execute("SELECT ops.report_schedules()")
+        assert pg.execute("SELECT count(*) AS n FROM cron.job WHERE jobname = 'runnow:postgres:prune_cron_history'"
+                          ).fetchone()["n"] == 0
+    finally:
+        pg.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = 'runnow:postgres:prune_cron_history'")
 
 
 def test_calls_filter_and_cost_charts(system, browser, data):

@@ -124,7 +124,7 @@ $$;
 COMMENT ON FUNCTION bus.console_schedules() IS 'Schedules with their recent runs and run-now requests (Nexus console).';
 
 -- Ask for one run of JOBNAME now, on behalf of P_BY (a signed-in person). Only a job pg_cron reported may
--- be named; postgres:report_schedules schedules a one-off run of the job's own command, database and user
+-- be named, and none of the postgres database's (they run as the superuser); postgres:report_schedules schedules a one-off run of the job's own command, database and user
 -- at its next pass (within about two minutes). Returns the request id. Unknown job: 22023.
 CREATE OR REPLACE FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text)
 RETURNS bigint
@@ -137,6 +137,10 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM bus.schedule_runs s WHERE s.jobname = p_jobname) THEN
         RAISE EXCEPTION 'no schedule named %', coalesce(p_jobname, 'NULL') USING ERRCODE = '22023',
               HINT = 'pick one of the schedules listed on the page';
+    END IF;
+    IF EXISTS (SELECT 1 FROM bus.schedule_runs s WHERE s.jobname = p_jobname AND s.database = 'postgres') THEN
+        RAISE EXCEPTION 'schedule % runs as the superuser in the postgres database: not run from the page', p_jobname
+              USING ERRCODE = '22023', HINT = 'it runs again on schedule; an operator may run its command by hand';
     END IF;
     IF coalesce(p_by, '') = '' THEN
         RAISE EXCEPTION 'a run-now request needs the name of who asked' USING ERRCODE = '22023';

@@ -2,7 +2,7 @@
 -- what neither it nor any other service role may do (the tables and operator functions behind them).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(39);
+SELECT plan(40);
 
 SELECT has_function('bus', 'console_messages', ARRAY['text', 'text', 'text', 'integer', 'integer'], 'bus.console_messages exists');
 SELECT is_definer('bus', 'console_messages', ARRAY['text', 'text', 'text', 'integer', 'integer'], 'console_messages is SECURITY DEFINER');
@@ -79,6 +79,8 @@ ON CONFLICT (jobname) DO NOTHING;
 SET LOCAL ROLE svc_nexus;
 SELECT throws_ok($$SELECT bus.console_schedule_run_now('no:such', 'alice')$$, '22023', NULL, 'an unknown job is refused');
 SELECT lives_ok($$SELECT bus.console_schedule_run_now('test:job', 'alice')$$, 'a reported job may be asked to run now');
+SELECT throws_ok($$SELECT bus.console_schedule_run_now('postgres:report_schedules', 'alice')$$, '22023', NULL,
+                 'a job of the postgres database (the superuser''s) is refused');
 SELECT is((SELECT run_requested_by FROM bus.console_schedules() WHERE jobname = 'test:job'), 'alice',
           'the schedule shows who asked');
 RESET ROLE;
