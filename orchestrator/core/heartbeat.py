@@ -9,9 +9,10 @@ import socket
 import threading
 import time
 
+from orchestrator import __version__
 from orchestrator.core.bus import Bus
 from orchestrator.core.messages import now_iso
-from orchestrator.core.supervisor import Worker
+from orchestrator.core.supervisor import Worker, process_stats
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import service_role
 
@@ -33,7 +34,7 @@ def beat(bus: Bus, instance_id: str, service: str, stats: dict | None = None) ->
     return bus.publish("instance_heartbeat", {
         "instance_id": instance_id, "service": service, "at": now_iso(),
         "stats": {"host": socket.gethostname(), "pid": os.getpid(), "uptime_s": round(time.time() - STARTED, 1),
-                  "rss_mb": rss_mb(), **(stats or {})},
+                  "rss_mb": rss_mb(), "version": __version__, **process_stats(), **(stats or {})},
     })
 
 

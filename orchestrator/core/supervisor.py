@@ -17,6 +17,7 @@ from orchestrator.core import metrics
 from orchestrator.core.bus import TRANSIENT, Bus, Message
 
 log = logging.getLogger(__name__)
+RUNNING: set = set()  # this process's started supervisors, for process_stats() (what heartbeats report)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Supervisor:
                 self.threads.append(threading.Thread(target=self._periodic, args=(w,), name=w.name, daemon=True))
         for t in self.threads:
             t.start()
+        RUNNING.add(self)
         log.info("daemon started: %s", ", ".join(f"{w.name}x{w.concurrency}" if w.queue else w.name
                                                    for w in self.workers))
 
@@ -100,6 +102,7 @@ class Supervisor:
                     w.on_stop()
                 except Exception:  # noqa: BLE001
                     log.exception("%s: on_stop failed", w.name)
+        RUNNING.discard(self)
         log.info("daemon stopped (%d in-flight released)", len(leftovers))
         return 0
 
@@ -113,3 +116,12 @@ class Supervisor:
 
     def stats(self) -> dict:
         return {w.name: {"processed": w.processed, "in_flight": len(w.in_flight)} for w in self.workers}
+
+
+def process_stats() -> dict:
+    """What every heartbeat of this process says about its daemon: each worker with its concurrency, the
+    messages in flight and handled so far (over every running supervisor of this process)."""
+    workers = [w for sup in list(RUNNING) for w in sup.workers]
+    return {"workers": {w.name: w.concurrency for w in workers},
+            "in_flight": sum(len(w.in_flight) for w in workers),
+            "processed": sum(w.processed for w in workers)}

@@ -3,16 +3,17 @@
 Bus figures come from shared_queue's bus.dashboard_* functions (SECURITY DEFINER wrappers over
 bus.queue_overview(), bus.archived_messages, bus.archive_daily, bus.alerts() and bus.schedule_runs,
 granted to svc_nexus); LLM calls,
-budgets and HITL counts from nexus views. Charts are inline SVG made here (no JavaScript).
+budgets and HITL counts from nexus views. Charts are SVG made on the server (orchestrator.nexus.console.stacked_bars: axes, labels, a hover title per bar).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from html import escape
 
 from markupsafe import Markup
 from psycopg_pool import ConnectionPool
+
+from orchestrator.nexus.console import Console, stacked_bars
 
 
 def _rows(pool: ConnectionPool, sql: str, params: tuple = ()) -> list[dict]:
@@ -20,26 +21,10 @@ def _rows(pool: ConnectionPool, sql: str, params: tuple = ()) -> list[dict]:
         return c.execute(sql, params).fetchall()
 
 
-def bar_chart(points: list[tuple[str, float]], title: str, unit: str = "", width: int = 520, height: int = 120) -> Markup:
-    """An SVG bar chart of (label, value) points; labels are escaped."""
-    if not points or not any(v for _, v in points):
-        return Markup(f'<p class="meta">{escape(title)}: no data yet</p>')
-    top = max(v for _, v in points) or 1.0
-    bw = width / len(points)
-    bars = []
-    for i, (label, v) in enumerate(points):
-        h = (height - 20) * v / top
-        bars.append(f'<rect x="{i * bw + 1:.1f}" y="{height - 15 - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                    f'height="{h:.1f}" fill="#57a"><title>{escape(label)}: {_num(v)}{escape(unit)}</title></rect>')
-    first, last = escape(points[0][0]), escape(points[-1][0])
-    return Markup(f'<figure><figcaption>{escape(title)} (max {_num(top)}{escape(unit)})</figcaption>'
-                  f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">{"".join(bars)}'
-                  f'<text x="0" y="{height - 2}" font-size="10">{first}</text>'
-                  f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{last}</text></svg></figure>')
-
-
-def _num(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
+def bar_chart(points: list[tuple[str, float]], title: str, unit: str = "", width: int = 520, height: int = 160) -> Markup:
+    """An SVG bar chart of (label, value) points with axes, labels and a hover title per bar (the console's
+    stacked_bars with one series); labels are escaped."""
+    return stacked_bars([label for label, _ in points], {title: [v for _, v in points]}, title, unit, width, height)
 
 
 def hours_back(n: int, values: dict) -> list[tuple[str, float]]:
@@ -53,6 +38,7 @@ class Dashboard:
     def __init__(self, bus_pool: ConnectionPool, nexus_pool: ConnectionPool):
         self.bus_pool = bus_pool
         self.nexus_pool = nexus_pool
+        self.console = Console(bus_pool, nexus_pool)  # the console pages' data (orchestrator.nexus.console)
 
     def snapshot(self) -> dict:
         queues = _rows(self.bus_pool, "SELECT * FROM bus.dashboard_overview()")

@@ -455,6 +455,115 @@ COMMENT ON FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_type 
 
 
 --
+-- Name: console_call_choices(integer); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.console_call_choices(p_days integer DEFAULT 30) RETURNS TABLE(field text, value text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT DISTINCT 'model', c.model FROM nexus.llm_calls c
+     WHERE c.model IS NOT NULL AND c.created_at > now() - make_interval(days => p_days)
+    UNION
+    SELECT DISTINCT 'agent', c.agent_id FROM nexus.llm_calls c
+     WHERE c.agent_id IS NOT NULL AND c.created_at > now() - make_interval(days => p_days)
+    ORDER BY 1, 2;
+$$;
+
+
+ALTER FUNCTION nexus.console_call_choices(p_days integer) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION console_call_choices(p_days integer); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.console_call_choices(p_days integer) IS 'Models and agents seen lately, for the call filters.';
+
+
+--
+-- Name: console_calls(text, text, text, integer, integer); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.console_calls(p_model text DEFAULT NULL::text, p_agent text DEFAULT NULL::text, p_status text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0) RETURNS TABLE(id bigint, created_at timestamp with time zone, request_id text, agent_id text, task_type text, attempt integer, provider text, model text, tokens_in integer, tokens_out integer, latency_ms numeric, cost numeric, status text, error text, total bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT c.id, c.created_at, c.request_id, c.agent_id, c.task_type, c.attempt, c.provider, c.model,
+           c.tokens_in, c.tokens_out, round(c.latency_ms::numeric, 1), round(c.cost, 6), c.status, left(c.error, 500),
+           count(*) OVER ()
+      FROM nexus.llm_calls c
+     WHERE (nullif(p_model, '') IS NULL OR c.model = p_model)
+       AND (nullif(p_agent, '') IS NULL OR c.agent_id = p_agent)
+       AND (nullif(p_status, '') IS NULL OR c.status = p_status)
+     ORDER BY c.id DESC
+     LIMIT least(greatest(coalesce(p_limit, 50), 1), 500) OFFSET greatest(coalesce(p_offset, 0), 0);
+$$;
+
+
+ALTER FUNCTION nexus.console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer) IS 'LLM calls filtered by model, agent and status, one page at a time (Nexus console).';
+
+
+--
+-- Name: console_cost(integer); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.console_cost(p_days integer DEFAULT 14) RETURNS TABLE(day date, model text, calls bigint, tokens bigint, cost numeric)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT (c.created_at AT TIME ZONE 'UTC')::date, coalesce(c.model, '(none)'), count(*),
+           sum(c.tokens_in + c.tokens_out)::bigint, round(sum(c.cost), 6)
+      FROM nexus.llm_calls c
+     WHERE c.created_at > now() - make_interval(days => least(greatest(coalesce(p_days, 14), 1), 366))
+     GROUP BY 1, 2 ORDER BY 1, 2;
+$$;
+
+
+ALTER FUNCTION nexus.console_cost(p_days integer) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION console_cost(p_days integer); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.console_cost(p_days integer) IS 'Calls, tokens and cost per day and model (Nexus console).';
+
+
+--
+-- Name: console_decisions(text, text, text, integer, integer); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.console_decisions(p_kind text DEFAULT NULL::text, p_by text DEFAULT NULL::text, p_agent text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0) RETURNS TABLE(request_id text, kind text, agent_id text, subject text, status text, decided_by text, approved boolean, response text, comment text, decided_at timestamp with time zone, asked_at timestamp with time zone, total bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT i.request_id, i.kind, i.agent_id,
+           coalesce(i.payload->>'file_path', i.payload->>'question'), i.status, d.decided_by, d.approved,
+           d.response, d.comment, d.created_at, i.created_at, count(*) OVER ()
+      FROM nexus.hitl_decisions d JOIN nexus.hitl_items i ON i.request_id = d.request_id
+     WHERE (nullif(p_kind, '') IS NULL OR i.kind = p_kind)
+       AND (nullif(p_by, '') IS NULL OR d.decided_by = p_by)
+       AND (nullif(p_agent, '') IS NULL OR i.agent_id = p_agent)
+     ORDER BY d.created_at DESC, d.id DESC
+     LIMIT least(greatest(coalesce(p_limit, 50), 1), 500) OFFSET greatest(coalesce(p_offset, 0), 0);
+$$;
+
+
+ALTER FUNCTION nexus.console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer) IS 'Votes and answers on approvals and questions (who, when, comment), filtered, one page at a time (Nexus console).';
+
+
+--
 -- Name: hitl_claim(text, text, bigint, integer, double precision, jsonb, text, double precision, text, text); Type: FUNCTION; Schema: nexus; Owner: own_nexus
 --
 
@@ -2428,6 +2537,38 @@ REVOKE ALL ON FUNCTION nexus._signin_wait(p_username text, p_addr inet, p_device
 
 REVOKE ALL ON FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_type text, p_model text, p_prompt_chars integer, p_max_tokens integer, p_sender text, p_sha256 text) FROM PUBLIC;
 GRANT ALL ON FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_type text, p_model text, p_prompt_chars integer, p_max_tokens integer, p_sender text, p_sha256 text) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_call_choices(p_days integer); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.console_call_choices(p_days integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.console_call_choices(p_days integer) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.console_calls(p_model text, p_agent text, p_status text, p_limit integer, p_offset integer) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_cost(p_days integer); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.console_cost(p_days integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.console_cost(p_days integer) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.console_decisions(p_kind text, p_by text, p_agent text, p_limit integer, p_offset integer) TO svc_nexus;
 
 
 --

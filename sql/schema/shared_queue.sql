@@ -728,17 +728,18 @@ BEGIN
     DELETE FROM bus.schedule_runs s
      WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
     INSERT INTO bus.schedule_runs AS s (jobname, schedule, database, active, last_status, last_start, last_end,
-                                        last_message, runs_24h, failures_24h, reported_at)
+                                        last_message, runs_24h, failures_24h, reported_at, recent)
     SELECT r.jobname, r.schedule, r.database, r.active, r.last_status, r.last_start, r.last_end,
-           left(r.last_message, 500), coalesce(r.runs_24h, 0), coalesce(r.failures_24h, 0), now()
+           left(r.last_message, 500), coalesce(r.runs_24h, 0), coalesce(r.failures_24h, 0), now(),
+           CASE WHEN jsonb_typeof(r.recent) = 'array' THEN r.recent ELSE '[]'::jsonb END
       FROM jsonb_to_recordset(p_jobs) AS r(jobname text, schedule text, database text, active boolean,
                                           last_status text, last_start timestamptz, last_end timestamptz,
-                                          last_message text, runs_24h int, failures_24h int)
+                                          last_message text, runs_24h int, failures_24h int, recent jsonb)
     ON CONFLICT (jobname) DO UPDATE
        SET schedule = EXCLUDED.schedule, database = EXCLUDED.database, active = EXCLUDED.active,
            last_status = EXCLUDED.last_status, last_start = EXCLUDED.last_start, last_end = EXCLUDED.last_end,
            last_message = EXCLUDED.last_message, runs_24h = EXCLUDED.runs_24h,
-           failures_24h = EXCLUDED.failures_24h, reported_at = EXCLUDED.reported_at;
+           failures_24h = EXCLUDED.failures_24h, reported_at = EXCLUDED.reported_at, recent = EXCLUDED.recent;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
@@ -880,6 +881,29 @@ ALTER FUNCTION bus._stamp_identity(p_queue text, p_kind text, m jsonb, ident jso
 --
 
 COMMENT ON FUNCTION bus._stamp_identity(p_queue text, p_kind text, m jsonb, ident jsonb) IS 'Stamps source / instance_id / service from the sending role; refuses speaking for another (42501).';
+
+
+--
+-- Name: _take_run_requests(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._take_run_requests() RETURNS TABLE(jobname text)
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    UPDATE bus.schedule_run_requests r SET taken_at = now()
+     WHERE r.taken_at IS NULL AND r.requested_at > now() - interval '1 hour'
+    RETURNING r.jobname;
+$$;
+
+
+ALTER FUNCTION bus._take_run_requests() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _take_run_requests(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._take_run_requests() IS 'Run-now requests for postgres:report_schedules (owner only).';
 
 
 --
@@ -1614,6 +1638,216 @@ $$;
 
 
 ALTER FUNCTION bus.configure_attempts(p_max_attempts integer) OWNER TO own_shared_queue;
+
+--
+-- Name: console_dead_letters(text, integer, integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_dead_letters(p_queue text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0) RETURNS TABLE(msg_id bigint, enqueued_at timestamp with time zone, queue text, error text, attempts integer, sender text, message jsonb, total bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT d.msg_id, d.enqueued_at, d.message->>'queue', d.message->>'error', (d.message->>'attempts')::int,
+           d.message->>'sender', d.message->'message', count(*) OVER ()
+      FROM pgmq.q_dead_letters d
+     WHERE p_queue IS NULL OR d.message->>'queue' = p_queue
+     ORDER BY d.msg_id DESC
+     LIMIT least(greatest(coalesce(p_limit, 50), 1), 500) OFFSET greatest(coalesce(p_offset, 0), 0);
+$$;
+
+
+ALTER FUNCTION bus.console_dead_letters(p_queue text, p_limit integer, p_offset integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_dead_letters(p_queue text, p_limit integer, p_offset integer); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_dead_letters(p_queue text, p_limit integer, p_offset integer) IS 'Dead letters with their error and original message, one page at a time (Nexus console).';
+
+
+--
+-- Name: console_dlq_purge(text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_dlq_purge(p_queue text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT bus.dlq_purge(p_queue);
+$$;
+
+
+ALTER FUNCTION bus.console_dlq_purge(p_queue text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_dlq_purge(p_queue text); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_dlq_purge(p_queue text) IS 'bus.dlq_purge from the Nexus page (after a confirmation there).';
+
+
+--
+-- Name: console_messages(text, text, text, integer, integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_messages(p_queue text, p_state text DEFAULT 'waiting'::text, p_search text DEFAULT NULL::text, p_limit integer DEFAULT 50, p_offset integer DEFAULT 0) RETURNS TABLE(msg_id bigint, read_ct integer, enqueued_at timestamp with time zone, vt timestamp with time zone, archived_at timestamp with time zone, envelope_id text, request_id text, agent_id text, message jsonb, total bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    s text := nullif(btrim(p_search), '');
+    lim int := least(greatest(coalesce(p_limit, 50), 1), 500);
+    off int := greatest(coalesce(p_offset, 0), 0);
+    filt text := '($1 IS NULL OR m.msg_id::text = $1 OR m.message->>''id'' = $1 '
+                 'OR m.message->>''request_id'' = $1 OR m.message->>''agent_id'' = $1)';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM bus.queues q WHERE q.queue_name = p_queue) THEN
+        RAISE EXCEPTION 'no queue named %', coalesce(p_queue, 'NULL') USING ERRCODE = '22023',
+              HINT = 'pick one of the queues listed on the dashboard';
+    END IF;
+    IF p_state IN ('waiting', 'in_flight') THEN
+        RETURN QUERY EXECUTE format(
+            'SELECT m.msg_id, m.read_ct, m.enqueued_at, m.vt, NULL::timestamptz, m.message->>''id'', '
+            '       m.message->>''request_id'', m.message->>''agent_id'', m.message, count(*) OVER () '
+            '  FROM pgmq.%I m WHERE (m.vt %s clock_timestamp()) AND %s ORDER BY m.msg_id DESC LIMIT %s OFFSET %s',
+            'q_' || p_queue, CASE p_state WHEN 'waiting' THEN '<=' ELSE '>' END, filt, lim, off) USING s;
+    ELSIF p_state = 'archived' THEN
+        RETURN QUERY EXECUTE format(
+            'SELECT m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.archived_at, m.message->>''id'', '
+            '       m.message->>''request_id'', m.message->>''agent_id'', m.message, count(*) OVER () '
+            '  FROM pgmq.%I m WHERE %s ORDER BY m.msg_id DESC LIMIT %s OFFSET %s',
+            'a_' || p_queue, filt, lim, off) USING s;
+    ELSE
+        RAISE EXCEPTION 'no message state named %', coalesce(p_state, 'NULL') USING ERRCODE = '22023',
+              HINT = 'waiting, in_flight or archived';
+    END IF;
+END;
+$_$;
+
+
+ALTER FUNCTION bus.console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer) IS 'One page of a queue''s waiting, in-flight or archived messages, searchable by id, request_id or agent (Nexus console).';
+
+
+--
+-- Name: console_queue_counts(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_queue_counts() RETURNS TABLE(queue_name text, waiting bigint, in_flight bigint, archived bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    q text;
+BEGIN
+    FOR q IN SELECT x.queue_name FROM bus.queues x ORDER BY 1 LOOP
+        RETURN QUERY EXECUTE format(
+            'SELECT %L::text, (SELECT count(*) FROM pgmq.%I WHERE vt <= clock_timestamp()), '
+            '(SELECT count(*) FROM pgmq.%I WHERE vt > clock_timestamp()), (SELECT count(*) FROM pgmq.%I)',
+            q, 'q_' || q, 'q_' || q, 'a_' || q);
+    END LOOP;
+END;
+$$;
+
+
+ALTER FUNCTION bus.console_queue_counts() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_queue_counts(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_queue_counts() IS 'Waiting, in-flight and archived messages per queue (Nexus console).';
+
+
+--
+-- Name: console_schedule_run_now(text, text); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    rid bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM bus.schedule_runs s WHERE s.jobname = p_jobname) THEN
+        RAISE EXCEPTION 'no schedule named %', coalesce(p_jobname, 'NULL') USING ERRCODE = '22023',
+              HINT = 'pick one of the schedules listed on the page';
+    END IF;
+    IF EXISTS (SELECT 1 FROM bus.schedule_runs s WHERE s.jobname = p_jobname AND s.database = 'postgres') THEN
+        RAISE EXCEPTION 'schedule % runs as the superuser in the postgres database: not run from the page', p_jobname
+              USING ERRCODE = '22023', HINT = 'it runs again on schedule; an operator may run its command by hand';
+    END IF;
+    IF coalesce(p_by, '') = '' THEN
+        RAISE EXCEPTION 'a run-now request needs the name of who asked' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO bus.schedule_run_requests (jobname, requested_by) VALUES (p_jobname, p_by) RETURNING id INTO rid;
+    RETURN rid;
+END;
+$$;
+
+
+ALTER FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_schedule_run_now(p_jobname text, p_by text); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text) IS 'Records a run-now request for a reported schedule; postgres:report_schedules runs it once (Nexus console).';
+
+
+--
+-- Name: console_schedules(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_schedules() RETURNS TABLE(jobname text, schedule text, database text, active boolean, last_status text, last_start timestamp with time zone, last_end timestamp with time zone, last_message text, runs_24h integer, failures_24h integer, reported_at timestamp with time zone, recent jsonb, run_requested_at timestamp with time zone, run_requested_by text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT s.jobname, s.schedule, s.database, s.active, s.last_status, s.last_start, s.last_end, s.last_message,
+           s.runs_24h, s.failures_24h, s.reported_at, s.recent, r.requested_at, r.requested_by
+      FROM bus.schedule_runs s
+      LEFT JOIN LATERAL (SELECT x.requested_at, x.requested_by FROM bus.schedule_run_requests x
+                          WHERE x.jobname = s.jobname AND x.requested_at > now() - interval '10 minutes'
+                          ORDER BY x.id DESC LIMIT 1) r ON true
+     ORDER BY s.jobname;
+$$;
+
+
+ALTER FUNCTION bus.console_schedules() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_schedules(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_schedules() IS 'Schedules with their recent runs and run-now requests (Nexus console).';
+
+
+--
+-- Name: console_workers(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.console_workers() RETURNS TABLE(service text, instance_id text, last_seen timestamp with time zone, age_s integer, status text, stats jsonb)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT h.service, h.instance_id, h.last_seen, h.age_s, h.status, h.stats FROM bus.heartbeat_status() h;
+$$;
+
+
+ALTER FUNCTION bus.console_workers() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION console_workers(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.console_workers() IS 'bus.heartbeat_status() for the Nexus console''s workers page.';
+
 
 --
 -- Name: dashboard_alerts(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
@@ -3979,6 +4213,42 @@ COMMENT ON VIEW bus.questions_per_agent IS 'Questions asked per agent per day.';
 
 
 --
+-- Name: schedule_run_requests; Type: TABLE; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE TABLE bus.schedule_run_requests (
+    id bigint NOT NULL,
+    jobname text NOT NULL,
+    requested_by text NOT NULL,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    taken_at timestamp with time zone
+);
+
+
+ALTER TABLE bus.schedule_run_requests OWNER TO own_shared_queue;
+
+--
+-- Name: TABLE schedule_run_requests; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON TABLE bus.schedule_run_requests IS 'Run-now requests from the Nexus page (bus.console_schedule_run_now), taken by postgres:report_schedules.';
+
+
+--
+-- Name: schedule_run_requests_id_seq; Type: SEQUENCE; Schema: bus; Owner: own_shared_queue
+--
+
+ALTER TABLE bus.schedule_run_requests ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME bus.schedule_run_requests_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
 -- Name: schedule_runs; Type: TABLE; Schema: bus; Owner: own_shared_queue
 --
 
@@ -3993,7 +4263,8 @@ CREATE TABLE bus.schedule_runs (
     last_message text,
     runs_24h integer DEFAULT 0 NOT NULL,
     failures_24h integer DEFAULT 0 NOT NULL,
-    reported_at timestamp with time zone DEFAULT now() NOT NULL
+    reported_at timestamp with time zone DEFAULT now() NOT NULL,
+    recent jsonb DEFAULT '[]'::jsonb NOT NULL
 );
 
 
@@ -4004,6 +4275,13 @@ ALTER TABLE bus.schedule_runs OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.schedule_runs IS 'Every pg_cron job with its last run, as pushed each minute by postgres:report_schedules.';
+
+
+--
+-- Name: COLUMN schedule_runs.recent; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.schedule_runs.recent IS 'The last finished runs: [{start, end, status, message}], newest first.';
 
 
 --
@@ -4739,6 +5017,14 @@ ALTER TABLE ONLY bus.queues
 
 ALTER TABLE ONLY bus.restored_archive
     ADD CONSTRAINT restored_archive_pkey PRIMARY KEY (queue_name, msg_id);
+
+
+--
+-- Name: schedule_run_requests schedule_run_requests_pkey; Type: CONSTRAINT; Schema: bus; Owner: own_shared_queue
+--
+
+ALTER TABLE ONLY bus.schedule_run_requests
+    ADD CONSTRAINT schedule_run_requests_pkey PRIMARY KEY (id);
 
 
 --
@@ -5705,6 +5991,13 @@ REVOKE ALL ON FUNCTION bus._schedule_alerts() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION _take_run_requests(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._take_run_requests() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION alerts(); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
@@ -5825,6 +6118,62 @@ REVOKE ALL ON FUNCTION bus.configure(p_retention_days integer, p_notify_throttle
 --
 
 REVOKE ALL ON FUNCTION bus.configure_attempts(p_max_attempts integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION console_dead_letters(p_queue text, p_limit integer, p_offset integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_dead_letters(p_queue text, p_limit integer, p_offset integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_dead_letters(p_queue text, p_limit integer, p_offset integer) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_dlq_purge(p_queue text); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_dlq_purge(p_queue text) FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_dlq_purge(p_queue text) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_messages(p_queue text, p_state text, p_search text, p_limit integer, p_offset integer) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_queue_counts(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_queue_counts() FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_queue_counts() TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_schedule_run_now(p_jobname text, p_by text); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_schedule_run_now(p_jobname text, p_by text) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_schedules(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_schedules() FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_schedules() TO svc_nexus;
+
+
+--
+-- Name: FUNCTION console_workers(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.console_workers() FROM PUBLIC;
+GRANT ALL ON FUNCTION bus.console_workers() TO svc_nexus;
 
 
 --

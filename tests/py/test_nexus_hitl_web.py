@@ -185,7 +185,7 @@ def test_diff_with_script_is_shown_as_text(system, browser, sing):
     assert "<script>window.__pwned = 3</script>" in item.locator(".reason").inner_text()
     assert page.evaluate("window.__pwned") is None
     csp = page.request.get(url + "/approvals").headers["content-security-policy"]
-    assert "script-src 'none'" in csp
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "style-src 'self'" in csp
     assert item.locator("script").count() == 0 and item.locator("img").count() == 0
     ctx.close()
 

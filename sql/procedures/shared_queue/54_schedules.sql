@@ -19,17 +19,18 @@ BEGIN
     DELETE FROM bus.schedule_runs s
      WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
     INSERT INTO bus.schedule_runs AS s (jobname, schedule, database, active, last_status, last_start, last_end,
-                                        last_message, runs_24h, failures_24h, reported_at)
+                                        last_message, runs_24h, failures_24h, reported_at, recent)
     SELECT r.jobname, r.schedule, r.database, r.active, r.last_status, r.last_start, r.last_end,
-           left(r.last_message, 500), coalesce(r.runs_24h, 0), coalesce(r.failures_24h, 0), now()
+           left(r.last_message, 500), coalesce(r.runs_24h, 0), coalesce(r.failures_24h, 0), now(),
+           CASE WHEN jsonb_typeof(r.recent) = 'array' THEN r.recent ELSE '[]'::jsonb END
       FROM jsonb_to_recordset(p_jobs) AS r(jobname text, schedule text, database text, active boolean,
                                           last_status text, last_start timestamptz, last_end timestamptz,
-                                          last_message text, runs_24h int, failures_24h int)
+                                          last_message text, runs_24h int, failures_24h int, recent jsonb)
     ON CONFLICT (jobname) DO UPDATE
        SET schedule = EXCLUDED.schedule, database = EXCLUDED.database, active = EXCLUDED.active,
            last_status = EXCLUDED.last_status, last_start = EXCLUDED.last_start, last_end = EXCLUDED.last_end,
            last_message = EXCLUDED.last_message, runs_24h = EXCLUDED.runs_24h,
-           failures_24h = EXCLUDED.failures_24h, reported_at = EXCLUDED.reported_at;
+           failures_24h = EXCLUDED.failures_24h, reported_at = EXCLUDED.reported_at, recent = EXCLUDED.recent;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END;
