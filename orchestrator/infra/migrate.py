@@ -397,7 +397,7 @@ def _migrate_server(s: Settings, targets: list[Target], roles: list[str], svc: l
             except Refused as e:  # the other databases' schedules still go in; migrate fails in the end
                 refused.append(str(e))
         reported = ""
-        if any(t.kind == "postgres" for t in targets):
+        if admin.execute("SELECT to_regprocedure('ops.report_schedules()') IS NOT NULL AS x").fetchone()["x"]:
             try:  # the dashboard's and alerts' view of the schedules, refreshed each minute by pg_cron
                 n = admin.execute("SELECT ops.report_schedules() AS n").fetchone()["n"]
                 reported = f", {n} reported to shared_queue"
