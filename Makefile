@@ -10,7 +10,7 @@ ORCH      := $(BIN)/orchestrator
 STAMP     := $(VENV)/.installed
 DEB_PKGS  := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-partman \
              postgresql-15-wal2json postgresql-15-pgtap pgtap bubblewrap libseccomp2 chromium shellcheck nodejs eslint git time \
-             elixir rustc
+             elixir rustc postgresql-15-auto-failover
 SQL_DBS   := shared_queue singularity genesis nexus centralcloud postgres
 # playwright (browser tests) drives Debian's chromium; it must never download a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1

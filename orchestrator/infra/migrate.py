@@ -43,8 +43,8 @@ class Target:
         return s.server(self.on or self.dbname)
 
     def admin(self, s: Settings) -> str:
-        """The superuser's connection to this database on its server."""
-        return admin_conninfo(s, self.dbname, self.server(s))
+        """The superuser's connection to `postgres` on this database's server."""
+        return admin_conninfo(s, "postgres", self.server(s))
 
     @property
     def owner(self) -> str:
@@ -382,8 +382,7 @@ def _migrate_database(s: Settings, t: Target, progress: Progress) -> None:
 def _migrate_server(s: Settings, targets: list[Target], roles: list[str], svc: list[str],
                     progress: Progress) -> tuple[int, list[str], str]:
     """Roles, databases, SQL and schedules of the TARGETS on one server; returns (schedules, refusals, report)."""
-    with connect(targets[0].admin(s) if targets[0].kind == "postgres"
-                 else admin_conninfo(s, "postgres", targets[0].server(s))) as admin:
+    with connect(targets[0].admin(s)) as admin:
         for role in roles:
             ensure_role(admin, s, role)
         for t in targets:
