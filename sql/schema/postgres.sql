@@ -141,7 +141,11 @@ CREATE FUNCTION ops.report_schedules() RETURNS integer
 DECLARE
     jobs jsonb;
     n integer;
+    bus_here boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = 'shared_queue');
+    dbs text[];
 BEGIN
+    SELECT array_agg(datname::text ORDER BY datname) INTO dbs
+      FROM pg_catalog.pg_database WHERE NOT datistemplate AND (bus_here OR datname <> 'postgres');
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'jobname', j.jobname, 'schedule', j.schedule, 'database', j.database, 'active', j.active,
                'last_status', d.status, 'last_start', d.start_time, 'last_end', d.end_time,
@@ -156,9 +160,10 @@ BEGIN
       LEFT JOIN LATERAL (SELECT count(*) AS runs, count(*) FILTER (WHERE r.status = 'failed') AS failures
                            FROM cron.job_run_details r
                           WHERE r.jobid = j.jobid AND r.start_time > now() - interval '1 day') c ON true
-     WHERE j.jobname IS NOT NULL;
+     WHERE j.jobname IS NOT NULL AND j.database = ANY (dbs);
     SELECT t.n INTO n
-      FROM extensions.dblink('shared_queue_owner', format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
+      FROM extensions.dblink('shared_queue_owner',
+                             format('SELECT bus._report_schedules_from(%L::jsonb, %L::text[])', jobs, dbs)) AS t(n integer);
     RETURN n;
 END;
 $$;

@@ -699,6 +699,25 @@ ALTER FUNCTION bus._rebuild_archive_view() OWNER TO own_shared_queue;
 --
 
 CREATE FUNCTION bus._report_schedules(p_jobs jsonb) RETURNS integer
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT bus._report_schedules_from(p_jobs, NULL) $$;
+
+
+ALTER FUNCTION bus._report_schedules(p_jobs jsonb) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _report_schedules(p_jobs jsonb); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._report_schedules(p_jobs jsonb) IS 'Replaces bus.schedule_runs with the jobs pg_cron reports (owner and superuser only).';
+
+
+--
+-- Name: _report_schedules_from(jsonb, text[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -710,7 +729,8 @@ BEGIN
               USING ERRCODE = '22023', HINT = 'Call it through ops.report_schedules() in the postgres database.';
     END IF;
     DELETE FROM bus.schedule_runs s
-     WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
+     WHERE (p_databases IS NULL OR s.database = ANY (p_databases))
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
     INSERT INTO bus.schedule_runs AS s (jobname, schedule, database, active, last_status, last_start, last_end,
                                         last_message, runs_24h, failures_24h, reported_at)
     SELECT r.jobname, r.schedule, r.database, r.active, r.last_status, r.last_start, r.last_end,
@@ -729,13 +749,13 @@ END;
 $$;
 
 
-ALTER FUNCTION bus._report_schedules(p_jobs jsonb) OWNER TO own_shared_queue;
+ALTER FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) OWNER TO own_shared_queue;
 
 --
--- Name: FUNCTION _report_schedules(p_jobs jsonb); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+-- Name: FUNCTION _report_schedules_from(p_jobs jsonb, p_databases text[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
 --
 
-COMMENT ON FUNCTION bus._report_schedules(p_jobs jsonb) IS 'Replaces bus.schedule_runs with the jobs pg_cron reports (owner and superuser only).';
+COMMENT ON FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) IS 'Replaces the rows of bus.schedule_runs of the given databases (one server''s) with the jobs its pg_cron reports (owner and superuser only).';
 
 
 --
@@ -5132,6 +5152,13 @@ REVOKE ALL ON FUNCTION bus._rebuild_archive_view() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus._report_schedules(p_jobs jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION _report_schedules_from(p_jobs jsonb, p_databases text[]); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) FROM PUBLIC;
 
 
 --
