@@ -166,12 +166,15 @@ def run_bootstrap(conn: psycopg.Connection, s: Settings, t: Target) -> None:
 
 
 def _yoyo_url(s: Settings, t: Target) -> str:
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     if t.kind == "postgres":
         d = conninfo_to_dict(t.admin(s))
     else:
         d = conninfo_to_dict(role_conninfo(s, t.dbname, t.owner))
+    if "," in str(d.get("host", "")):   # yoyo takes one host: the one of a multi-host URL that takes writes now
+        with connect(make_conninfo(**d)) as c:
+            d = {**d, "host": c.info.host, "port": c.info.port}
     user = quote(d.get("user", ""), safe="")
     pw = quote(d.get("password", ""), safe="")
     host = d.get("host", "")
