@@ -103,7 +103,7 @@ class HaCluster:
     def _env(self) -> dict:
         bins = bindir(self.settings.pg_bindir)
         return {**os.environ, "XDG_CONFIG_HOME": str(self.base / "config"), "XDG_DATA_HOME": str(self.base / "share"),
-                "PG_CONFIG": str(bins / "pg_config"), "PATH": f"{bins}:{os.environ.get('PATH', '')}"}
+                "PG_CONFIG": str(bins / "pg_config")}   # pg_autoctl finds pg_ctl, pg_basebackup, ... through it
 
     def autoctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         r = subprocess.run(as_cluster_user(["pg_autoctl", *args]), capture_output=True, text=True,
@@ -198,10 +198,12 @@ class HaCluster:
         self._spawn("monitor")
         self.wait_ready("monitor")
         for i, node in enumerate(NODES):
-            if not (self.pgdata(node) / "PG_VERSION").exists():
+            fresh = not (self.pgdata(node) / "PG_VERSION").exists()
+            if fresh:
                 self._create_node(node)
             self._spawn(node)
-            self.wait_states({"primary", "secondary"} if i else {"single"}, timeout=180)
+            if fresh:   # the secondary is a copy of a primary that is up and registered
+                self.wait_states({"primary", "secondary"} if i else {"single"}, timeout=180)
 
     def start(self) -> None:
         """Create what is missing and start every `pg_autoctl run`; waits for a primary and a secondary."""
@@ -270,8 +272,10 @@ class HaCluster:
         raise ClusterError(f"the HA nodes did not reach {sorted(want)} in {timeout}s: {st}; see {self.base}/*.log")
 
     def primary(self) -> str | None:
-        for node, (reported, _assigned) in self.states().items():
-            if reported in ("primary", "wait_primary", "single"):
+        """The node the monitor wants as primary and that reports being one (a dead node keeps reporting
+        its last state; its assigned state says what the monitor made of it)."""
+        for node, (reported, assigned) in self.states().items():
+            if assigned in ("primary", "wait_primary", "single") and reported == assigned:
                 return node
         return None
 
