@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud"]
+MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud", "bench.partitions"]
 
 
 def main(argv: list[str]) -> int:

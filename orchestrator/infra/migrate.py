@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -365,6 +366,22 @@ def service_roles_for(t: Target, all_service_roles: list[str]) -> list[str]:
     return [t.service_role]
 
 
+@contextmanager
+def _partman_create(s: Settings, t: Target):
+    """In shared_queue, CREATE in schema partman for its owner while the procedures run: pgmq.create_partitioned
+    (a kind with a partition_interval) has pg_partman put a template table there. Revoked right after, so no
+    less trusted role can create next to pg_partman's superuser-owned definers the rest of the time."""
+    if t.kind != "shared_queue":
+        yield
+        return
+    with superuser_conn(s, t.dbname, server=t.server(s)) as su:
+        su.execute("GRANT CREATE ON SCHEMA partman TO own_shared_queue")
+        try:
+            yield
+        finally:
+            su.execute("REVOKE CREATE ON SCHEMA partman FROM own_shared_queue")
+
+
 def _migrate_database(s: Settings, t: Target, progress: Progress) -> None:
     t1 = time.monotonic()
     with superuser_conn(s, t.dbname, server=t.server(s)) as su:  # search_path pg_catalog, pg_temp: nothing of the owner's
@@ -377,7 +394,8 @@ def _migrate_database(s: Settings, t: Target, progress: Progress) -> None:
         if t.kind == "postgres":
             ensure_report_link(su, s)
     applied, total = apply_migrations(s, t)
-    nproc = apply_procedures(s, t)
+    with _partman_create(s, t):
+        nproc = apply_procedures(s, t)
     progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"
              f" procedures {nproc} files; {time.monotonic() - t1:.1f}s")
 

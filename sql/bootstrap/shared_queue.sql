@@ -28,7 +28,10 @@ GRANT EXECUTE ON FUNCTION partman.check_epoch_type(text), partman.check_partitio
 -- Partitioned queues (bus.queue_kinds.partition_interval, pgmq.create_partitioned): the owner runs
 -- pg_partman for its own tables, as pg_partman's docs set up a non-superuser partman role. Its
 -- maintenance runs as the owner too (shared_queue:partman_maintenance), so every partition is the owner's.
-GRANT USAGE, CREATE ON SCHEMA partman TO own_shared_queue;
+-- CREATE in schema partman (pg_partman's template tables) is granted only while migrate applies the
+-- procedures (orchestrator/infra/migrate.py): superuser-owned definers live there (99_definers.sql).
+GRANT USAGE ON SCHEMA partman TO own_shared_queue;
+REVOKE CREATE ON SCHEMA partman FROM own_shared_queue;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA partman TO own_shared_queue;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO own_shared_queue;
 GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO own_shared_queue;

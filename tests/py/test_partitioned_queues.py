@@ -19,13 +19,16 @@ KIND = "instance_heartbeat"
 
 
 @pytest.fixture
-def pq(s, sq_owner):
+def pq(s, sq_owner, admin):
     """Queue Q of KIND created partitioned (the kind switched back afterwards), with an archive partition
     for a day past retention; dropped afterwards with its catalog rows."""
+    su = admin("shared_queue")
     sq_owner.execute("UPDATE bus.queue_kinds SET partition_interval = '1 day' WHERE kind = %s", (KIND,))
+    su.execute("GRANT CREATE ON SCHEMA partman TO own_shared_queue")   # as migrate does while it creates queues
     try:
         sq_owner.execute("SELECT bus.ensure_queue(%s, %s)", (Q, KIND))
     finally:
+        su.execute("REVOKE CREATE ON SCHEMA partman FROM own_shared_queue")
         sq_owner.execute("UPDATE bus.queue_kinds SET partition_interval = NULL WHERE kind = %s", (KIND,))
     days = int(sq_owner.execute("SELECT bus.setting('retention_days') AS d").fetchone()["d"])
     sq_owner.execute("SET TimeZone = 'UTC'")
@@ -69,6 +72,11 @@ def test_partitioned_kind_creates_a_partitioned_queue_that_works(s, pq, sq_owner
                            (f"pgmq.%_{Q}",)).fetchall()
     assert [(r["parent_table"], r["retention"]) for r in cfg] == [(f"pgmq.a_{Q}", None), (f"pgmq.q_{Q}", None)], \
         "pg_partman's own retention must be off: it would drop unexported archives and unconsumed messages"
+    idx = {r["i"] for r in sq_owner.execute("SELECT indexname AS i FROM pg_indexes WHERE tablename IN (%s, %s)",
+                                            (f"q_{Q}", f"a_{Q}"))}
+    assert {f"q_{Q}_vt_idx", f"q_{Q}_msgid_idx", f"a_{Q}_msgid_idx"} <= idx, idx
+    assert not sq_owner.execute("SELECT has_schema_privilege('partman', 'CREATE') AS x").fetchone()["x"], \
+        "the owner may create in schema partman only while migrate creates queues"
     # the bus's rules hold on it as on any queue: validation, grants, fenced acks
     b = bus_for("svc_nexus")
     mid = b.publish(Q, {"instance_id": "default", "service": "nexus", "at": "2026-01-01T00:00:00Z", "stats": {}})

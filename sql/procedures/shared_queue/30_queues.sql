@@ -97,6 +97,11 @@ BEGIN
         PERFORM pgmq.create_partitioned(p_queue, part, NULL);
         UPDATE partman.part_config SET retention = NULL
          WHERE parent_table IN (format('pgmq.%I', qt), format('pgmq.%I', 'a_' || p_queue));
+        -- pgmq indexes a partitioned queue by its partition column only: reads (vt), acks and deletes
+        -- (msg_id) would scan every partition; cold storage reads an archive day in msg_id order
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt)', qt || '_vt_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', qt || '_msgid_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', 'a_' || p_queue || '_msgid_idx', 'a_' || p_queue);
     ELSIF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned) THEN
         PERFORM pgmq.create(p_queue);
     END IF;
