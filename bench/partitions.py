@@ -36,13 +36,12 @@ def _fill(c, queue: str, rows: int) -> None:
                   (d * per, per, d))
 
 
-def _setup_prune(c, rows: int) -> list[str]:
+def _setup_prune(s, c, rows: int) -> list[str]:
+    """Two bus queues (kind llm_requests, so every role's grants and pgmq.metrics_all keep working while the
+    bench runs), one plain and one partitioned, each with ROWS archived rows past retention."""
     c.execute("SET TimeZone = 'UTC'")
-    for q in (PLAIN, PART):
-        c.execute("SELECT pgmq.drop_queue(%s) WHERE EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = %s)", (q, q))
-        c.execute("DELETE FROM partman.part_config WHERE parent_table IN (%s, %s)", (f"pgmq.q_{q}", f"pgmq.a_{q}"))
-    c.execute("SELECT pgmq.create(%s)", (PLAIN,))
-    c.execute("SELECT pgmq.create_partitioned(%s, '1 day', NULL)", (PART,))
+    _bus_queue(s, PLAIN, False)
+    _bus_queue(s, PART, True)
     c.execute("SELECT partman.create_partition_time(%s, ARRAY(SELECT date_trunc('day', now()) - make_interval(days => 100 + d) "
               "FROM generate_series(0, %s) d))", (f"pgmq.a_{PART}", DAYS - 1))
     for q in (PLAIN, PART):
@@ -81,15 +80,13 @@ def _drop_partitions(c, parts: list[str]) -> tuple[float, int]:
 def _prune_figures(s, rows: int) -> list[tuple[str, str, str]]:
     with connect(admin_conninfo(s, "shared_queue")) as c:
         t0 = time.perf_counter()
-        parts = _setup_prune(c, rows)
+        parts = _setup_prune(s, c, rows)
         fill_s = time.perf_counter() - t0
         size = c.execute(f"SELECT pg_size_pretty(pg_total_relation_size('pgmq.a_{PLAIN}')) AS s").fetchone()["s"]
         deletes = _delete_rows(c)
         drops, ndropped = _drop_partitions(c, parts)
         left = c.execute(f"SELECT (SELECT count(*) FROM pgmq.a_{PLAIN}) + (SELECT count(*) FROM pgmq.a_{PART}) AS n").fetchone()["n"]
-        for q in (PLAIN, PART):
-            c.execute("SELECT pgmq.drop_queue(%s)", (q,))
-            c.execute("DELETE FROM partman.part_config WHERE parent_table IN (%s, %s)", (f"pgmq.q_{q}", f"pgmq.a_{q}"))
+    _drop_bus_queues(s, (PLAIN, PART))
     assert left == 0, f"{left} rows left after pruning"
     return [
         (f"prune {rows:,} archived rows ({DAYS} days, {size}; fill {fill_s:.0f}s): row deletes", f"{deletes:.1f} s "
@@ -111,6 +108,13 @@ def _bus_queue(s, queue: str, partitioned: bool) -> None:
         finally:
             su.execute("REVOKE CREATE ON SCHEMA partman FROM own_shared_queue")
             c.execute("UPDATE bus.queue_kinds SET partition_interval = NULL WHERE kind = 'llm_requests'")
+
+
+def _drop_bus_queues(s, queues: tuple[str, ...]) -> None:
+    with connect(owner_conninfo(s, "shared_queue")) as c:
+        for q in queues:
+            c.execute("SELECT bus.drop_queue(%s) WHERE EXISTS (SELECT 1 FROM bus.queues WHERE queue_name = %s)", (q, q))
+            c.execute("DELETE FROM partman.part_config WHERE parent_table IN (%s, %s)", (f"pgmq.q_{q}", f"pgmq.a_{q}"))
 
 
 def _throughput(s, queue: str, n: int) -> tuple[float, float]:
@@ -142,10 +146,7 @@ def _throughput_figures(s, n: int = 3000) -> list[tuple[str, str, str]]:
         ps, pr = _throughput(s, BUS_PLAIN, n)
         qs, qr = _throughput(s, BUS_PART, n)
     finally:
-        with connect(owner_conninfo(s, "shared_queue")) as c:
-            for q in (BUS_PLAIN, BUS_PART):
-                c.execute("SELECT bus.drop_queue(%s)", (q,))
-                c.execute("DELETE FROM partman.part_config WHERE parent_table IN (%s, %s)", (f"pgmq.q_{q}", f"pgmq.a_{q}"))
+        _drop_bus_queues(s, (BUS_PLAIN, BUS_PART))
     return [
         ("bus publish: partitioned vs plain queue (msgs/s)", f"{qs:.0f} vs {ps:.0f} = {qs / ps:.2f}x", ">= 0.8x"),
         ("bus read+ack (batch 10): partitioned vs plain (msgs/s)", f"{qr:.0f} vs {pr:.0f} = {qr / pr:.2f}x", ">= 0.8x"),

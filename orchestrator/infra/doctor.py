@@ -128,16 +128,23 @@ def links(s: Settings) -> list[Check]:
     fix = (f"run `orchestrator migrate` (it points the foreign server at {bus_at}); if it still fails, the bus's "
            "server must accept this server's address: a `host shared_queue all <address> scram-sha-256` line "
            "in its pg_hba.conf and listen_addresses covering it")
+    from orchestrator.infra.migrate import instance_targets
+
     out: list[Check] = []
-    for d in LINKED_KINDS:
+    linked = [(d, SERVICES[d]) for d in LINKED_KINDS]
+    try:   # extra Singularity instances, each with its own link and role
+        linked += [(t.dbname, t.service_role) for t in instance_targets(s)]
+    except psycopg.Error:
+        pass
+    for d, role in linked:
         try:
-            conninfo = role_conninfo(s, d, SERVICES[d])
+            conninfo = role_conninfo(s, d, role)
         except RuntimeError as e:
             out.append(Check(f"link {d} -> shared_queue", False, str(e), "run `orchestrator migrate`"))
             continue
         err = _probe(conninfo, f"SELECT * FROM extensions.dblink('{SERVER}', 'SELECT 1') AS t(x int)")
         out.append(Check(f"link {d} -> shared_queue", err is None,
-                         f"dblink server {SERVER} as {SERVICES[d]}: " + (err or "works"), fix))
+                         f"dblink server {SERVER} as {role}: " + (err or "works"), fix))
     for server in s.servers(DATABASES):
         err = _probe(admin_conninfo(s, "postgres", server),
                      f"SELECT * FROM extensions.dblink('{REPORT_SERVER}', 'SELECT 1') AS t(x int)")

@@ -99,7 +99,8 @@ def test_multi_server_migrate_puts_each_database_on_its_server_and_doctor_checks
     r = run_cli("doctor", env=env)
     assert r.returncode == 0, r.stdout
     assert "0 to fix" in r.stdout
-    for link in ("link singularity -> shared_queue", "link centralcloud -> shared_queue"):
+    for link in ("link singularity -> shared_queue", f"link singularity_{SECOND} -> shared_queue",
+                 "link centralcloud -> shared_queue"):
         assert f"{link}: dblink server bus as" in r.stdout, r.stdout
     assert r.stdout.count("link postgres @ 127.0.0.1:") == 3, r.stdout
 
