@@ -38,7 +38,10 @@ def pq(s, sq_owner, admin):
     sq_owner.execute("SELECT bus.drop_queue(%s)", (Q,))
     sq_owner.execute("DELETE FROM bus.cold_exports WHERE queue_name = %s", (Q,))
     sq_owner.execute("DELETE FROM bus.prune_log WHERE queue_name = %s", (Q,))
-    sq_owner.execute("DELETE FROM partman.part_config WHERE parent_table IN (%s, %s)", (f"pgmq.q_{Q}", f"pgmq.a_{Q}"))
+    left = sq_owner.execute("SELECT (SELECT count(*) FROM partman.part_config WHERE parent_table LIKE %s) "
+                            "+ (SELECT count(*) FROM pg_tables WHERE schemaname = 'partman' AND tablename LIKE %s) AS n",
+                            (f"pgmq.%_{Q}", f"template_pgmq_%_{Q}")).fetchone()["n"]
+    assert left == 0, "bus.drop_queue leaves no pg_partman configuration or template behind"
 
 
 def _archive(c, msg_id: int, age_days: int, hour: int = 12) -> None:
