@@ -1934,11 +1934,21 @@ CREATE FUNCTION bus.drop_queue(p_queue text) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
     AS $$
+DECLARE
+    partitioned boolean := EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned);
+    dropped boolean;
 BEGIN
     PERFORM bus._queue(p_queue);
     DELETE FROM bus.queues WHERE queue_name = p_queue;
     PERFORM bus._rebuild_archive_view();
-    RETURN pgmq.drop_queue(p_queue);
+    dropped := pgmq.drop_queue(p_queue);
+    IF partitioned THEN   -- pgmq leaves pg_partman's configuration and template tables behind
+        DELETE FROM partman.part_config
+         WHERE parent_table IN (format('pgmq.%I', 'q_' || p_queue), format('pgmq.%I', 'a_' || p_queue));
+        EXECUTE format('DROP TABLE IF EXISTS partman.%I, partman.%I',
+                       'template_pgmq_q_' || p_queue, 'template_pgmq_a_' || p_queue);
+    END IF;
+    RETURN dropped;
 END;
 $$;
 
