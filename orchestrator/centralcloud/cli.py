@@ -112,7 +112,8 @@ def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
     import psycopg
 
     from orchestrator.centralcloud import stats as st
-    from orchestrator.centralcloud.jobs import connect_cc, run_job
+    from orchestrator.centralcloud.jobs import ROLE, run_job
+    from orchestrator.infra.db import connect, read_conninfo
 
     if days < 1:
         fail(f"--days must be at least 1, got {days}")
@@ -121,8 +122,8 @@ def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
         out = run_job(s, "statistics")
         if out.startswith("failed"):
             fail(f"statistics job {out}")
-    try:
-        with connect_cc(s) as c:
+    try:   # the report reads through CENTRALCLOUD_READ_DB_URL (a replica) when one is set
+        with connect(read_conninfo(s, "centralcloud", ROLE)) as c:
             data = st.collect(c, days)
     except psycopg.Error as e:
         fail(sql_error_text(e))

@@ -21,6 +21,9 @@ SERVICES = {
 }
 
 
+# Databases whose read-only reports may come from a replica of their own (<DB>_READ_DB_URL).
+READ_REPLICA_DATABASES = ("centralcloud",)
+
 # A Singularity instance id (`default` is the database singularity; X is singularity_X).
 INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
@@ -60,6 +63,7 @@ class Settings:
     db_password: str | None = None
     db_urls: dict = field(default_factory=dict)   # database -> URL (SINGULARITY_DB_URL, ...)
     db_admin_urls: tuple = ()   # DB_ADMIN_URLS: one superuser URL per server, for migrate and doctor only
+    read_urls: dict = field(default_factory=dict)  # database -> a read replica's URL (CENTRALCLOUD_READ_DB_URL)
     shared_queue_parts: dict = field(default_factory=dict)  # SHARED_QUEUE_HOST/PORT/USER/PASSWORD
     role_passwords: dict = field(default_factory=dict)      # role -> PGPASSWORD_<ROLE>
     secrets_file: Path | None = None
@@ -91,6 +95,8 @@ class Settings:
             db_user=e.str("DB_USER"), db_password=e.str("DB_PASSWORD"),
             db_urls={d: raw[f"{d.upper()}_DB_URL"] for d in DATABASES if raw.get(f"{d.upper()}_DB_URL")},
             db_admin_urls=_admin_urls(raw.get("DB_ADMIN_URLS", "")),
+            read_urls={d: raw[f"{d.upper()}_READ_DB_URL"] for d in READ_REPLICA_DATABASES
+                       if raw.get(f"{d.upper()}_READ_DB_URL")},
             shared_queue_parts={k: raw[f"SHARED_QUEUE_{k.upper()}"] for k in ("host", "port", "user", "password")
                                 if raw.get(f"SHARED_QUEUE_{k.upper()}")},
             role_passwords={k[len("PGPASSWORD_"):].lower(): v for k, v in raw.items()

@@ -106,6 +106,15 @@ def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = No
                          application_name=f"orchestrator:{role}")
 
 
+def read_conninfo(s: Settings, dbname: str, role: str) -> str:
+    """ROLE's connection for read-only reports on DBNAME: its read replica's URL (e.g. CENTRALCLOUD_READ_DB_URL,
+    a standby of an HA pair with target_session_attrs=standby) when one is set, else role_conninfo."""
+    url = s.read_urls.get(dbname)
+    if not url:
+        return role_conninfo(s, dbname, role)
+    return _as_user(url, role, role_password(s, role))
+
+
 def service_role(service: str, instance: str = "default") -> str:
     """The LOGIN role of SERVICE (a Singularity instance other than `default` has its own)."""
     base = SERVICES[service]

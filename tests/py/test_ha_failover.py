@@ -36,12 +36,13 @@ def ha():
     try:
         t0 = time.monotonic()
         h.start()
-        env = {**os.environ, **h.env(("shared_queue",)),
+        env = {**os.environ, **h.env(("shared_queue", "centralcloud")),
                "ORCHESTRATOR_SECRETS_FILE": str(h.base / "secrets.env")}
         s = Settings.from_env(env)
-        migrate(s, progress=lambda _m: None, only=[Target("shared_queue", "shared_queue"), Target("postgres", "postgres")])
+        migrate(s, progress=lambda _m: None, only=[Target("shared_queue", "shared_queue"), Target("centralcloud", "centralcloud"),
+                                                   Target("postgres", "postgres")])
         print(f"\nHA pair up and the bus migrated onto it in {time.monotonic() - t0:.1f}s")
-        yield h, s
+        yield h, s, env
     finally:
         h.destroy()
 
@@ -51,8 +52,23 @@ def _served_by(s) -> int:
         return c.execute("SELECT inet_server_port() AS p").fetchone()["p"]
 
 
+def test_a_read_replica_serves_centralclouds_statistics(ha):
+    """CENTRALCLOUD_READ_DB_URL: `orchestrator stats` reads through the secondary (the statistics job still
+    writes on the primary)."""
+    from helpers import run_cli
+    from orchestrator.infra.db import read_conninfo
+
+    h, s, env = ha
+    standby = h.url("centralcloud").replace("target_session_attrs=read-write", "target_session_attrs=standby")
+    env = {**env, "CENTRALCLOUD_READ_DB_URL": standby}
+    with connect(read_conninfo(Settings.from_env(env), "centralcloud", "svc_centralcloud")) as c:
+        assert c.execute("SELECT pg_is_in_recovery() AS r").fetchone()["r"], "the read URL must reach the standby"
+    r = run_cli("stats", "--days", "1", env=env)
+    assert r.returncode == 0 and "== Messages per type per day" in r.stdout, r.stdout + r.stderr
+
+
 def test_failover_loses_and_duplicates_nothing(ha):
-    h, s = ha
+    h, s, _env = ha
     assert h.states() == {"node1": ("primary", "primary"), "node2": ("secondary", "secondary")}
     with connect(admin_conninfo(s, "postgres")) as c:
         assert c.execute("SHOW synchronous_standby_names").fetchone()["synchronous_standby_names"] != "", \
