@@ -156,3 +156,25 @@ def test_multi_server_demo_and_learning_round_trip_through_centralcloud(servers,
             k = c.execute("SELECT instances, total_occurrences FROM core.global_knowledge "
                           "WHERE key = 'python.fstring'").fetchone()
         assert k and k["instances"] == 2 and k["total_occurrences"] == 4, (db, k)
+
+
+def test_multi_server_settings_match_databases_to_servers_and_admin_urls():
+    """No cluster needed: which server each database is on, and which superuser URL migrate uses there."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    env = {"SHARED_QUEUE_DB_URL": "postgresql://h1:5432,h2:5433/shared_queue?target_session_attrs=read-write",
+           "SINGULARITY_DB_URL": "postgresql://agents/singularity", "NEXUS_DB_URL": "postgresql://svc:6000/nexus",
+           "DB_ADMIN_URLS": "postgresql://root:pw@h1:5432,h2:5433/postgres?target_session_attrs=read-write  "
+                            "postgresql://admin:x@agents:5432/postgres"}
+    s = Settings.from_env(env)
+    assert s.server("shared_queue") == s.server("postgres") == "h1,h2:5432,5433"
+    assert s.server("singularity_two") == s.server("singularity") == "agents:5432"   # instances follow singularity
+    assert conninfo_to_dict(s.database_url_override("singularity_two"))["dbname"] == "singularity_two"
+    assert s.server("genesis") is None                                              # the default server
+    bus_admin = conninfo_to_dict(admin_conninfo(s, "postgres"))
+    assert (bus_admin["user"], bus_admin["host"], bus_admin["dbname"]) == ("root", "h1,h2", "postgres")
+    assert conninfo_to_dict(admin_conninfo(s, "singularity_two"))["user"] == "admin"
+    svc = conninfo_to_dict(admin_conninfo(s, "nexus"))   # no admin URL there: DB_USER on the database's own host
+    assert (svc["user"], svc["host"], svc["port"]) == ("postgres", "svc", "6000")
+    assert s.servers(["shared_queue", "singularity", "nexus"]) == {
+        "h1,h2:5432,5433": ["shared_queue"], "agents:5432": ["singularity"], "svc:6000": ["nexus"]}
