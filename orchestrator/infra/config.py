@@ -148,7 +148,10 @@ class Settings:
         'h1,h2:5432,5432'); None for the default server (DB_HOST/DB_PORT, or the embedded cluster).
         `postgres` (pg_cron's database, one per server) means the bus's server."""
         url = self.database_url_override("shared_queue" if database == "postgres" else database)
-        return server_key(url) if url else None
+        key = server_key(url) if url else None
+        if self.db_host and key == f"{self.db_host}:{self.db_port or 5432}":
+            return None   # the DB_HOST server, named another way: one server, migrated once
+        return key
 
     def servers(self, databases) -> dict:
         """server key (or None) -> the DATABASES on it, in the order given."""

@@ -178,3 +178,6 @@ def test_multi_server_settings_match_databases_to_servers_and_admin_urls():
     assert (svc["user"], svc["host"], svc["port"]) == ("postgres", "svc", "6000")
     assert s.servers(["shared_queue", "singularity", "nexus"]) == {
         "h1,h2:5432,5433": ["shared_queue"], "agents:5432": ["singularity"], "svc:6000": ["nexus"]}
+    # a URL naming the DB_HOST server is that server: migrated once, not twice
+    one = Settings.from_env({"DB_HOST": "db1", "SHARED_QUEUE_DB_URL": "postgresql://db1/shared_queue"})
+    assert one.server("shared_queue") is one.server("genesis") is None
