@@ -10,12 +10,12 @@ ORCH      := $(BIN)/orchestrator
 STAMP     := $(VENV)/.installed
 DEB_PKGS  := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-partman \
              postgresql-15-wal2json postgresql-15-pgtap pgtap bubblewrap libseccomp2 chromium shellcheck nodejs eslint git time \
-             elixir rustc nats-server
+             elixir rustc nats-server postgresql-15-auto-failover
 SQL_DBS   := shared_queue singularity genesis nexus centralcloud postgres
 # playwright (browser tests) drives Debian's chromium; it must never download a browser of its own
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help setup deb venv db migrate run test test-sql test-py dump-schema check-drift diagram bench soak lint clean
+.PHONY: help setup deb venv db migrate run test test-ha test-sql test-py dump-schema check-drift diagram bench soak lint clean
 
 help:
 	@echo "make run    set up everything (Debian packages, venv, PostgreSQL, migrations) and run the daemon"
@@ -54,6 +54,11 @@ run: migrate
 test: migrate
 	$(MAKE) --no-print-directory test-sql
 	$(MAKE) --no-print-directory test-py
+
+# The bus under pg_auto_failover alone (also part of test-py): monitor + primary + synchronous secondary,
+# 1,000 requests in flight, kill -9 of the primary; prints the recovery time.
+test-ha: setup
+	$(BIN)/pytest -q -s tests/py/test_ha_failover.py
 
 test-sql:
 	@eval "$$($(ORCH) db env)"; rc=0; for d in $(SQL_DBS); do \

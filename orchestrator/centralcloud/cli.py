@@ -119,14 +119,17 @@ def stats(days: int, plot_file: Path | None, refresh: bool) -> None:
     """Counts per type per day, p50/p95 queue latency, approval rate, questions per agent, top patterns,
     LLM usage and cost (from the shared_queue archives, through CentralCloud)."""
     from orchestrator.centralcloud import stats as st
-    from orchestrator.centralcloud.jobs import connect_cc, run_job
+    from orchestrator.centralcloud.jobs import ROLE, run_job
+    from orchestrator.infra.db import connect, read_conninfo
 
     if days < 1:
         fail(f"--days must be at least 1, got {days}")
     if plot_file:
         _check_plot_file(plot_file)
     s = settings()
-    with connect_cc(s) as c:  # first: a server that is down is reported with the fix (cli.main.Cli)
+    # first connect: a server that is down is reported with the fix (cli.main.Cli); the report reads through
+    # CENTRALCLOUD_READ_DB_URL (a replica) when one is set
+    with connect(read_conninfo(s, "centralcloud", ROLE)) as c:
         if refresh:
             out = run_job(s, "statistics")
             if out.startswith("failed"):

@@ -91,10 +91,15 @@ def _cluster():
 
 
 @db.command("start")
-def db_start() -> None:
+@click.option("--ha", is_flag=True, help="A local HA pair instead: pg_auto_failover monitor + primary + synchronous "
+              "secondary (.state/ha); prints the variables that put the databases on it.")
+def db_start(ha: bool) -> None:
     """initdb if needed and start the cluster (idempotent)."""
     from orchestrator.infra.cluster import ClusterError
 
+    if ha:
+        _ha_start()
+        return
     c = _cluster()
     try:
         c.start()
@@ -104,18 +109,50 @@ def db_start() -> None:
     click.echo(f"PostgreSQL running on port {st['port']} (socket {st['socket_dir']}, data {st['data_dir']})")
 
 
+def _ha_start() -> None:
+    from orchestrator.infra.cluster import ClusterError
+    from orchestrator.infra.config import DATABASES
+    from orchestrator.infra.ha import HaCluster
+
+    h = HaCluster(settings())
+    try:
+        h.start()
+    except ClusterError as e:
+        fail(str(e))
+    for node, (reported, _a) in h.states().items():
+        click.echo(f"# {node}: {reported} on 127.0.0.1:{h.ports()[node]}")
+    click.echo(f"# monitor on 127.0.0.1:{h.ports()['monitor']} (pg_autoctl show state --pgdata {h.pgdata('monitor')})")
+    click.echo("# every database on the HA pair: eval these, then `orchestrator migrate` and `orchestrator daemon`")
+    for k, v in h.env(DATABASES).items():
+        click.echo(f"export {k}={shlex.quote(v)}")
+
+
 @db.command("stop")
 @click.option("--mode", type=click.Choice(["smart", "fast", "immediate"]), default="fast", show_default=True)
-def db_stop(mode: str) -> None:
+@click.option("--ha", is_flag=True, help="Stop the local HA pair (`db start --ha`) instead.")
+def db_stop(mode: str, ha: bool) -> None:
     """Stop the cluster."""
+    if ha:
+        from orchestrator.infra.ha import HaCluster
+
+        HaCluster(settings()).stop()
+        click.echo("HA pair stopped")
+        return
     _cluster().stop(mode)
     click.echo("PostgreSQL stopped")
 
 
 @db.command("destroy")
-@click.confirmation_option(prompt="Delete the embedded cluster and all its data?")
-def db_destroy() -> None:
+@click.option("--ha", is_flag=True, help="Delete the local HA pair (`db start --ha`) instead.")
+@click.confirmation_option(prompt="Delete the cluster and all its data?")
+def db_destroy(ha: bool) -> None:
     """Stop the cluster and delete its data directory."""
+    if ha:
+        from orchestrator.infra.ha import HaCluster
+
+        HaCluster(settings()).destroy()
+        click.echo("HA pair removed")
+        return
     _cluster().destroy()
     click.echo("embedded cluster removed")
 

@@ -76,6 +76,16 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def as_cluster_user(argv: list[str]) -> list[str]:
+    """ARGV run as the user clusters run as (Debian's `postgres` when this runs as root)."""
+    return _as_user(_os_user(), argv)
+
+
+def port_free(port: int) -> bool:
+    """Whether PORT on 127.0.0.1 is free to listen on."""
+    return _port_free(port)
+
+
 @dataclass
 class Cluster:
     """One embedded cluster per checkout, keyed by the checkout's path so two checkouts never collide."""

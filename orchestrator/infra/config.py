@@ -21,6 +21,9 @@ SERVICES = {
 }
 
 
+# Databases whose read-only reports may come from a replica of their own (<DB>_READ_DB_URL).
+READ_REPLICA_DATABASES = ("centralcloud",)
+
 # A Singularity instance id (`default` is the database singularity; X is singularity_X).
 INSTANCE_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
@@ -59,6 +62,8 @@ class Settings:
     db_user: str | None = None
     db_password: str | None = None
     db_urls: dict = field(default_factory=dict)   # database -> URL (SINGULARITY_DB_URL, ...)
+    db_admin_urls: tuple = ()   # DB_ADMIN_URLS: one superuser URL per server, for migrate and doctor only
+    read_urls: dict = field(default_factory=dict)  # database -> a read replica's URL (CENTRALCLOUD_READ_DB_URL)
     shared_queue_parts: dict = field(default_factory=dict)  # SHARED_QUEUE_HOST/PORT/USER/PASSWORD
     role_passwords: dict = field(default_factory=dict)      # role -> PGPASSWORD_<ROLE>
     secrets_file: Path | None = None
@@ -89,6 +94,9 @@ class Settings:
             db_host=e.str("DB_HOST"), db_port=e.int("DB_PORT", 0, 0, 65535, "the server's port") or None,
             db_user=e.str("DB_USER"), db_password=e.str("DB_PASSWORD"),
             db_urls={d: raw[f"{d.upper()}_DB_URL"] for d in DATABASES if raw.get(f"{d.upper()}_DB_URL")},
+            db_admin_urls=_admin_urls(raw.get("DB_ADMIN_URLS", "")),
+            read_urls={d: raw[f"{d.upper()}_READ_DB_URL"] for d in READ_REPLICA_DATABASES
+                       if raw.get(f"{d.upper()}_READ_DB_URL")},
             shared_queue_parts={k: raw[f"SHARED_QUEUE_{k.upper()}"] for k in ("host", "port", "user", "password")
                                 if raw.get(f"SHARED_QUEUE_{k.upper()}")},
             role_passwords={k[len("PGPASSWORD_"):].lower(): v for k, v in raw.items()
@@ -119,9 +127,14 @@ class Settings:
         return self.root / "sql"
 
     def database_url_override(self, database: str) -> str | None:
-        """A full URL set for DATABASE (e.g. SHARED_QUEUE_DB_URL), or None."""
+        """A full URL set for DATABASE (e.g. SHARED_QUEUE_DB_URL), or None. An extra Singularity instance's
+        database (singularity_<id>) lives where SINGULARITY_DB_URL points, under its own name."""
         if database in self.db_urls:
             return self.db_urls[database]
+        if database.startswith("singularity_") and "singularity" in self.db_urls:
+            from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+            return make_conninfo(**{**conninfo_to_dict(self.db_urls["singularity"]), "dbname": database})
         parts = self.shared_queue_parts
         if database == "shared_queue" and parts.get("host"):
             from psycopg.conninfo import make_conninfo
@@ -130,8 +143,32 @@ class Settings:
                                  password=parts.get("password", ""), dbname="shared_queue")
         return None
 
+    def server(self, database: str) -> str | None:
+        """The server DATABASE lives on, as 'host:port' of its URL (multi-host URLs keep their lists, e.g.
+        'h1,h2:5432,5432'); None for the default server (DB_HOST/DB_PORT, or the embedded cluster).
+        `postgres` (pg_cron's database, one per server) means the bus's server."""
+        url = self.database_url_override("shared_queue" if database == "postgres" else database)
+        key = server_key(url) if url else None
+        if self.db_host and key == f"{self.db_host}:{self.db_port or 5432}":
+            return None   # the DB_HOST server, named another way: one server, migrated once
+        return key
+
+    def servers(self, databases) -> dict:
+        """server key (or None) -> the DATABASES on it, in the order given."""
+        out: dict = {}
+        for d in databases:
+            out.setdefault(self.server(d), []).append(d)
+        return out
+
+    def admin_url(self, server: str | None) -> str | None:
+        """The DB_ADMIN_URLS entry for SERVER (a key from server()), or None."""
+        for url in self.db_admin_urls:
+            if server_key(url) == server:
+                return url
+        return None
+
     @property
-    def server(self) -> tuple[str, int]:
+    def default_server(self) -> tuple[str, int]:
         """Host and port of the external server for databases without a URL of their own: DB_HOST/DB_PORT, else
         where the bus is (SHARED_QUEUE_DB_URL or SHARED_QUEUE_HOST/PORT), else localhost:5432."""
         if self.db_host:
@@ -150,6 +187,21 @@ class Settings:
     def external(self) -> bool:
         """True when a server is configured by env, so no embedded cluster is managed."""
         return bool(self.db_host or self.db_urls.get("shared_queue") or self.shared_queue_parts.get("host"))
+
+
+def server_key(url: str) -> str:
+    """'host:port' of a URL or conninfo (the default port 5432 spelled out), used to match servers."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    d = conninfo_to_dict(url)
+    hosts = str(d.get("host") or "localhost")
+    ports = str(d.get("port") or ",".join("5432" for _ in hosts.split(",")))
+    return f"{hosts}:{ports}"
+
+
+def _admin_urls(raw: str) -> tuple:
+    """DB_ADMIN_URLS: URLs separated by white space (a multi-host URL has commas of its own)."""
+    return tuple(raw.split())
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

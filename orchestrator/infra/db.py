@@ -21,13 +21,9 @@ from orchestrator.infra.secrets import role_password
 log = logging.getLogger(__name__)
 
 
-def _at_override(s: Settings, dbname: str, user: str, password: str | None) -> str | None:
-    """DBNAME's own URL (e.g. SHARED_QUEUE_DB_URL, or SHARED_QUEUE_HOST/PORT) with USER's credentials: every
-    role connects to where that database is, as itself (the URL's user is used only when it is USER)."""
-    override = s.database_url_override(dbname)
-    if not override:
-        return None
-    d = conninfo_to_dict(override)
+def _as_user(url: str, user: str, password: str | None) -> str:
+    """URL with USER's credentials (the URL's own password is kept only when the URL names USER)."""
+    d = conninfo_to_dict(url)
     if d.get("user") != user:
         d["user"] = user
         d.pop("password", None)
@@ -36,20 +32,50 @@ def _at_override(s: Settings, dbname: str, user: str, password: str | None) -> s
     return make_conninfo(**d)
 
 
-def admin_conninfo(s: Settings, dbname: str = "postgres") -> str:
-    """A superuser (or DB_USER) connection: used only by migrate, cluster tools and tests."""
+def _at_override(s: Settings, dbname: str, user: str, password: str | None) -> str | None:
+    """DBNAME's own URL (e.g. SHARED_QUEUE_DB_URL, or SHARED_QUEUE_HOST/PORT) with USER's credentials: every
+    role connects to where that database is, as itself (the URL's user is used only when it is USER)."""
+    override = s.database_url_override(dbname)
+    return _as_user(override, user, password) if override else None
+
+
+_OWN = object()  # admin_conninfo's default server: the one DBNAME lives on
+
+
+def _url_on(s: Settings, server: str | None) -> str | None:
+    """A configured database URL on SERVER (a Settings.server key), or None."""
+    from orchestrator.infra.config import DATABASES, server_key
+
+    for d in DATABASES:
+        url = s.database_url_override(d)
+        if url and server_key(url) == server:
+            return url
+    return None
+
+
+def admin_conninfo(s: Settings, dbname: str = "postgres", server=_OWN) -> str:
+    """A superuser connection to DBNAME on SERVER (a Settings.server key; by default the server DBNAME lives
+    on, and `postgres` the bus's): that server's DB_ADMIN_URLS entry, else its database URL as DB_USER with
+    DB_PASSWORD, else DB_HOST/DB_PORT. Used only by migrate, doctor, cluster tools and tests."""
     if s.external:
-        at = _at_override(s, dbname, s.db_user or "postgres", s.db_password)
-        host, port = s.server
-        return at or make_conninfo(host=host, port=port,
-                                   user=s.db_user or "postgres", password=s.db_password or "", dbname=dbname)
+        key = s.server(dbname) if server is _OWN else server
+        admin = s.admin_url(key) if key else None
+        if admin:
+            return make_conninfo(**{**conninfo_to_dict(admin), "dbname": dbname})
+        url = (s.database_url_override(dbname) if server is _OWN else None) or (_url_on(s, key) if key else None)
+        if url:
+            return make_conninfo(**{**conninfo_to_dict(_as_user(url, s.db_user or "postgres", s.db_password)),
+                                    "dbname": dbname})
+        host, port = s.default_server
+        return make_conninfo(host=host, port=port,
+                             user=s.db_user or "postgres", password=s.db_password or "", dbname=dbname)
     return Cluster(s).superuser_conninfo(dbname)
 
 
 PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
 
 
-def superuser_conn(s: Settings, dbname: str, autocommit: bool = True) -> psycopg.Connection:
+def superuser_conn(s: Settings, dbname: str, autocommit: bool = True, server=_OWN) -> psycopg.Connection:
     """The superuser's connection to DBNAME (a service database), with search_path pinned to
     pg_catalog, pg_temp before any statement runs.
 
@@ -59,7 +85,7 @@ def superuser_conn(s: Settings, dbname: str, autocommit: bool = True) -> psycopg
     roles, grants, the superuser's own vault/cdc schemas, DROP OWNED); read owner-controlled data
     as the owner role instead (owner_conninfo / role_conninfo).
     """
-    return connect(admin_conninfo(s, dbname), autocommit=autocommit,
+    return connect(admin_conninfo(s, dbname, server), autocommit=autocommit,
                    options="-c search_path=" + PINNED_SEARCH_PATH.replace(" ", "\\ "))
 
 
@@ -75,11 +101,20 @@ def role_conninfo(s: Settings, dbname: str, role: str, password: str | None = No
     if override:
         return _at_override(s, dbname, role, pw)
     if s.external:
-        host, port = s.server
+        host, port = s.default_server
     else:
         host, port = "127.0.0.1", Cluster(s).port
     return make_conninfo(host=host, port=port, user=role, password=pw, dbname=dbname,
                          application_name=f"orchestrator:{role}")
+
+
+def read_conninfo(s: Settings, dbname: str, role: str) -> str:
+    """ROLE's connection for read-only reports on DBNAME: its read replica's URL (e.g. CENTRALCLOUD_READ_DB_URL,
+    a standby of an HA pair with target_session_attrs=standby) when one is set, else role_conninfo."""
+    url = s.read_urls.get(dbname)
+    if not url:
+        return role_conninfo(s, dbname, role)
+    return _as_user(url, role, role_password(s, role))
 
 
 def service_role(service: str, instance: str = "default") -> str:

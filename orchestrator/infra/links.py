@@ -43,6 +43,10 @@ def _shared_queue_opts(s: Settings, role: str, from_db: str) -> tuple[dict[str, 
     d = conninfo_to_dict(role_conninfo(s, "shared_queue", role))
     opts = {"host": str(d.get("host", "127.0.0.1")), "port": str(d.get("port", 5432)), "dbname": "shared_queue",
             "application_name": f"dblink:{from_db}"}
+    # a multi-host URL of an HA bus: dblink (libpq) tries each host and keeps the one that takes writes
+    for k in ("target_session_attrs", "connect_timeout", "sslmode"):
+        if d.get(k):
+            opts[k] = str(d[k])
     return opts, d["password"]
 
 
@@ -83,11 +87,13 @@ def refresh_schedule_report(s) -> bool:
 
     import psycopg
 
+    from orchestrator.infra.config import DATABASES
     from orchestrator.infra.db import admin_conninfo, connect
 
     try:
-        with connect(admin_conninfo(s, "postgres")) as conn:
-            conn.execute("SELECT ops.report_schedules()")
+        for server in s.servers(DATABASES):   # each server's pg_cron reports its own databases' jobs
+            with connect(admin_conninfo(s, "postgres", server)) as conn:
+                conn.execute("SELECT ops.report_schedules()")
         return True
     except psycopg.Error as e:
         print(f"could not refresh the schedules' last runs ({str(e).strip()}); showing the last report. "

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -33,6 +34,17 @@ class Target:
 
     dbname: str
     kind: str
+    # `postgres` (pg_cron's database) is on every server: ON names a database whose server this one is on
+    # ("" = the bus's server). Other databases are on the server their URL names (Settings.server).
+    on: str = ""
+
+    def server(self, s: Settings) -> str | None:
+        """The key of the server this database is on (Settings.server)."""
+        return s.server(self.on or self.dbname)
+
+    def admin(self, s: Settings) -> str:
+        """The superuser's connection to `postgres` on this database's server."""
+        return admin_conninfo(s, "postgres", self.server(s))
 
     @property
     def owner(self) -> str:
@@ -160,12 +172,15 @@ def run_bootstrap(conn: psycopg.Connection, s: Settings, t: Target) -> None:
 
 
 def _yoyo_url(s: Settings, t: Target) -> str:
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     if t.kind == "postgres":
-        d = conninfo_to_dict(admin_conninfo(s, "postgres"))
+        d = conninfo_to_dict(t.admin(s))
     else:
         d = conninfo_to_dict(role_conninfo(s, t.dbname, t.owner))
+    if "," in str(d.get("host", "")):   # yoyo takes one host: the one of a multi-host URL that takes writes now
+        with connect(make_conninfo(**d)) as c:
+            d = {**d, "host": c.info.host, "port": c.info.port}
     user = quote(d.get("user", ""), safe="")
     pw = quote(d.get("password", ""), safe="")
     host = d.get("host", "")
@@ -210,13 +225,7 @@ def procedure_files(s: Settings, kind: str) -> list[Path]:
 
 def apply_procedures(s: Settings, t: Target) -> int:
     """Re-apply every repeatable file of T in one transaction, as T's owner (always, not only when pending)."""
-    conninfo = admin_conninfo(s, "postgres") if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
-    if t.kind == "postgres":
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-        d = conninfo_to_dict(conninfo)
-        d["dbname"] = "postgres"
-        conninfo = make_conninfo(**d)
+    conninfo = t.admin(s) if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
     files = procedure_files(s, t.kind)
     with connect(conninfo, autocommit=False) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(4242002)")
@@ -247,7 +256,7 @@ def allowed_run_as(t: Target) -> list[str]:
 def _read_cron_jobs(s: Settings, t: Target) -> list[dict]:
     """T's ops.cron_jobs, read as T's owner: it is the owner's table (a view or a function it planted
     there runs with the owner's rights, never the superuser's)."""
-    conninfo = admin_conninfo(s, "postgres") if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
+    conninfo = t.admin(s) if t.kind == "postgres" else role_conninfo(s, t.dbname, t.owner)
     with connect(conninfo) as conn:
         if t.kind == "postgres":
             conn.execute("SET search_path = pg_catalog, pg_temp")
@@ -341,9 +350,20 @@ def instance_targets(s: Settings, conn: psycopg.Connection | None = None) -> lis
 
 
 def all_targets(s: Settings) -> list[Target]:
+    """Every database to migrate: the five, the extra instances, and `postgres` on each server."""
     base = [Target("shared_queue", "shared_queue"), Target("singularity", "singularity")]
-    return base + instance_targets(s) + [Target(d, d) for d in DATABASES if d not in ("shared_queue", "singularity")] \
-        + [Target("postgres", "postgres")]
+    dbs = base + instance_targets(s) + [Target(d, d) for d in DATABASES if d not in ("shared_queue", "singularity")]
+    firsts = {t.server(s): t.dbname for t in reversed(dbs)}   # a database on each server, the bus's first
+    return dbs + [Target("postgres", "postgres", on=("" if first == "shared_queue" else first))
+                  for first in sorted(firsts.values(), key=lambda d: d != "shared_queue")]
+
+
+def server_plan(s: Settings, targets: list[Target]) -> dict:
+    """TARGETS grouped by server (a Settings.server key), the bus's server first."""
+    plan: dict = {}
+    for t in sorted(targets, key=lambda t: t.server(s) != s.server("shared_queue")):
+        plan.setdefault(t.server(s), []).append(t)
+    return plan
 
 
 def service_roles_for(t: Target, all_service_roles: list[str]) -> list[str]:
@@ -354,52 +374,90 @@ def service_roles_for(t: Target, all_service_roles: list[str]) -> list[str]:
     return [t.service_role]
 
 
+@contextmanager
+def _partman_create(s: Settings, t: Target):
+    """In shared_queue, CREATE in schema partman for its owner while the procedures run: pgmq.create_partitioned
+    (a kind with a partition_interval) has pg_partman put a template table there. Revoked right after, so no
+    less trusted role can create next to pg_partman's superuser-owned definers the rest of the time."""
+    if t.kind != "shared_queue":
+        yield
+        return
+    with superuser_conn(s, t.dbname, server=t.server(s)) as su:
+        su.execute("GRANT CREATE ON SCHEMA partman TO own_shared_queue")
+        try:
+            yield
+        finally:
+            su.execute("REVOKE CREATE ON SCHEMA partman FROM own_shared_queue")
+
+
+def _migrate_database(s: Settings, t: Target, progress: Progress) -> None:
+    t1 = time.monotonic()
+    with superuser_conn(s, t.dbname, server=t.server(s)) as su:  # search_path pg_catalog, pg_temp: nothing of the owner's
+        extra = ""
+        if t.kind == "shared_queue":
+            extra = f" pgmq {install_pgmq(su, progress)};"
+        run_bootstrap(su, s, t)
+        if t.kind in LINKED_KINDS:
+            ensure_bus_link(su, s, t.dbname, t.service_role, t.owner)
+        if t.kind == "postgres":
+            ensure_report_link(su, s)
+    applied, total = apply_migrations(s, t)
+    with _partman_create(s, t):
+        nproc = apply_procedures(s, t)
+    progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"
+             f" procedures {nproc} files; {time.monotonic() - t1:.1f}s")
+
+
+def _migrate_server(s: Settings, targets: list[Target], roles: list[str], svc: list[str],
+                    progress: Progress) -> tuple[int, list[str], str]:
+    """Roles, databases, SQL and schedules of the TARGETS on one server; returns (schedules, refusals, report)."""
+    with connect(targets[0].admin(s)) as admin:
+        for role in roles:
+            ensure_role(admin, s, role)
+        for t in targets:
+            ensure_database(admin, t, service_roles_for(t, svc))
+        for t in targets:
+            _migrate_database(s, t, progress)
+        njobs, refused = 0, []
+        for t in targets:
+            try:
+                njobs += sync_schedules(admin, s, t)
+            except Refused as e:  # the other databases' schedules still go in; migrate fails in the end
+                refused.append(str(e))
+        reported = ""
+        if admin.execute("SELECT to_regprocedure('ops.report_schedules()') IS NOT NULL AS x").fetchone()["x"]:
+            try:  # the dashboard's and alerts' view of the schedules, refreshed each minute by pg_cron
+                n = admin.execute("SELECT ops.report_schedules() AS n").fetchone()["n"]
+                reported = f", {n} reported to shared_queue"
+            except psycopg.Error as e:
+                reported = (f"; WARNING: reporting them to shared_queue failed ({str(e).strip()}): the dashboard "
+                            "and alerts will not see schedules until postgres:report_schedules succeeds")
+    return njobs, refused, reported
+
+
 def migrate(s: Settings, progress: Progress = print, only: list[Target] | None = None) -> None:
-    """Create roles and databases, install extensions, apply migrations, procedures and schedules."""
+    """Create roles and databases, install extensions, apply migrations, procedures and schedules, server by
+    server (the bus's first; every server gets every role, with the same password)."""
     t0 = time.monotonic()
-    with connect(admin_conninfo(s, "postgres")) as admin:
-        admin.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+    with connect(admin_conninfo(s, "postgres")) as lock:   # the bus's server: one migrator at a time
+        lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
             targets = only or all_targets(s)
             svc = sorted({t.service_role for t in targets if t.kind in SERVICES} | set(SERVICES.values()))
-            for role in sorted({t.owner for t in targets if t.kind != "postgres"} | set(svc)):
-                ensure_role(admin, s, role)
-            for t in targets:
-                ensure_database(admin, t, service_roles_for(t, svc))
-            for t in targets:
-                t1 = time.monotonic()
-                with superuser_conn(s, t.dbname) as su:  # search_path pg_catalog, pg_temp: nothing of the owner's
-                    extra = ""
-                    if t.kind == "shared_queue":
-                        extra = f" pgmq {install_pgmq(su, progress)};"
-                    run_bootstrap(su, s, t)
-                    if t.kind in LINKED_KINDS:
-                        ensure_bus_link(su, s, t.dbname, t.service_role, t.owner)
-                    if t.kind == "postgres":
-                        ensure_report_link(su, s)
-                applied, total = apply_migrations(s, t)
-                nproc = apply_procedures(s, t)
-                progress(f"  {t.dbname:<22}{extra} migrations {total - applied}+{applied} new/{total};"
-                         f" procedures {nproc} files; {time.monotonic() - t1:.1f}s")
-            njobs, refused = 0, []
-            for t in targets:
-                try:
-                    njobs += sync_schedules(admin, s, t)
-                except Refused as e:  # the other databases' schedules still go in; migrate fails below
-                    refused.append(str(e))
-            reported = ""
-            if any(t.kind == "postgres" for t in targets):
-                try:  # the dashboard's and alerts' view of the schedules, refreshed each minute by pg_cron
-                    n = admin.execute("SELECT ops.report_schedules() AS n").fetchone()["n"]
-                    reported = f", {n} reported to shared_queue"
-                except psycopg.Error as e:
-                    reported = (f"; WARNING: reporting them to shared_queue failed ({str(e).strip()}): the dashboard "
-                                "and alerts will not see schedules until postgres:report_schedules succeeds")
-            progress(f"  pg_cron: {njobs} schedules in place{reported}; done in {time.monotonic() - t0:.1f}s")
+            roles = sorted({t.owner for t in targets if t.kind != "postgres"} | set(svc)
+                           | {owner_role(d) for d in DATABASES})
+            plan = server_plan(s, targets)
+            refused = []
+            for key, ts in plan.items():
+                njobs, refusals, reported = _migrate_server(s, ts, roles, svc, progress)
+                refused += refusals
+                where = f" on {key}" if len(plan) > 1 else ""
+                progress(f"  pg_cron{where}: {njobs} schedules in place{reported}")
+            progress(f"  done in {time.monotonic() - t0:.1f}s")
             if refused:
                 raise Refused("schedules refused:\n" + "\n".join(refused))
         finally:
-            admin.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+            lock.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 
 
 def status(s: Settings) -> list[dict]:

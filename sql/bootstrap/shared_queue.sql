@@ -25,3 +25,13 @@ REVOKE EXECUTE ON FUNCTION partman.check_epoch_type(text), partman.check_partiti
     partman.check_name_length(text, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION partman.check_epoch_type(text), partman.check_partition_type(text),
     partman.check_name_length(text, text, boolean) TO own_shared_queue;
+-- Partitioned queues (bus.queue_kinds.partition_interval, pgmq.create_partitioned): the owner runs
+-- pg_partman for its own tables, as pg_partman's docs set up a non-superuser partman role. Its
+-- maintenance runs as the owner too (shared_queue:partman_maintenance), so every partition is the owner's.
+-- CREATE in schema partman (pg_partman's template tables) is granted only while migrate applies the
+-- procedures (orchestrator/infra/migrate.py): superuser-owned definers live there (99_definers.sql).
+GRANT USAGE ON SCHEMA partman TO own_shared_queue;
+REVOKE CREATE ON SCHEMA partman FROM own_shared_queue;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA partman TO own_shared_queue;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO own_shared_queue;
+GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO own_shared_queue;

@@ -260,9 +260,13 @@ ALTER FUNCTION bus._cc_num(v jsonb) OWNER TO own_shared_queue;
 CREATE FUNCTION bus._check_message() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
 DECLARE
-    q     text := substr(TG_TABLE_NAME, 3);
+    -- a partitioned queue's row arrives in a partition (q_<queue>_p2026_01_01): the queue is the root's
+    q     text := substr(CASE WHEN TG_TABLE_NAME ~ '_p\d{4}_\d{2}_\d{2}$|_default$'
+                              THEN coalesce((SELECT c.relname::text FROM pg_class c WHERE c.oid = pg_partition_root(TG_RELID)),
+                                            TG_TABLE_NAME)
+                              ELSE TG_TABLE_NAME END, 3);
     ident jsonb := bus._identity(current_user, NEW.headers);
 BEGIN
     IF NEW.headers IS NOT NULL AND jsonb_typeof(NEW.headers) <> 'object' THEN
@@ -281,7 +285,7 @@ BEGIN
                            ELSE '{}'::jsonb END;
     RETURN NEW;
 END;
-$$;
+$_$;
 
 
 ALTER FUNCTION bus._check_message() OWNER TO own_shared_queue;
@@ -594,9 +598,11 @@ CREATE TABLE bus.queue_kinds (
     max_bytes integer DEFAULT 1048576 NOT NULL,
     max_attempts integer DEFAULT 5 NOT NULL,
     description text NOT NULL,
+    partition_interval text,
     CONSTRAINT queue_kinds_kind_check CHECK ((kind ~ '^[a-z][a-z_]{2,30}$'::text)),
     CONSTRAINT queue_kinds_max_attempts_check CHECK ((max_attempts > 0)),
     CONSTRAINT queue_kinds_max_bytes_check CHECK ((max_bytes > 0)),
+    CONSTRAINT queue_kinds_partition_interval_check CHECK (((partition_interval IS NULL) OR (partition_interval = ANY (ARRAY['1 day'::text, '1 week'::text])))),
     CONSTRAINT queue_kinds_role_check CHECK ((role = ANY (ARRAY['request'::text, 'result'::text, 'inbox'::text, 'event'::text, 'dead_letter'::text])))
 );
 
@@ -608,6 +614,13 @@ ALTER TABLE bus.queue_kinds OWNER TO own_shared_queue;
 --
 
 COMMENT ON TABLE bus.queue_kinds IS 'One row per kind of queue; per-instance reply queues share their kind.';
+
+
+--
+-- Name: COLUMN queue_kinds.partition_interval; Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON COLUMN bus.queue_kinds.partition_interval IS 'NULL: plain pgmq queues; ''1 day'' or ''1 week'': pgmq.create_partitioned, whole UTC days per partition (the operator''s choice)';
 
 
 --
@@ -715,6 +728,25 @@ ALTER FUNCTION bus._rebuild_archive_view() OWNER TO own_shared_queue;
 --
 
 CREATE FUNCTION bus._report_schedules(p_jobs jsonb) RETURNS integer
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT bus._report_schedules_from(p_jobs, NULL) $$;
+
+
+ALTER FUNCTION bus._report_schedules(p_jobs jsonb) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _report_schedules(p_jobs jsonb); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._report_schedules(p_jobs jsonb) IS 'Replaces bus.schedule_runs with the jobs pg_cron reports (owner and superuser only).';
+
+
+--
+-- Name: _report_schedules_from(jsonb, text[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) RETURNS integer
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -726,7 +758,8 @@ BEGIN
               USING ERRCODE = '22023', HINT = 'Call it through ops.report_schedules() in the postgres database.';
     END IF;
     DELETE FROM bus.schedule_runs s
-     WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
+     WHERE (p_databases IS NULL OR s.database = ANY (p_databases))
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
     INSERT INTO bus.schedule_runs AS s (jobname, schedule, database, active, last_status, last_start, last_end,
                                         last_message, runs_24h, failures_24h, reported_at, recent)
     SELECT r.jobname, r.schedule, r.database, r.active, r.last_status, r.last_start, r.last_end,
@@ -746,13 +779,13 @@ END;
 $$;
 
 
-ALTER FUNCTION bus._report_schedules(p_jobs jsonb) OWNER TO own_shared_queue;
+ALTER FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) OWNER TO own_shared_queue;
 
 --
--- Name: FUNCTION _report_schedules(p_jobs jsonb); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+-- Name: FUNCTION _report_schedules_from(p_jobs jsonb, p_databases text[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
 --
 
-COMMENT ON FUNCTION bus._report_schedules(p_jobs jsonb) IS 'Replaces bus.schedule_runs with the jobs pg_cron reports (owner and superuser only).';
+COMMENT ON FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) IS 'Replaces the rows of bus.schedule_runs of the given databases (one server''s) with the jobs its pg_cron reports (owner and superuser only).';
 
 
 --
@@ -2151,11 +2184,21 @@ CREATE FUNCTION bus.drop_queue(p_queue text) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
     AS $$
+DECLARE
+    partitioned boolean := EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned);
+    dropped boolean;
 BEGIN
     PERFORM bus._queue(p_queue);
     DELETE FROM bus.queues WHERE queue_name = p_queue;
     PERFORM bus._rebuild_archive_view();
-    RETURN pgmq.drop_queue(p_queue);
+    dropped := pgmq.drop_queue(p_queue);
+    IF partitioned THEN   -- pgmq leaves pg_partman's configuration and template tables behind
+        DELETE FROM partman.part_config
+         WHERE parent_table IN (format('pgmq.%I', 'q_' || p_queue), format('pgmq.%I', 'a_' || p_queue));
+        EXECUTE format('DROP TABLE IF EXISTS partman.%I, partman.%I',
+                       'template_pgmq_q_' || p_queue, 'template_pgmq_a_' || p_queue);
+    END IF;
+    RETURN dropped;
 END;
 $$;
 
@@ -2213,10 +2256,12 @@ COMMENT ON FUNCTION bus.ensure_instance(p_id text, p_role name) IS 'Registers a 
 CREATE FUNCTION bus.ensure_queue(p_queue text, p_kind text, p_instance text DEFAULT NULL::text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
+    SET "TimeZone" TO 'UTC'
     AS $_$
 DECLARE
     qt text := 'q_' || p_queue;
     throttle int := coalesce(bus.setting('notify_throttle_ms'), '0')::int;
+    part text := (SELECT k.partition_interval FROM bus.queue_kinds k WHERE k.kind = p_kind);
 BEGIN
     IF p_queue !~ '^[a-z][a-z0-9_]{2,46}$' THEN
         RAISE EXCEPTION 'invalid queue name "%"', left(p_queue, 60)
@@ -2224,7 +2269,20 @@ BEGIN
     END IF;
     INSERT INTO bus.queues (queue_name, kind, instance_id) VALUES (p_queue, p_kind, p_instance)
     ON CONFLICT (queue_name) DO UPDATE SET kind = EXCLUDED.kind, instance_id = EXCLUDED.instance_id;
-    PERFORM pgmq.create(p_queue);
+    IF part IS NOT NULL AND to_regclass(format('pgmq.%I', qt)) IS NULL THEN
+        -- pgmq's partitioned layout; pg_partman's own retention is switched off: it would drop unconsumed
+        -- messages (q_) and archive rows not yet in cold storage (a_). bus.prune_partitions drops archives.
+        PERFORM pgmq.create_partitioned(p_queue, part, NULL);
+        UPDATE partman.part_config SET retention = NULL
+         WHERE parent_table IN (format('pgmq.%I', qt), format('pgmq.%I', 'a_' || p_queue));
+        -- pgmq indexes a partitioned queue by its partition column only: reads (vt), acks and deletes
+        -- (msg_id) would scan every partition; cold storage reads an archive day in msg_id order
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt)', qt || '_vt_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', qt || '_msgid_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', 'a_' || p_queue || '_msgid_idx', 'a_' || p_queue);
+    ELSIF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned) THEN
+        PERFORM pgmq.create(p_queue);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = format('pgmq.%I', qt)::regclass
                                               AND tgname = 'bus_validate_message') THEN
         EXECUTE format('CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.%I
@@ -2237,8 +2295,10 @@ BEGIN
         PERFORM pgmq.enable_notify_insert(p_queue, throttle);
     END IF;
     -- Queue tables churn: vacuum them early so dead tuples stay bounded.
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = format('pgmq.%I', qt)::regclass) = 'r' THEN
     EXECUTE format('ALTER TABLE pgmq.%I SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 500,
                     autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.05)', qt);
+    END IF;   -- a partitioned table takes no storage parameters (its partitions are one day each: small)
     PERFORM bus.apply_grants(p_queue);
     PERFORM bus._rebuild_archive_view();
 END;
@@ -2573,6 +2633,8 @@ DECLARE
     total   bigint;
     batches int := 0;
 BEGIN
+    PERFORM bus.prune_partitions();   -- whole partitions first; what is left goes row by row below
+    COMMIT;
     FOR e IN SELECT c.queue_name, c.day, c.rows, c.rows_checksum, c.pruning_at, c.file
                FROM bus.cold_exports c
               WHERE c.pruned_at IS NULL AND (c.verified_at IS NOT NULL OR c.pruning_at IS NOT NULL)
@@ -2628,6 +2690,81 @@ ALTER PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches integer)
 --
 
 COMMENT ON PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches integer) IS 'Deletes archive rows past retention_days whose day is exported to cold storage and verified, in committed batches.';
+
+
+--
+-- Name: prune_partitions(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.prune_partitions() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    p       record;
+    d       date;
+    e       bus.cold_exports;
+    g       record;
+    ok      boolean;
+    total   bigint;
+    dropped integer := 0;
+    cutoff  timestamptz := bus.cold_cutoff()::timestamp AT TIME ZONE 'UTC';
+BEGIN
+    FOR p IN SELECT m.queue_name, c.oid::regclass AS part,
+                    (regexp_match(pg_get_expr(c.relpartbound, c.oid), $r$FROM \('([^']+)'\) TO \('([^']+)'\)$r$)) AS b
+               FROM pgmq.meta m
+               JOIN bus.queues q ON q.queue_name = m.queue_name
+               JOIN pg_inherits i ON i.inhparent = to_regclass(format('pgmq.%I', 'a_' || m.queue_name))
+               JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE m.is_partitioned
+              ORDER BY 1, 2 LOOP
+        CONTINUE WHEN p.b IS NULL OR p.b[2]::timestamptz > cutoff
+                   OR (p.b[1]::timestamptz AT TIME ZONE 'UTC')::time <> '00:00'
+                   OR (p.b[2]::timestamptz AT TIME ZONE 'UTC')::time <> '00:00';
+        ok := true;
+        total := 0;
+        FOR d IN SELECT generate_series((p.b[1]::timestamptz AT TIME ZONE 'UTC')::date,
+                                        (p.b[2]::timestamptz AT TIME ZONE 'UTC')::date - 1, interval '1 day')::date LOOP
+            SELECT * INTO e FROM bus.cold_exports x WHERE x.queue_name = p.queue_name AND x.day = d;
+            IF e.pruning_at IS NOT NULL THEN   -- already being pruned: the file is the only full copy
+                CONTINUE;
+            END IF;
+            SELECT * INTO g FROM bus.cold_digest(p.queue_name, d);
+            CONTINUE WHEN g.rows = 0;
+            IF e.verified_at IS NULL THEN
+                ok := false;                   -- not exported (or unverified): the partition stays
+                EXIT;
+            END IF;
+            IF g.rows <> e.rows OR g.checksum <> e.rows_checksum THEN
+                UPDATE bus.cold_exports
+                   SET verified_at = NULL,
+                       note = format('the archive has %s rows for this day, the file %s: export it again', g.rows, e.rows)
+                 WHERE queue_name = p.queue_name AND day = d;
+                ok := false;
+                EXIT;
+            END IF;
+            total := total + g.rows;
+        END LOOP;
+        CONTINUE WHEN NOT ok;
+        UPDATE bus.cold_exports SET pruning_at = coalesce(pruning_at, now()), pruned_at = now()
+         WHERE queue_name = p.queue_name AND pruned_at IS NULL
+           AND day >= (p.b[1]::timestamptz AT TIME ZONE 'UTC')::date AND day < (p.b[2]::timestamptz AT TIME ZONE 'UTC')::date;
+        EXECUTE format('DROP TABLE %s', p.part);
+        INSERT INTO bus.prune_log (queue_name, cutoff, deleted) VALUES (p.queue_name, p.b[2]::timestamptz, total);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END;
+$_$;
+
+
+ALTER FUNCTION bus.prune_partitions() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION prune_partitions(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.prune_partitions() IS 'Drops archive partitions of partitioned queues past retention whose every day is exported to cold storage and verified.';
 
 
 --
@@ -5846,6 +5983,13 @@ GRANT USAGE ON SCHEMA ops TO svc_singularity;
 
 
 --
+-- Name: SCHEMA partman; Type: ACL; Schema: -; Owner: postgres
+--
+
+GRANT USAGE ON SCHEMA partman TO own_shared_queue;
+
+
+--
 -- Name: SCHEMA pgmq; Type: ACL; Schema: -; Owner: postgres
 --
 
@@ -5974,6 +6118,13 @@ REVOKE ALL ON FUNCTION bus._rebuild_archive_view() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION bus._report_schedules(p_jobs jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION _report_schedules_from(p_jobs jsonb, p_databases text[]); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[]) FROM PUBLIC;
 
 
 --
@@ -6311,6 +6462,13 @@ REVOKE ALL ON PROCEDURE bus.prune_archives(IN p_batch integer, IN p_max_batches 
 
 
 --
+-- Name: FUNCTION prune_partitions(); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus.prune_partitions() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION queue_overview(); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
@@ -6416,6 +6574,76 @@ REVOKE ALL ON FUNCTION ops.bus_off() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION apply_cluster(p_parent_schema text, p_parent_tablename text, p_child_schema text, p_child_tablename text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.apply_cluster(p_parent_schema text, p_parent_tablename text, p_child_schema text, p_child_tablename text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION apply_constraints(p_parent_table text, p_child_table text, p_analyze boolean, p_job_id bigint); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.apply_constraints(p_parent_table text, p_child_table text, p_analyze boolean, p_job_id bigint) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION apply_foreign_keys(p_parent_table text, p_child_table text, p_job_id bigint, p_debug boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.apply_foreign_keys(p_parent_table text, p_child_table text, p_job_id bigint, p_debug boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION apply_privileges(p_parent_schema text, p_parent_tablename text, p_child_schema text, p_child_tablename text, p_job_id bigint); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.apply_privileges(p_parent_schema text, p_parent_tablename text, p_child_schema text, p_child_tablename text, p_job_id bigint) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION apply_publications(p_parent_table text, p_child_schema text, p_child_tablename text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.apply_publications(p_parent_table text, p_child_schema text, p_child_tablename text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION autovacuum_off(p_parent_schema text, p_parent_tablename text, p_source_schema text, p_source_tablename text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.autovacuum_off(p_parent_schema text, p_parent_tablename text, p_source_schema text, p_source_tablename text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION autovacuum_reset(p_parent_schema text, p_parent_tablename text, p_source_schema text, p_source_tablename text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.autovacuum_reset(p_parent_schema text, p_parent_tablename text, p_source_schema text, p_source_tablename text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION check_automatic_maintenance_value(p_automatic_maintenance text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.check_automatic_maintenance_value(p_automatic_maintenance text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION check_control_type(p_parent_schema text, p_parent_tablename text, p_control text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.check_control_type(p_parent_schema text, p_parent_tablename text, p_control text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION check_default(p_exact_count boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.check_default(p_exact_count boolean) TO own_shared_queue;
+
+
+--
 -- Name: FUNCTION check_epoch_type(p_type text); Type: ACL; Schema: partman; Owner: postgres
 --
 
@@ -6437,6 +6665,216 @@ GRANT ALL ON FUNCTION partman.check_name_length(p_object_name text, p_suffix tex
 
 REVOKE ALL ON FUNCTION partman.check_partition_type(p_type text) FROM PUBLIC;
 GRANT ALL ON FUNCTION partman.check_partition_type(p_type text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION check_subpart_sameconfig(p_parent_table text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.check_subpart_sameconfig(p_parent_table text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION check_subpartition_limits(p_parent_table text, p_type text, OUT sub_min text, OUT sub_max text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.check_subpartition_limits(p_parent_table text, p_type text, OUT sub_min text, OUT sub_max text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_function_id(p_parent_table text, p_job_id bigint); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_function_id(p_parent_table text, p_job_id bigint) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_function_time(p_parent_table text, p_job_id bigint); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_function_time(p_parent_table text, p_job_id bigint) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_parent(p_parent_table text, p_control text, p_type text, p_interval text, p_constraint_cols text[], p_premake integer, p_automatic_maintenance text, p_start_partition text, p_inherit_fk boolean, p_epoch text, p_upsert text, p_publications text[], p_trigger_return_null boolean, p_template_table text, p_jobmon boolean, p_date_trunc_interval text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_parent(p_parent_table text, p_control text, p_type text, p_interval text, p_constraint_cols text[], p_premake integer, p_automatic_maintenance text, p_start_partition text, p_inherit_fk boolean, p_epoch text, p_upsert text, p_publications text[], p_trigger_return_null boolean, p_template_table text, p_jobmon boolean, p_date_trunc_interval text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_partition_id(p_parent_table text, p_partition_ids bigint[], p_analyze boolean, p_start_partition text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_partition_id(p_parent_table text, p_partition_ids bigint[], p_analyze boolean, p_start_partition text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_partition_time(p_parent_table text, p_partition_times timestamp with time zone[], p_analyze boolean, p_start_partition text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_partition_time(p_parent_table text, p_partition_times timestamp with time zone[], p_analyze boolean, p_start_partition text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_sub_parent(p_top_parent text, p_control text, p_type text, p_interval text, p_native_check text, p_constraint_cols text[], p_premake integer, p_start_partition text, p_inherit_fk boolean, p_epoch text, p_upsert text, p_trigger_return_null boolean, p_jobmon boolean, p_date_trunc_interval text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_sub_parent(p_top_parent text, p_control text, p_type text, p_interval text, p_native_check text, p_constraint_cols text[], p_premake integer, p_start_partition text, p_inherit_fk boolean, p_epoch text, p_upsert text, p_trigger_return_null boolean, p_jobmon boolean, p_date_trunc_interval text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION create_trigger(p_parent_table text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.create_trigger(p_parent_table text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION drop_constraints(p_parent_table text, p_child_table text, p_debug boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.drop_constraints(p_parent_table text, p_child_table text, p_debug boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION drop_partition_column(p_parent_table text, p_column text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.drop_partition_column(p_parent_table text, p_column text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION drop_partition_id(p_parent_table text, p_retention bigint, p_keep_table boolean, p_keep_index boolean, p_retention_schema text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.drop_partition_id(p_parent_table text, p_retention bigint, p_keep_table boolean, p_keep_index boolean, p_retention_schema text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION drop_partition_time(p_parent_table text, p_retention interval, p_keep_table boolean, p_keep_index boolean, p_retention_schema text, p_reference_timestamp timestamp with time zone); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.drop_partition_time(p_parent_table text, p_retention interval, p_keep_table boolean, p_keep_index boolean, p_retention_schema text, p_reference_timestamp timestamp with time zone) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION dump_partitioned_table_definition(p_parent_table text, p_ignore_template_table boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.dump_partitioned_table_definition(p_parent_table text, p_ignore_template_table boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION inherit_template_properties(p_parent_table text, p_child_schema text, p_child_tablename text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.inherit_template_properties(p_parent_table text, p_child_schema text, p_child_tablename text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION partition_data_id(p_parent_table text, p_batch_count integer, p_batch_interval bigint, p_lock_wait numeric, p_order text, p_analyze boolean, p_source_table text, p_ignored_columns text[]); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.partition_data_id(p_parent_table text, p_batch_count integer, p_batch_interval bigint, p_lock_wait numeric, p_order text, p_analyze boolean, p_source_table text, p_ignored_columns text[]) TO own_shared_queue;
+
+
+--
+-- Name: PROCEDURE partition_data_proc(IN p_parent_table text, IN p_interval text, IN p_batch integer, IN p_wait integer, IN p_source_table text, IN p_order text, IN p_lock_wait integer, IN p_lock_wait_tries integer, IN p_quiet boolean, IN p_ignored_columns text[]); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON PROCEDURE partman.partition_data_proc(IN p_parent_table text, IN p_interval text, IN p_batch integer, IN p_wait integer, IN p_source_table text, IN p_order text, IN p_lock_wait integer, IN p_lock_wait_tries integer, IN p_quiet boolean, IN p_ignored_columns text[]) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION partition_data_time(p_parent_table text, p_batch_count integer, p_batch_interval interval, p_lock_wait numeric, p_order text, p_analyze boolean, p_source_table text, p_ignored_columns text[]); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.partition_data_time(p_parent_table text, p_batch_count integer, p_batch_interval interval, p_lock_wait numeric, p_order text, p_analyze boolean, p_source_table text, p_ignored_columns text[]) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION partition_gap_fill(p_parent_table text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.partition_gap_fill(p_parent_table text) TO own_shared_queue;
+
+
+--
+-- Name: PROCEDURE reapply_constraints_proc(IN p_parent_table text, IN p_drop_constraints boolean, IN p_apply_constraints boolean, IN p_wait integer, IN p_dryrun boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON PROCEDURE partman.reapply_constraints_proc(IN p_parent_table text, IN p_drop_constraints boolean, IN p_apply_constraints boolean, IN p_wait integer, IN p_dryrun boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION reapply_privileges(p_parent_table text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.reapply_privileges(p_parent_table text) TO own_shared_queue;
+
+
+--
+-- Name: PROCEDURE run_analyze(IN p_skip_locked boolean, IN p_quiet boolean, IN p_parent_table text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON PROCEDURE partman.run_analyze(IN p_skip_locked boolean, IN p_quiet boolean, IN p_parent_table text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION run_maintenance(p_parent_table text, p_analyze boolean, p_jobmon boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.run_maintenance(p_parent_table text, p_analyze boolean, p_jobmon boolean) TO own_shared_queue;
+
+
+--
+-- Name: PROCEDURE run_maintenance_proc(IN p_wait integer, IN p_analyze boolean, IN p_jobmon boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON PROCEDURE partman.run_maintenance_proc(IN p_wait integer, IN p_analyze boolean, IN p_jobmon boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION show_partition_info(p_child_table text, p_partition_interval text, p_parent_table text, OUT child_start_time timestamp with time zone, OUT child_end_time timestamp with time zone, OUT child_start_id bigint, OUT child_end_id bigint, OUT suffix text); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.show_partition_info(p_child_table text, p_partition_interval text, p_parent_table text, OUT child_start_time timestamp with time zone, OUT child_end_time timestamp with time zone, OUT child_start_id bigint, OUT child_end_id bigint, OUT suffix text) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION show_partition_name(p_parent_table text, p_value text, OUT partition_schema text, OUT partition_table text, OUT suffix_timestamp timestamp with time zone, OUT suffix_id bigint, OUT table_exists boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.show_partition_name(p_parent_table text, p_value text, OUT partition_schema text, OUT partition_table text, OUT suffix_timestamp timestamp with time zone, OUT suffix_id bigint, OUT table_exists boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION show_partitions(p_parent_table text, p_order text, p_include_default boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.show_partitions(p_parent_table text, p_order text, p_include_default boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION stop_sub_partition(p_parent_table text, p_jobmon boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.stop_sub_partition(p_parent_table text, p_jobmon boolean) TO own_shared_queue;
+
+
+--
+-- Name: FUNCTION undo_partition(p_parent_table text, p_batch_count integer, p_batch_interval text, p_keep_table boolean, p_lock_wait numeric, p_target_table text, p_ignored_columns text[], p_drop_cascade boolean, OUT partitions_undone integer, OUT rows_undone bigint); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON FUNCTION partman.undo_partition(p_parent_table text, p_batch_count integer, p_batch_interval text, p_keep_table boolean, p_lock_wait numeric, p_target_table text, p_ignored_columns text[], p_drop_cascade boolean, OUT partitions_undone integer, OUT rows_undone bigint) TO own_shared_queue;
+
+
+--
+-- Name: PROCEDURE undo_partition_proc(IN p_parent_table text, IN p_interval text, IN p_batch integer, IN p_wait integer, IN p_target_table text, IN p_keep_table boolean, IN p_lock_wait integer, IN p_lock_wait_tries integer, IN p_quiet boolean, IN p_ignored_columns text[], IN p_drop_cascade boolean); Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT ALL ON PROCEDURE partman.undo_partition_proc(IN p_parent_table text, IN p_interval text, IN p_batch integer, IN p_wait integer, IN p_target_table text, IN p_keep_table boolean, IN p_lock_wait integer, IN p_lock_wait_tries integer, IN p_quiet boolean, IN p_ignored_columns text[], IN p_drop_cascade boolean) TO own_shared_queue;
 
 
 --
@@ -6650,6 +7088,34 @@ GRANT SELECT ON TABLE bus.settings TO svc_centralcloud;
 GRANT SELECT ON TABLE bus.settings TO svc_genesis;
 GRANT SELECT ON TABLE bus.settings TO svc_nexus;
 GRANT SELECT ON TABLE bus.settings TO svc_singularity;
+
+
+--
+-- Name: TABLE custom_time_partitions; Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE partman.custom_time_partitions TO own_shared_queue;
+
+
+--
+-- Name: TABLE part_config; Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE partman.part_config TO own_shared_queue;
+
+
+--
+-- Name: TABLE part_config_sub; Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE partman.part_config_sub TO own_shared_queue;
+
+
+--
+-- Name: TABLE table_privs; Type: ACL; Schema: partman; Owner: postgres
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE partman.table_privs TO own_shared_queue;
 
 
 --

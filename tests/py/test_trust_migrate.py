@@ -171,13 +171,14 @@ def test_superuser_conn_pins_the_search_path(s):
 
 def test_the_schedule_report_runs_shared_queues_code_as_its_owner_not_the_superuser(s, admin, sq_owner):
     """postgres:report_schedules (pg_cron, as the superuser) pushes the runs into shared_queue by calling
-    bus._report_schedules there, a function own_shared_queue owns and may replace: the call must arrive
+    bus._report_schedules_from there, a function own_shared_queue owns and may replace: the call must arrive
     as own_shared_queue (a dblink user mapping), never as the superuser."""
     from orchestrator.infra.migrate import apply_procedures
 
     sq_owner.execute("CREATE TABLE bus.t_spy_log (who name, super boolean)")
     try:
-        sq_owner.execute("""CREATE OR REPLACE FUNCTION bus._report_schedules(p_jobs jsonb) RETURNS integer
+        sq_owner.execute("""CREATE OR REPLACE FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[])
+                            RETURNS integer
                             LANGUAGE plpgsql AS $$
                             BEGIN
                                 INSERT INTO bus.t_spy_log SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user;
@@ -187,5 +188,5 @@ def test_the_schedule_report_runs_shared_queues_code_as_its_owner_not_the_superu
         ran = sq_owner.execute("SELECT who, super FROM bus.t_spy_log").fetchall()
     finally:
         sq_owner.execute("DROP TABLE IF EXISTS bus.t_spy_log")
-        apply_procedures(s, Target("shared_queue", "shared_queue"))   # the real bus._report_schedules again
+        apply_procedures(s, Target("shared_queue", "shared_queue"))   # the real bus._report_schedules_from again
     assert {(r["who"], r["super"]) for r in ran} == {("own_shared_queue", False)}

@@ -6,6 +6,10 @@
 -- over dblink server shared_queue_owner: the user mapping migrate makes (orchestrator/links.py) logs in
 -- as own_shared_queue, so the owner's function runs with the owner's rights, never the superuser's.
 -- Returns how many jobs were reported.
+-- With the databases on several servers, each server's pg_cron reports the jobs of its own databases
+-- (bus._report_schedules_from keeps the other servers' rows) and takes the run-now requests of those
+-- only; the `postgres` database's own jobs are reported by the bus's server only (they have the same
+-- names on every server).
 CREATE OR REPLACE FUNCTION ops.report_schedules()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
@@ -16,7 +20,11 @@ DECLARE
     n integer;
     req record;
     at timestamptz := (now() + interval '1 minute') AT TIME ZONE coalesce(current_setting('cron.timezone', true), 'GMT');
+    bus_here boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = 'shared_queue');
+    dbs text[];
 BEGIN
+    SELECT array_agg(datname::text ORDER BY datname) INTO dbs
+      FROM pg_catalog.pg_database WHERE NOT datistemplate AND (bus_here OR datname <> 'postgres');
     -- one-off runs asked for on the Nexus page (runnow:<job>): gone once they have finished a run
     PERFORM cron.unschedule(j.jobid) FROM cron.job j
      WHERE starts_with(j.jobname, 'runnow:')
@@ -44,13 +52,15 @@ BEGIN
                                   WHERE o.jobname IN (j.jobname, 'runnow:' || j.jobname)
                                     AND r.status IN ('succeeded', 'failed')
                                   ORDER BY r.start_time DESC NULLS LAST LIMIT 10) x) rr ON true
-     WHERE j.jobname IS NOT NULL AND NOT starts_with(j.jobname, 'runnow:');
+     WHERE j.jobname IS NOT NULL AND NOT starts_with(j.jobname, 'runnow:') AND j.database = ANY (dbs);
     SELECT t.n INTO n
-      FROM extensions.dblink('shared_queue_owner', format('SELECT bus._report_schedules(%L::jsonb)', jobs)) AS t(n integer);
+      FROM extensions.dblink('shared_queue_owner',
+                             format('SELECT bus._report_schedules_from(%L::jsonb, %L::text[])', jobs, dbs)) AS t(n integer);
     -- run-now requests: one run of the job's own command, database and user at the next minute; only jobs
     -- of an existing non-superuser (the list arrives from a function shared_queue's owner could replace)
     FOR req IN SELECT DISTINCT j.jobname, j.command, j.database, j.username
-                 FROM extensions.dblink('shared_queue_owner', 'SELECT jobname FROM bus._take_run_requests()')
+                 FROM extensions.dblink('shared_queue_owner',
+                                        format('SELECT jobname FROM bus._take_run_requests(%L::text[])', dbs))
                       AS t(jobname text)
                  JOIN cron.job j ON j.jobname = t.jobname
                  JOIN pg_catalog.pg_roles r ON r.rolname = j.username

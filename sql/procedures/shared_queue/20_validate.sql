@@ -363,7 +363,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    q     text := substr(TG_TABLE_NAME, 3);
+    -- a partitioned queue's row arrives in a partition (q_<queue>_p2026_01_01): the queue is the root's
+    q     text := substr(CASE WHEN TG_TABLE_NAME ~ '_p\d{4}_\d{2}_\d{2}$|_default$'
+                              THEN coalesce((SELECT c.relname::text FROM pg_class c WHERE c.oid = pg_partition_root(TG_RELID)),
+                                            TG_TABLE_NAME)
+                              ELSE TG_TABLE_NAME END, 3);
     ident jsonb := bus._identity(current_user, NEW.headers);
 BEGIN
     IF NEW.headers IS NOT NULL AND jsonb_typeof(NEW.headers) <> 'object' THEN

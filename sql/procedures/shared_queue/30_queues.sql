@@ -78,10 +78,12 @@ CREATE OR REPLACE FUNCTION bus.ensure_queue(p_queue text, p_kind text, p_instanc
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog
+SET TimeZone = 'UTC'   -- partitions of a partitioned kind begin and end at UTC midnight (cold storage's days)
 AS $$
 DECLARE
     qt text := 'q_' || p_queue;
     throttle int := coalesce(bus.setting('notify_throttle_ms'), '0')::int;
+    part text := (SELECT k.partition_interval FROM bus.queue_kinds k WHERE k.kind = p_kind);
 BEGIN
     IF p_queue !~ '^[a-z][a-z0-9_]{2,46}$' THEN
         RAISE EXCEPTION 'invalid queue name "%"', left(p_queue, 60)
@@ -89,7 +91,20 @@ BEGIN
     END IF;
     INSERT INTO bus.queues (queue_name, kind, instance_id) VALUES (p_queue, p_kind, p_instance)
     ON CONFLICT (queue_name) DO UPDATE SET kind = EXCLUDED.kind, instance_id = EXCLUDED.instance_id;
-    PERFORM pgmq.create(p_queue);
+    IF part IS NOT NULL AND to_regclass(format('pgmq.%I', qt)) IS NULL THEN
+        -- pgmq's partitioned layout; pg_partman's own retention is switched off: it would drop unconsumed
+        -- messages (q_) and archive rows not yet in cold storage (a_). bus.prune_partitions drops archives.
+        PERFORM pgmq.create_partitioned(p_queue, part, NULL);
+        UPDATE partman.part_config SET retention = NULL
+         WHERE parent_table IN (format('pgmq.%I', qt), format('pgmq.%I', 'a_' || p_queue));
+        -- pgmq indexes a partitioned queue by its partition column only: reads (vt), acks and deletes
+        -- (msg_id) would scan every partition; cold storage reads an archive day in msg_id order
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt)', qt || '_vt_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', qt || '_msgid_idx', qt);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (msg_id)', 'a_' || p_queue || '_msgid_idx', 'a_' || p_queue);
+    ELSIF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned) THEN
+        PERFORM pgmq.create(p_queue);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = format('pgmq.%I', qt)::regclass
                                               AND tgname = 'bus_validate_message') THEN
         EXECUTE format('CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.%I
@@ -102,8 +117,10 @@ BEGIN
         PERFORM pgmq.enable_notify_insert(p_queue, throttle);
     END IF;
     -- Queue tables churn: vacuum them early so dead tuples stay bounded.
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = format('pgmq.%I', qt)::regclass) = 'r' THEN
     EXECUTE format('ALTER TABLE pgmq.%I SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 500,
                     autovacuum_vacuum_cost_delay = 0, autovacuum_analyze_scale_factor = 0.05)', qt);
+    END IF;   -- a partitioned table takes no storage parameters (its partitions are one day each: small)
     PERFORM bus.apply_grants(p_queue);
     PERFORM bus._rebuild_archive_view();
 END;
@@ -226,11 +243,21 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog
 AS $$
+DECLARE
+    partitioned boolean := EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = p_queue AND m.is_partitioned);
+    dropped boolean;
 BEGIN
     PERFORM bus._queue(p_queue);
     DELETE FROM bus.queues WHERE queue_name = p_queue;
     PERFORM bus._rebuild_archive_view();
-    RETURN pgmq.drop_queue(p_queue);
+    dropped := pgmq.drop_queue(p_queue);
+    IF partitioned THEN   -- pgmq leaves pg_partman's configuration and template tables behind
+        DELETE FROM partman.part_config
+         WHERE parent_table IN (format('pgmq.%I', 'q_' || p_queue), format('pgmq.%I', 'a_' || p_queue));
+        EXECUTE format('DROP TABLE IF EXISTS partman.%I, partman.%I',
+                       'template_pgmq_q_' || p_queue, 'template_pgmq_a_' || p_queue);
+    END IF;
+    RETURN dropped;
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION bus.drop_queue(text) FROM PUBLIC;

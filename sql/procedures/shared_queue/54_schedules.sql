@@ -2,9 +2,11 @@
 -- superuser, arriving here over dblink as own_shared_queue, never as a superuser): stored in
 -- bus.schedule_runs for the dashboard, /metrics and bus.alerts().
 
--- Replace the snapshot with P_JOBS (a JSON array of objects with bus.schedule_runs' columns). Jobs
--- missing from the array were unscheduled and are removed. Returns how many jobs it stored.
-CREATE OR REPLACE FUNCTION bus._report_schedules(p_jobs jsonb)
+-- Replace the snapshot of the jobs of P_DATABASES (NULL: every database) with P_JOBS (a JSON array of
+-- objects with bus.schedule_runs' columns). Jobs of those databases missing from the array were
+-- unscheduled and are removed; other databases' jobs (another server's pg_cron reports them) are kept.
+-- Returns how many jobs it stored.
+CREATE OR REPLACE FUNCTION bus._report_schedules_from(p_jobs jsonb, p_databases text[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -17,7 +19,8 @@ BEGIN
               USING ERRCODE = '22023', HINT = 'Call it through ops.report_schedules() in the postgres database.';
     END IF;
     DELETE FROM bus.schedule_runs s
-     WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
+     WHERE (p_databases IS NULL OR s.database = ANY (p_databases))
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p_jobs) j WHERE j->>'jobname' = s.jobname);
     INSERT INTO bus.schedule_runs AS s (jobname, schedule, database, active, last_status, last_start, last_end,
                                         last_message, runs_24h, failures_24h, reported_at, recent)
     SELECT r.jobname, r.schedule, r.database, r.active, r.last_status, r.last_start, r.last_end,
@@ -35,6 +38,16 @@ BEGIN
     RETURN n;
 END;
 $$;
+COMMENT ON FUNCTION bus._report_schedules_from(jsonb, text[]) IS
+    'Replaces the rows of bus.schedule_runs of the given databases (one server''s) with the jobs its pg_cron reports (owner and superuser only).';
+REVOKE EXECUTE ON FUNCTION bus._report_schedules_from(jsonb, text[]) FROM PUBLIC;
+
+-- The whole snapshot (one server holds every database): bus._report_schedules_from(P_JOBS, NULL).
+CREATE OR REPLACE FUNCTION bus._report_schedules(p_jobs jsonb)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bus._report_schedules_from(p_jobs, NULL) $$;
 COMMENT ON FUNCTION bus._report_schedules(jsonb) IS
     'Replaces bus.schedule_runs with the jobs pg_cron reports (owner and superuser only).';
 REVOKE EXECUTE ON FUNCTION bus._report_schedules(jsonb) FROM PUBLIC;

@@ -153,20 +153,23 @@ COMMENT ON FUNCTION bus.console_schedule_run_now(text, text) IS
     'Records a run-now request for a reported schedule; postgres:report_schedules runs it once (Nexus console).';
 
 -- For ops.report_schedules (over dblink as the owner): the run-now requests not yet taken, marked taken.
-CREATE OR REPLACE FUNCTION bus._take_run_requests()
+DROP FUNCTION IF EXISTS bus._take_run_requests();   -- now scoped to the calling server's databases
+CREATE OR REPLACE FUNCTION bus._take_run_requests(p_databases text[] DEFAULT NULL)
 RETURNS TABLE (jobname text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE bus.schedule_run_requests r SET taken_at = now()
      WHERE r.taken_at IS NULL AND r.requested_at > now() - interval '1 hour'
+       AND (p_databases IS NULL OR split_part(r.jobname, ':', 1) = ANY (p_databases))
     RETURNING r.jobname;
 $$;
-COMMENT ON FUNCTION bus._take_run_requests() IS 'Run-now requests for postgres:report_schedules (owner only).';
+COMMENT ON FUNCTION bus._take_run_requests(text[]) IS
+    'Run-now requests of jobs in P_DATABASES (all when NULL) for a server''s postgres:report_schedules (owner only).';
 
 REVOKE EXECUTE ON FUNCTION bus.console_messages(text, text, text, int, int), bus.console_queue_counts(),
     bus.console_dead_letters(text, int, int), bus.console_dlq_purge(text), bus.console_workers(),
-    bus.console_schedules(), bus.console_schedule_run_now(text, text), bus._take_run_requests() FROM PUBLIC;
+    bus.console_schedules(), bus.console_schedule_run_now(text, text), bus._take_run_requests(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bus.console_messages(text, text, text, int, int), bus.console_queue_counts(),
     bus.console_dead_letters(text, int, int), bus.console_dlq_purge(text), bus.console_workers(),
     bus.console_schedules(), bus.console_schedule_run_now(text, text) TO svc_nexus;

@@ -84,8 +84,9 @@ SELECT set_eq($$SELECT queue_name FROM bus.queues WHERE instance_id = 'default'$
 SELECT set_has($$SELECT queue_name FROM pgmq.list_queues()$$, $$SELECT queue_name FROM bus.queues$$,
                'every queue of bus.queues exists in pgmq.list_queues()');
 SELECT is_empty($$SELECT queue_name FROM pgmq.list_queues() l JOIN pgmq.meta m USING (queue_name)
-                  WHERE l.is_partitioned OR l.is_unlogged$$,
-                'no queue is partitioned or unlogged (a crash loses nothing)');
+                  JOIN bus.queues q USING (queue_name) JOIN bus.queue_kinds k ON k.kind = q.kind
+                  WHERE l.is_unlogged OR (l.is_partitioned AND k.partition_interval IS NULL)$$,
+                'no bus queue is unlogged (a crash loses nothing), nor partitioned unless its kind says so');
 
 -- Per queue: live table, archive table, validation trigger, notify trigger (14 x 4).
 CREATE TEMP TABLE t_queues (q text) ON COMMIT DROP;

@@ -3,7 +3,7 @@
 -- reads them through bus.dashboard_schedules() and nobody but the owner may write them.
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(19);
+SELECT plan(24);
 
 SELECT has_table('bus', 'schedule_runs', 'bus.schedule_runs exists');
 SELECT is_definer('bus', 'dashboard_schedules', ARRAY[]::text[], 'dashboard_schedules is SECURITY DEFINER');
@@ -50,6 +50,18 @@ SELECT is((SELECT fix FROM bus.alerts() WHERE subject = 'centralcloud:aggregate'
           'a run failed by a server restart says nothing is wrong with the job and how to run it now');
 SELECT is_empty($$SELECT 1 FROM bus.alerts() WHERE subject = 'singularity:sync_learning'$$,
                 'a paused (inactive) job does not alert');
+
+-- Databases on several servers: each server's report replaces only its own databases' jobs.
+SELECT is(bus._report_schedules_from($$[
+    {"jobname": "genesis:prune_executions", "schedule": "0 4 * * *", "database": "genesis", "active": true}
+]$$, ARRAY['genesis', 'nexus']), 1, 'a report of one server (genesis, nexus) stores its job');
+SELECT is((SELECT count(*)::int FROM bus.schedule_runs WHERE jobname IN ('centralcloud:aggregate', 'singularity:sync_learning')), 2,
+          'the jobs of databases on other servers are kept');
+SELECT is(bus._report_schedules_from('[]', ARRAY['genesis']), 0, 'an empty report of the genesis server');
+SELECT is((SELECT count(*)::int FROM bus.schedule_runs WHERE database = 'genesis'), 0,
+          'removes the jobs of that server''s databases only');
+SELECT throws_ok($$SET LOCAL ROLE svc_nexus; SELECT bus._report_schedules_from('[]', NULL)$$, '42501', NULL,
+                 'svc_nexus may not write a server''s report');
 
 -- A report that stopped arriving is an alert of its own.
 UPDATE bus.schedule_runs SET reported_at = now() - interval '10 minutes';

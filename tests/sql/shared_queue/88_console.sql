@@ -13,7 +13,7 @@ SELECT ok(has_function_privilege('svc_nexus', f, 'EXECUTE'), 'svc_nexus may call
   FROM unnest(ARRAY['bus.console_messages(text, text, text, int, int)', 'bus.console_queue_counts()',
                     'bus.console_dead_letters(text, int, int)', 'bus.console_dlq_purge(text)', 'bus.console_workers()',
                     'bus.console_schedules()', 'bus.console_schedule_run_now(text, text)']) AS f;
-SELECT ok(NOT has_function_privilege('svc_nexus', 'bus._take_run_requests()', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('svc_nexus', 'bus._take_run_requests(text[])', 'EXECUTE'),
           'svc_nexus may not take run-now requests (postgres:report_schedules does)');
 SELECT ok(NOT has_table_privilege('svc_nexus', 'bus.schedule_run_requests', 'INSERT'),
           'svc_nexus may not write run-now requests but through the function');
