@@ -917,26 +917,27 @@ COMMENT ON FUNCTION bus._stamp_identity(p_queue text, p_kind text, m jsonb, iden
 
 
 --
--- Name: _take_run_requests(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+-- Name: _take_run_requests(text[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
-CREATE FUNCTION bus._take_run_requests() RETURNS TABLE(jobname text)
+CREATE FUNCTION bus._take_run_requests(p_databases text[] DEFAULT NULL::text[]) RETURNS TABLE(jobname text)
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     UPDATE bus.schedule_run_requests r SET taken_at = now()
      WHERE r.taken_at IS NULL AND r.requested_at > now() - interval '1 hour'
+       AND (p_databases IS NULL OR split_part(r.jobname, ':', 1) = ANY (p_databases))
     RETURNING r.jobname;
 $$;
 
 
-ALTER FUNCTION bus._take_run_requests() OWNER TO own_shared_queue;
+ALTER FUNCTION bus._take_run_requests(p_databases text[]) OWNER TO own_shared_queue;
 
 --
--- Name: FUNCTION _take_run_requests(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+-- Name: FUNCTION _take_run_requests(p_databases text[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
 --
 
-COMMENT ON FUNCTION bus._take_run_requests() IS 'Run-now requests for postgres:report_schedules (owner only).';
+COMMENT ON FUNCTION bus._take_run_requests(p_databases text[]) IS 'Run-now requests of jobs in P_DATABASES (all when NULL) for a server''s postgres:report_schedules (owner only).';
 
 
 --
@@ -6142,10 +6143,10 @@ REVOKE ALL ON FUNCTION bus._schedule_alerts() FROM PUBLIC;
 
 
 --
--- Name: FUNCTION _take_run_requests(); Type: ACL; Schema: bus; Owner: own_shared_queue
+-- Name: FUNCTION _take_run_requests(p_databases text[]); Type: ACL; Schema: bus; Owner: own_shared_queue
 --
 
-REVOKE ALL ON FUNCTION bus._take_run_requests() FROM PUBLIC;
+REVOKE ALL ON FUNCTION bus._take_run_requests(p_databases text[]) FROM PUBLIC;
 
 
 --
