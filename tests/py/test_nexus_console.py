@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from psycopg.types.json import Jsonb
 
 from orchestrator.core.heartbeat import beat
@@ -129,19 +130,22 @@ def test_queue_page_lists_searches_pages_and_shows_json(system, browser, data):
     assert page.locator("#messages tr[id^=msg-]").count() == 25
     assert "page 1 of 2 · 27 in all" in page.locator("#pager").inner_text()
     page.click("#next")
-    assert page.locator("#messages tr[id^=msg-]").count() == 2 and "page 2 of 2" in page.locator("#pager").inner_text()
+    expect(page.locator("#pager")).to_contain_text("page 2 of 2")  # waits for the next page (a click does not)
+    assert page.locator("#messages tr[id^=msg-]").count() == 2
     page.fill("#q", "agent-1")
     page.locator("#search button").click()
     page.wait_for_url("**q=agent-1**")
     assert page.locator("#messages tr[id^=msg-]").count() == 9  # agent-1: i = 4, 7, ... 28 (not 1, archived)
     page.fill("#q", "req-17")
     page.locator("#search button").click()
+    page.wait_for_url("**q=req-17**")
     rows = page.locator("#messages tr[id^=msg-]")
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)
     rows.locator("summary").click()
     assert '"question 17 <script>x</script>"' in rows.locator("pre").inner_text()  # JSON, shown as text
     page.click("#tab-in_flight")
-    assert page.locator("#messages tr[id^=msg-]").count() == 0  # req-17 is not in flight
+    page.wait_for_url("**state=in_flight**")
+    expect(page.locator("#messages tr[id^=msg-]")).to_have_count(0)  # req-17 is not in flight
     page.goto(url + "/queues/llm_requests?state=in_flight")
     assert "req-02" in page.locator("#messages").inner_text()
     page.goto(url + "/queues/llm_requests?state=archived")
@@ -176,6 +180,7 @@ def test_replay_many_says_why_one_is_refused_and_purge_asks_first(s, system, bro
     for i in range(2):
         rows.nth(i).locator("input[type=checkbox]").check()
     page.click("#replay")
+    expect(page.locator("#msg")).to_contain_text("replayed")
     text = page.locator("#msg").inner_text()
     assert "replayed 1:" in text and "not replayed 1:" in text, text
     assert "svc_genesis" in text or "may not" in text, text  # the reason, from SQL
@@ -185,13 +190,14 @@ def test_replay_many_says_why_one_is_refused_and_purge_asks_first(s, system, bro
     assert any(i["request_id"] == good["id"] for i in hitl.pending("question"))
     assert page.locator("#dead-letters tr[id^=dl-]").count() == 1  # the refused one stays
     page.click("#purge")
-    assert "Purge 1 dead letter?" in page.locator("h1").inner_text()
+    expect(page.locator("h1")).to_contain_text("Purge 1 dead letter?")
     page.click("#cancel")
-    assert page.locator("#dead-letters tr[id^=dl-]").count() == 1  # nothing purged without the confirmation
+    # nothing purged without the confirmation (expect retries: the click does not wait for the next page)
+    expect(page.locator("#dead-letters tr[id^=dl-]")).to_have_count(1)
     page.click("#purge")
     page.click("#confirm-purge")
-    assert "purged 1 dead letters" in page.locator("#msg").inner_text()
-    assert page.locator("#dead-letters tr[id^=dl-]").count() == 0
+    expect(page.locator("#msg")).to_contain_text("purged 1 dead letters")
+    expect(page.locator("#dead-letters tr[id^=dl-]")).to_have_count(0)
     assert page.problems == []
     ctx.close()
 
@@ -217,7 +223,7 @@ def test_schedules_in_words_with_runs_and_run_now(s, system, browser, admin):
     assert row.locator("ul.runs li").count() >= 1 and " ms" in row.locator("ul.runs").inner_text()
     job = "centralcloud:heartbeats"
     page.locator("#job-centralcloud-heartbeats button.run-now").click()
-    assert "run requested" in page.locator("#msg").inner_text()
+    expect(page.locator("#msg")).to_contain_text("run requested")
     assert "requested by olga" in page.locator("#job-centralcloud-heartbeats").inner_text()
     pg = admin("postgres")
     try:
@@ -284,7 +290,7 @@ def test_decisions_with_who_when_comment_and_filters(system, browser, data):
     assert "bob" in text and "alice" not in text
     page.select_option("#f-kind", "approval")
     page.click("#filter")
-    assert "no decisions matching" in page.locator("#decisions").inner_text()
+    expect(page.locator("#decisions")).to_contain_text("no decisions matching")
     assert page.problems == []
     ctx.close()
 
