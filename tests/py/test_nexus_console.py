@@ -8,7 +8,6 @@ the ones docs/nexus.md shows).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from orchestrator.infra.db import connect, owner_conninfo
 from orchestrator.nexus.passwords import hash_password
 
 PW = "correct-horse-1"
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = ("/queues", "/queues/llm_requests", "/dead-letters", "/workers", "/schedules", "/calls", "/decisions",
          "/dashboard", "/approvals", "/questions")
 SHOTS = os.environ.get("NEXUS_SCREENSHOTS")
@@ -46,17 +44,6 @@ def system(s):
     yield hitl, web.url
     sup.request_stop()
     sup.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield b
-        b.close()
 
 
 def signed_in(browser, url, **ctx_kw):

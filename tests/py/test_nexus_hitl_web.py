@@ -6,7 +6,6 @@ Run as root, Chromium gets --no-sandbox (its sandbox refuses root); only the tes
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import httpx
@@ -20,7 +19,6 @@ from orchestrator.infra.db import connect, owner_conninfo
 from orchestrator.nexus.passwords import hash_password
 
 PW = "correct-horse-1"
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 DIFF = "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n-print('old')\n+print('new')\n context\n"
 
 
@@ -52,17 +50,6 @@ def system(s):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield b
-        b.close()
 
 
 @pytest.fixture
