@@ -81,6 +81,16 @@ def as_cluster_user(argv: list[str]) -> list[str]:
     return _as_user(_os_user(), argv)
 
 
+def tree_base(s: Settings, name: str) -> Path:
+    """Where a server tree NAME (e.g. the HA pair) lives: <state dir>/NAME when the cluster user can enter the
+    checkout, else /var/lib/orchestrator/<checkout key>-NAME (a 0700 home or temporary folder, as in CI)."""
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    if _can_enter(_os_user(), s.state_dir):
+        return s.state_dir / name
+    key = hashlib.sha256(str(s.root).encode()).hexdigest()[:12]
+    return Path("/var/lib/orchestrator") / f"{key}-{name}"
+
+
 def port_free(port: int) -> bool:
     """Whether PORT on 127.0.0.1 is free to listen on."""
     return _port_free(port)

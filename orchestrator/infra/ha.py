@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.infra.cluster import ClusterError, as_cluster_user, bindir, port_free
+from orchestrator.infra.cluster import ClusterError, as_cluster_user, bindir, port_free, tree_base
 from orchestrator.infra.config import Settings
 
 NODES = ("node1", "node2")
@@ -85,7 +85,7 @@ class HaCluster:
 
     @property
     def base(self) -> Path:
-        return self.settings.state_dir / self.name
+        return tree_base(self.settings, self.name)
 
     @property
     def pointer(self) -> Path:
@@ -186,7 +186,7 @@ class HaCluster:
     def create(self) -> None:
         """Monitor, then the primary, then the secondary (a pg_basebackup of the primary); idempotent."""
         self.base.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.base, 0o755)
+        os.chmod(self.base, 0o755)  # under /var/lib/orchestrator when the checkout is closed to the cluster user
         self._own(self.base)
         if not self.pointer.exists():
             self.pointer.write_text(json.dumps({"ports": self._pick_ports()}))
