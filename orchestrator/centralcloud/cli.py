@@ -39,8 +39,7 @@ def run(job: str) -> None:
     from orchestrator.centralcloud.jobs import GIT_JOBS, JOBS, run_job
     from orchestrator.centralcloud.settings import CentralCloudSettings
 
-    with _cc():  # a server that is down: said once, with the fix (cli.main.Cli), before any job
-        pass
+    _cc().close()  # connect first: a server that is down is said once, with the fix (cli.main.Cli), before any job
     names = list(JOBS) if job == "all" else [job]
     if job == "all":  # Git jobs only where configured
         configured = CentralCloudSettings.from_env().configured()

@@ -134,7 +134,7 @@ def links(s: Settings) -> list[Check]:
     linked = [(d, SERVICES[d]) for d in LINKED_KINDS]
     try:   # extra Singularity instances, each with its own link and role
         linked += [(t.dbname, t.service_role) for t in instance_targets(s)]
-    except psycopg.Error:
+    except psycopg.Error:  # the instance registry unreadable: the server checks above already say why
         pass
     for d, role in linked:
         try:
