@@ -13,7 +13,7 @@ import time
 from tabulate import tabulate
 
 HEADERS = ["figure", "value", "target"]
-MODULES = ["bench.bus", "bench.nexus", "bench.singularity", "bench.genesis", "bench.centralcloud", "bench.nats",
+MODULES = ["bench.bus", "bench.nexus", "bench.throughput", "bench.singularity", "bench.genesis", "bench.centralcloud", "bench.nats",
            "bench.partitions"]
 
 

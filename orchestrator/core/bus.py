@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from orchestrator.core.messages import Rules, ValidationError
-from orchestrator.core.notify import Notifier
+from orchestrator.core.notify import Notifier, Waker
 from orchestrator.infra.db import Undecodable, make_pool
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,21 @@ def _translate(e: psycopg.Error, queue: str) -> Exception:
     return BusError(full)
 
 
+def defer_wakes(conninfo: str) -> str:
+    """CONNINFO for the bus's own pool: its inserts do not NOTIFY inside their commit (the bus_wake trigger
+    skips a session with bus.wake = after_commit); the bus calls bus.wake() after the commit instead, so
+    concurrent senders do not queue on NOTIFY's commit lock (docs/wake-ups.md)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    opts = conninfo_to_dict(conninfo).get("options") or ""
+    return make_conninfo(conninfo, options=f"{opts} -c bus.wake=after_commit".strip())
+
+
+# What a send inside a caller's own transaction runs: that transaction wakes the listeners at its commit
+# (the bus cannot call bus.wake() after a commit it does not make).
+SEND_IN_TX = "SELECT pgmq.send(%s, %s, %s) AS id FROM (SELECT set_config('bus.wake', 'in_commit', true)) w"
+
+
 class Bus:
     """pgmq with validation, fenced acks, retries, dead letters, wake-ups and request/reply."""
 
@@ -100,9 +115,10 @@ class Bus:
         self.poll_s = poll_ms / 1000.0
         self.batch_size = batch_size
         self.vt_s = vt_s
-        self.pool = pool or make_pool(conninfo, max_size=pool_size, name=f"bus:{source or 'client'}")
+        self.pool = pool or make_pool(defer_wakes(conninfo), max_size=pool_size, name=f"bus:{source or 'client'}")
         self._rules: Rules | None = None
         self._notifier: Notifier | None = None
+        self._waker: Waker | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -123,6 +139,8 @@ class Bus:
     def close(self) -> None:
         if self._notifier:
             self._notifier.close()
+        if self._waker:
+            self._waker.close()
         self.pool.close()
 
     def __enter__(self) -> Bus:
@@ -161,6 +179,20 @@ class Bus:
                 log.info("connection lost; probing the pool and retrying once")
                 self.pool.check()  # drop every other dead idle connection too (e.g. after a restart)
 
+    @property
+    def waker(self) -> Waker:
+        with self._lock:
+            if self._waker is None:
+                self._waker = Waker(self.conninfo)
+            return self._waker
+
+    def committed(self, sql: str, params, wake: list[str]) -> list[dict]:
+        """Run SQL (one autocommit statement: one commit), then have the waker wake the listeners of WAKE."""
+        rows = self.run(lambda c: c.execute(sql, params).fetchall())
+        if wake:
+            self.waker.wake(wake)
+        return rows
+
     def stamp(self, queue: str, message: dict) -> dict:
         if self.source and isinstance(message, dict) and "source" not in message:
             message = {**message, "source": self.source}
@@ -179,12 +211,9 @@ class Bus:
         m = self.stamp(queue, message)
         try:
             if conn is not None:
-                return conn.execute("SELECT pgmq.send(%s, %s, %s) AS id",
-                                    (queue, Jsonb(m), delay_s)).fetchone()["id"]
-            if delay_s:
-                return self.run(lambda c: c.execute("SELECT pgmq.send(%s, %s, %s) AS id",
-                                                     (queue, Jsonb(m), delay_s)).fetchone()["id"])
-            return self.run(lambda c: c.execute("SELECT pgmq.send(%s, %s) AS id", (queue, Jsonb(m))).fetchone()["id"])
+                return conn.execute(SEND_IN_TX, (queue, Jsonb(m), delay_s)).fetchone()["id"]
+            return self.committed("SELECT pgmq.send(%s, %s, %s) AS id", (queue, Jsonb(m), delay_s),
+                                  [] if delay_s else [queue])[0]["id"]
         except psycopg.errors.DiskFull as e:
             raise BusError(f"{queue}: the database server is out of disk space ({e.diag.message_primary}); "
                            "free space there and send again. Nothing was enqueued.") from e
@@ -198,8 +227,7 @@ class Bus:
         self._refuse_when_off(queue)
         ms = [Jsonb(self.stamp(queue, m)) for m in messages]
         try:
-            return self.run(lambda c: [r["id"] for r in c.execute("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id",
-                                                                   (queue, ms))])
+            return [r["id"] for r in self.committed("SELECT pgmq.send_batch(%s, %s::jsonb[]) AS id", (queue, ms), [queue])]
         except psycopg.errors.Error as e:
             if db_away(e):  # not OperationalError in general: 54000 (too big, too deep) is one too
                 raise
@@ -246,17 +274,39 @@ class Bus:
 
     def reply_and_ack(self, msg: Message, result_queue: str, result: dict) -> str:
         """Send RESULT and archive the request in one transaction; a stale delivery sends nothing."""
-        m = self.stamp(result_queue, result)
-        with self.pool.connection() as c:
-            with c.transaction():
-                status = c.execute("SELECT bus.ack(%s, %s, %s) AS r",
-                                   (msg.queue, msg.msg_id, msg.read_ct)).fetchone()["r"]
-                if status != "acked":
-                    log.warning("result for %s msg %s not sent: this delivery is %s (another worker holds it)",
-                                msg.queue, msg.msg_id, status)
-                    raise psycopg.Rollback()
-                c.execute("SELECT pgmq.send(%s, %s)", (result_queue, Jsonb(m)))
+        status = self.reply_many([(msg, result_queue, result)])[0]
+        if status.startswith("invalid: "):
+            raise ValidationError(status.removeprefix("invalid: "))
         return status
+
+    def reply_many(self, answers: list[tuple[Message, str, dict]]) -> list[str]:
+        """Answer deliveries of one queue in one transaction (bus.reply): each (message, result queue, result)
+        is acked (fenced) and, if acked, its result sent. Returns acked / stale / gone per answer; a result
+        this bus refuses is not sent and its message not acked ('invalid: why')."""
+        out: list[str | None] = [None] * len(answers)
+        ok = []
+        for i, (msg, queue, result) in enumerate(answers):
+            try:
+                ok.append((i, msg, queue, Jsonb(self.stamp(queue, result))))
+            except ValidationError as e:
+                out[i] = f"invalid: {e}"
+        if ok:
+            q = ok[0][1].queue
+            try:
+                rows = self.committed(
+                    "SELECT * FROM bus.reply(%s, %s::bigint[], %s::int[], %s::text[], %s::jsonb[])",
+                    (q, [a[1].msg_id for a in ok], [a[1].read_ct for a in ok], [a[2] for a in ok], [a[3] for a in ok]),
+                    sorted({a[2] for a in ok}))
+            except psycopg.errors.Error as e:
+                if db_away(e):
+                    raise
+                raise _translate(e, ", ".join(sorted({a[2] for a in ok}))) from e
+            for (i, msg, _q, _m), r in zip(ok, rows, strict=True):
+                out[i] = r["status"]
+                if r["status"] != "acked":
+                    log.warning("result for %s msg %s not sent: this delivery is %s (another worker holds it)",
+                                msg.queue, msg.msg_id, r["status"])
+        return out
 
     def fail(self, msg: Message, error: str, max_attempts: int | None = None, backoff_s: float = 1.0) -> str:
         """A failed attempt: 'retry' after backoff, or 'dead_lettered' once attempts reach the limit."""
@@ -292,11 +342,14 @@ class Bus:
 
     def consume(self, queue: str, handler: Callable[[Message], None], *, stop: threading.Event,
                 batch_size: int | None = None, on_idle: Callable[[], None] | None = None,
-                in_flight: dict | None = None, on_done: Callable[[Message], None] | None = None) -> None:
+                in_flight: dict | None = None, on_done: Callable[[Message], None] | None = None,
+                handle_batch: Callable[[list[Message], threading.Event], list[Message]] | None = None) -> None:
         """The consumer loop (the daemon's, the tests' and the benchmarks'): read QUEUE in batches until STOP
         is set and settle each message on its own: HANDLER's return acks, Reject dead-letters, any other
         error retries with backoff, a lost database hands it back. IN_FLIGHT (if given) holds the messages
         read and not yet settled, so a shutdown can give them back; ON_DONE is called after each one.
+        HANDLE_BATCH (if given) takes a read of more than one message whole and settles each itself
+        (e.g. one SQL call for all their answers); it returns the messages it handled.
         Wake-ups come from LISTEN; without one, the queue is polled every SHARED_QUEUE_POLL_MS."""
         self.notifier.subscribe(queue)
         delay = 0.1
@@ -321,6 +374,9 @@ class Bus:
                 self.notifier.wait(queue, gen, self.poll_s)
                 continue
             held.update({(m.queue, m.msg_id): m for m in msgs})
+            if handle_batch is not None and len(msgs) > 1:
+                self._batch(msgs, handle_batch, stop, held, on_done)
+                continue
             for m in msgs:
                 try:
                     if stop.is_set():
@@ -331,6 +387,19 @@ class Bus:
                         on_done(m)
                 finally:
                     held.pop((m.queue, m.msg_id), None)
+
+    @staticmethod
+    def _batch(msgs: list[Message], handle_batch, stop: threading.Event, held: dict, on_done) -> None:
+        done: list[Message] = []
+        try:
+            done = handle_batch(msgs, stop)
+        except Exception:  # noqa: BLE001 - a consumer never dies on one batch: its messages come back after their timeout
+            log.exception("handling a batch of %d from %s failed", len(msgs), msgs[0].queue)
+        finally:
+            for m in msgs:
+                held.pop((m.queue, m.msg_id), None)
+        for m in done if on_done else ():
+            on_done(m)
 
     def handle(self, m: Message, handler: Callable[[Message], None]) -> None:
         """Run HANDLER on one delivery and settle it (ack / dead-letter / fail), surviving DB outages."""
@@ -454,10 +523,16 @@ class SelfSettlingBus(Bus):
     def handle(self, m: Message, handler: Callable[[Message], None]) -> None:
         try:
             handler(m)
-        except Reject as e:
-            self.safely(self.dead_letter, m, f"rejected: {e}")
         except Exception as e:  # noqa: BLE001 - recorded on the message, retried with backoff
-            if self.away(m, e):
-                return
-            log.exception("%s: handler failed on msg %s", self.source or "worker", m.msg_id)
-            self.safely(self.fail, m, f"{type(e).__name__}: {e}")
+            self.settle_failure(m, e)
+
+    def settle_failure(self, m: Message, e: Exception) -> None:
+        """Settle M after its handling raised E: Reject dead-letters it, the database away hands it back
+        without counting an attempt, anything else is a failed attempt (backoff, dead letter at the limit)."""
+        if isinstance(e, Reject):
+            self.safely(self.dead_letter, m, f"rejected: {e}")
+            return
+        if self.away(m, e):
+            return
+        log.error("%s: handler failed on %s msg %s", self.source or "worker", m.queue, m.msg_id, exc_info=e)
+        self.safely(self.fail, m, f"{type(e).__name__}: {e}")

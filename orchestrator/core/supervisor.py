@@ -30,6 +30,7 @@ class Worker:
     queue: str | None = None
     every_s: float | None = None
     handle: object = None          # Callable[[Message], None] for consumers
+    handle_batch: object = None    # Callable[[list[Message], Event], list[Message]]: a whole read at once (optional)
     tick: object = None            # Callable[[], None] for periodic workers
     on_stop: object = None         # Callable[[], None], called once at shutdown
     batch: int = 1                 # messages a consumer slot reads at once
@@ -53,7 +54,8 @@ class Supervisor:
             w.processed += 1
             metrics.handled(m.queue, m.enqueued_at)
 
-        w.bus.consume(w.queue, w.handle, stop=self.stop, batch_size=w.batch, in_flight=w.in_flight, on_done=done)
+        w.bus.consume(w.queue, w.handle, stop=self.stop, batch_size=w.batch, in_flight=w.in_flight, on_done=done,
+                      handle_batch=w.handle_batch)
 
     def _periodic(self, w: Worker) -> None:
         while not self.stop.is_set():

@@ -192,6 +192,12 @@ class _Pool(ConnectionPool):
             except Exception:  # noqa: BLE001 - a dead connection: the pool discards and replaces it
                 self.putconn(conn)
 
+    def putconn(self, conn: psycopg.Connection) -> None:
+        """Stamp the return time here, not in a `reset=` callback: with one, psycopg_pool hands every return
+        to its worker thread, and the next checkout waits on that thread (measured: +0.3 ms per call)."""
+        conn._orch_returned = time.monotonic()
+        super().putconn(conn)
+
 
 class Undecodable(str):
     """A json/jsonb value this process could not decode (e.g. nested deeper than Python's recursion limit):
@@ -207,10 +213,6 @@ def _tolerant_loads(data):
 
 def _configure(conn: psycopg.Connection) -> None:
     set_json_loads(_tolerant_loads, conn)
-
-
-def _stamp_return(conn: psycopg.Connection) -> None:
-    conn._orch_returned = time.monotonic()
 
 
 def _reconnect_again(pool: ConnectionPool) -> None:
@@ -230,7 +232,6 @@ def make_pool(conninfo: str, min_size: int = 1, max_size: int = 4, name: str = "
         max_size=max_size,
         kwargs={"autocommit": True, "row_factory": dict_row},
         configure=_configure,
-        reset=_stamp_return,
         # psycopg_pool's reconnect backoff doubles without a cap (1, 2, 4, 8 s ...) and clients already
         # waiting are not woken by a new attempt: give an attempt up after 5 s and start a fresh one
         # at once, so a restarted server is picked up within ~2 s, not after a long sleep.

@@ -13,29 +13,35 @@ from orchestrator.core.messages import ValidationError
 from orchestrator.core.supervisor import Worker
 from orchestrator.infra.config import Settings
 from orchestrator.infra.db import make_pool, role_conninfo
-from orchestrator.nexus.router import Router, fast_commit
+from orchestrator.nexus.router import Call, Router, fast_commit
 from orchestrator.nexus.settings import NexusSettings
 
 log = logging.getLogger(__name__)
 
 
+def leaser(bus: Bus, m: Message, margin_s: float):
+    """Before each attempt on M: make sure its lease outlives the provider's timeout plus MARGIN_S (settling,
+    publishing), extending it only if not."""
+    held = {"until": m.vt}
+
+    def lease(cand: dict) -> None:
+        if cand["kind"] == "offline":
+            return
+        need = float(cand["timeout_s"]) + margin_s
+        if held["until"] < datetime.now(UTC) + timedelta(seconds=need):
+            if bus.extend(m, need) == "ok":
+                held["until"] = datetime.now(UTC) + timedelta(seconds=need)
+
+    return lease
+
+
 def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
-    """MARGIN_S: how long the lease must outlive a provider attempt's timeout (settling, publishing)."""
+    """One delivery: routed, then answered and acked in one transaction."""
 
     def handle(m: Message) -> None:
         t0 = time.monotonic()
-        held = {"until": m.vt}
-
-        def lease(cand: dict) -> None:
-            """Before each attempt: make sure the lease outlives the provider's timeout (extend only if not)."""
-            if cand["kind"] == "offline":
-                return
-            need = float(cand["timeout_s"]) + margin_s
-            if held["until"] < datetime.now(UTC) + timedelta(seconds=need):
-                if bus.extend(m, need) == "ok":
-                    held["until"] = datetime.now(UTC) + timedelta(seconds=need)
-
-        result = router.route(m.body, on_attempt=lease, sender=m.sender, sha256=m.content_sha256, msg_id=m.msg_id)
+        result = router.route(m.body, on_attempt=leaser(bus, m, margin_s), sender=m.sender, sha256=m.content_sha256,
+                              msg_id=m.msg_id)
         queue = m.body.get("reply_to") or "llm_results"
         try:
             bus.reply_and_ack(m, queue, result)
@@ -44,6 +50,66 @@ def make_handler(bus: Bus, router: Router, margin_s: float = 15.0):
         log_answer(m, result, metrics.since(t0))
 
     return handle
+
+
+class BatchAnswerer:
+    """A whole read of llm_requests at once: admitted in one SQL call, then each one's provider attempts, then
+    settled (nexus.settle_many) and answered (bus.reply: results sent, requests acked) in one call each. The
+    answers ready so far go out before any request whose first attempt may wait on the network, so a slow
+    call never holds finished answers back. A failure falls back to settling each message on its own."""
+
+    def __init__(self, bus: Bus, router: Router, margin_s: float, single, counter: dict):
+        self.bus, self.router, self.margin_s, self.single, self.counter = bus, router, margin_s, single, counter
+
+    def __call__(self, msgs: list[Message], stop) -> list[Message]:
+        t0 = time.monotonic()
+        calls = [Call(m.body, m.sender, m.content_sha256, m.msg_id) for m in msgs]
+        try:
+            self.router.admit(calls)
+        except Exception:  # noqa: BLE001 - nothing done yet: each message takes the one-at-a-time path
+            log.warning("admitting a batch of %d failed; handling each on its own", len(msgs), exc_info=True)
+            for m in msgs:
+                self.bus.handle(m, self.single)
+            return msgs
+        done, pending = [], []
+        for m, call in zip(msgs, calls, strict=True):
+            if stop.is_set():  # shutdown: what has not started goes back at once
+                self.bus.safely(self.bus.release, m)
+                continue
+            if pending and call.may_block:
+                self.answer(pending, t0)
+                pending = []
+            try:
+                self.router.attempt(call, leaser(self.bus, m, self.margin_s))
+            except Exception as e:  # noqa: BLE001 - this message only
+                self.bus.settle_failure(m, e)
+                done.append(m)
+                continue
+            pending.append((m, call))
+            done.append(m)
+        self.answer(pending, t0)
+        return done
+
+    def answer(self, pending: list[tuple[Message, Call]], t0: float) -> None:
+        """Settle PENDING in nexus and answer them on the bus, one call each."""
+        if not pending:
+            return
+        try:
+            self.router.settle([c for _m, c in pending])
+            results = [self.router.result(c) for _m, c in pending]
+            status = self.bus.reply_many([(m, m.body.get("reply_to") or "llm_results", r)
+                                          for (m, _c), r in zip(pending, results, strict=True)])
+        except Exception as e:  # noqa: BLE001 - each one settled as the one-at-a-time path would
+            for m, _c in pending:
+                self.bus.settle_failure(m, e)
+            return
+        for (m, _c), r, st in zip(pending, results, status, strict=True):
+            if st.startswith("invalid: "):
+                queue = m.body.get("reply_to") or "llm_results"
+                self.bus.settle_failure(m, Reject(f"cannot answer on {queue}: {st.removeprefix('invalid: ')}"))
+            elif st == "acked":
+                self.counter["n"] += 1
+                log_answer(m, r, metrics.since(t0))
 
 
 def log_answer(m: Message, result: dict, seconds: float) -> None:
@@ -85,8 +151,10 @@ def make(s: Settings) -> Worker:
 
     # each slot reads SHARED_QUEUE_BATCH_SIZE requests at once; a request whose lease would end before its
     # provider call does is extended first (make_handler), and acks are fenced, so a long batch is safe
+    single = _counting(make_handler(bus, router, ns.lease_margin_s), handled)
     return Worker(name="nexus", bus=bus, queue="llm_requests", concurrency=ns.concurrency, batch=s.batch_size,
-                  handle=_counting(make_handler(bus, router, ns.lease_margin_s), handled), on_stop=stop)
+                  handle=single, handle_batch=BatchAnswerer(bus, router, ns.lease_margin_s, single, handled),
+                  on_stop=stop)
 
 
 def _counting(handle, counter: dict):

@@ -170,6 +170,50 @@ $$;
 COMMENT ON FUNCTION nexus.settle(text, text, text, jsonb) IS
     'Logs a request''s attempts in llm_calls and replaces its reservation by the real tokens and cost.';
 
+-- Admit a batch in one call and one commit: nexus.admit on each element of P_REQUESTS, in order
+-- ({request_id, agent_id, task_type, model, prompt_chars, max_tokens, sender, sha256}); an array of admissions.
+CREATE OR REPLACE FUNCTION nexus.admit_many(p_requests jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out jsonb := '[]'::jsonb;
+    x record;
+BEGIN
+    FOR x IN SELECT r.* FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS e(doc, k)
+               CROSS JOIN LATERAL jsonb_to_record(e.doc) AS r(request_id text, agent_id text, task_type text, model text,
+                                                             prompt_chars int, max_tokens int, sender text, sha256 text)
+              ORDER BY e.k LOOP
+        out := out || jsonb_build_array(nexus.admit(x.request_id, x.agent_id, x.task_type, x.model, x.prompt_chars,
+                                                    x.max_tokens, x.sender, x.sha256));
+    END LOOP;
+    RETURN out;
+END;
+$$;
+COMMENT ON FUNCTION nexus.admit_many(jsonb) IS 'nexus.admit for each request of a batch, in one call.';
+
+-- Settle a batch in one call and one commit: nexus.settle on each element of P_SETTLES, in order
+-- ({request_id, agent_id, task_type, calls}); an array of totals.
+CREATE OR REPLACE FUNCTION nexus.settle_many(p_settles jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out jsonb := '[]'::jsonb;
+    x record;
+BEGIN
+    FOR x IN SELECT r.* FROM jsonb_array_elements(p_settles) WITH ORDINALITY AS e(doc, k)
+               CROSS JOIN LATERAL jsonb_to_record(e.doc) AS r(request_id text, agent_id text, task_type text, calls jsonb)
+              ORDER BY e.k LOOP
+        out := out || jsonb_build_array(nexus.settle(x.request_id, x.agent_id, x.task_type, x.calls));
+    END LOOP;
+    RETURN out;
+END;
+$$;
+COMMENT ON FUNCTION nexus.settle_many(jsonb) IS 'nexus.settle for each request of a batch, in one call.';
+
 -- Configuration (operator: `orchestrator nexus ...`, as the database owner) ----------------------
 -- Each refuses a bad value with 22023, naming the value and the option that fixes it (never a raw constraint name).
 CREATE OR REPLACE FUNCTION nexus.set_provider(p_name text, p_kind text, p_base_url text, p_api_key_env text,

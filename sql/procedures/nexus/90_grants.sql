@@ -9,6 +9,8 @@ GRANT EXECUTE ON FUNCTION
     nexus.plan(text, text),
     nexus.admit(text, text, text, text, int, int, text, text),
     nexus.settle(text, text, text, jsonb),
+    nexus.admit_many(jsonb),
+    nexus.settle_many(jsonb),
     nexus.hitl_claim(text, text, bigint, int, double precision, jsonb, text, double precision, text, text),
     nexus.hitl_conflict_response(text, text, text),
     nexus.hitl_leases_due(double precision),

@@ -73,6 +73,68 @@ END;
 $$;
 COMMENT ON FUNCTION bus.apply_grants(text) IS 'Grants a queue''s tables to service roles exactly as bus.flows says.';
 
+-- Wake-ups: one NOTIFY per INSERT statement on pgmq's channel 'pgmq.q_<queue>.INSERT' (the one
+-- pgmq.enable_notify_insert uses, so any LISTEN client works). pgmq's own trigger updates a throttle
+-- row per inserted message, which serializes concurrent senders on that row. A session that sets
+-- bus.wake = 'after_commit' (the orchestrator's Bus) is not woken for here: it calls bus.wake() after its
+-- commit, so its commit does not hold NOTIFY's database-wide commit lock (docs/wake-ups.md).
+CREATE OR REPLACE FUNCTION bus._wake()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('bus.wake', true) IS DISTINCT FROM 'after_commit' THEN
+        PERFORM pg_notify('pgmq.' || TG_TABLE_NAME || '.INSERT', NULL);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION bus._wake() IS 'Statement trigger: wakes the queue''s listeners once per INSERT statement.';
+
+-- Wake the listeners of P_QUEUES (managed queues only), in a transaction of its own after a commit
+-- that inserted into them: such a transaction writes no WAL, so NOTIFY's commit lock is held for microseconds.
+CREATE OR REPLACE FUNCTION bus.wake(p_queues text[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('pgmq.q_' || q.queue_name || '.INSERT', NULL)
+      FROM bus.queues q WHERE q.queue_name = ANY (p_queues);
+$$;
+COMMENT ON FUNCTION bus.wake(text[]) IS 'Notifies the listeners of the named queues (after the inserting commit).';
+
+-- Put P_QUEUE's wake-up trigger in the state throttle P_THROTTLE_MS asks for (a no-op when it is):
+-- 0 is the statement trigger bus_wake; more is pgmq's per-message trigger with that throttle.
+CREATE OR REPLACE FUNCTION bus._set_wake(p_queue text, p_throttle_ms int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qt regclass := format('pgmq.%I', 'q_' || p_queue)::regclass;
+    has_wake boolean := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = qt AND t.tgname = 'bus_wake');
+    pgmq_ms int := (SELECT t.throttle_interval_ms FROM pgmq.notify_insert_throttle t WHERE t.queue_name = p_queue);
+BEGIN
+    IF p_throttle_ms = 0 THEN
+        IF pgmq_ms IS NOT NULL THEN
+            PERFORM pgmq.disable_notify_insert(p_queue);
+        END IF;
+        IF NOT has_wake THEN
+            EXECUTE format('CREATE TRIGGER bus_wake AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION bus._wake()', qt);
+        END IF;
+    ELSE
+        IF has_wake THEN
+            EXECUTE format('DROP TRIGGER bus_wake ON %s', qt);
+        END IF;
+        IF pgmq_ms IS DISTINCT FROM p_throttle_ms THEN
+            PERFORM pgmq.enable_notify_insert(p_queue, p_throttle_ms);
+        END IF;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION bus._set_wake(text, int) IS 'Installs the wake-up trigger a notify throttle asks for on one queue.';
+
 -- Create queue P_QUEUE of kind P_KIND (idempotent): pgmq queue + validation + notify + grants.
 CREATE OR REPLACE FUNCTION bus.ensure_queue(p_queue text, p_kind text, p_instance text DEFAULT NULL)
 RETURNS void
@@ -110,12 +172,8 @@ BEGIN
         EXECUTE format('CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.%I
                         FOR EACH ROW EXECUTE FUNCTION bus._check_message()', qt);
     END IF;
-    -- Wake consumers on insert. Throttle 0: every insert notifies (a wake-up inside a throttle
-    -- window is dropped, which costs a full poll interval; see README "wake-ups").
-    IF NOT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle t
-                    WHERE t.queue_name = p_queue AND t.throttle_interval_ms = throttle) THEN
-        PERFORM pgmq.enable_notify_insert(p_queue, throttle);
-    END IF;
+    -- Wake consumers on insert: once per statement (throttle 0), or pgmq's throttled per-message trigger.
+    PERFORM bus._set_wake(p_queue, throttle);
     -- Queue tables churn: vacuum them early so dead tuples stay bounded.
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = format('pgmq.%I', qt)::regclass) = 'r' THEN
     EXECUTE format('ALTER TABLE pgmq.%I SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 500,
@@ -191,7 +249,7 @@ AS $$
     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
     WHERE bus.settings.value IS DISTINCT FROM EXCLUDED.value;
 $$;
-REVOKE EXECUTE ON FUNCTION bus.set_setting(text, text), bus.ensure_queue(text, text, text),
+REVOKE EXECUTE ON FUNCTION bus.set_setting(text, text), bus.ensure_queue(text, text, text), bus._set_wake(text, int),
     bus.ensure_instance(text, name), bus.apply_grants(text), bus.grant_common(name) FROM PUBLIC;
 
 -- Apply operator settings from env (migrate calls this): retention days and the notify throttle.
@@ -211,9 +269,7 @@ BEGIN
     END IF;
     PERFORM bus.set_setting('retention_days', p_retention_days::text);
     PERFORM bus.set_setting('notify_throttle_ms', p_notify_throttle_ms::text);
-    PERFORM pgmq.update_notify_insert(t.queue_name, p_notify_throttle_ms)
-       FROM pgmq.notify_insert_throttle t
-      WHERE t.throttle_interval_ms <> p_notify_throttle_ms;
+    PERFORM bus._set_wake(q.queue_name, p_notify_throttle_ms) FROM bus.queues q ORDER BY q.queue_name;
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION bus.configure(int, int) FROM PUBLIC;

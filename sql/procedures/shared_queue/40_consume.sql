@@ -50,6 +50,38 @@ END;
 $$;
 COMMENT ON FUNCTION bus.ack(text, bigint[], int[]) IS 'Fenced ack of a batch; returns the ids actually archived.';
 
+-- Answer a batch in one transaction (one commit): the fenced ack of each delivery (P_MSG_IDS[i],
+-- P_READ_CTS[i]) of P_QUEUE and, for each one acked, its result P_RESULTS[i] sent to P_REPLY_TO[i].
+-- A delivery that is stale or gone sends nothing. Returns each msg_id with acked / stale / gone, in order.
+CREATE OR REPLACE FUNCTION bus.reply(p_queue text, p_msg_ids bigint[], p_read_cts int[], p_reply_to text[],
+                                     p_results jsonb[])
+RETURNS TABLE (msg_id bigint, status text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int := cardinality(p_msg_ids);
+    acked bigint[];
+    rq text;
+BEGIN
+    IF n IS NULL OR cardinality(p_read_cts) IS DISTINCT FROM n OR cardinality(p_reply_to) IS DISTINCT FROM n
+       OR cardinality(p_results) IS DISTINCT FROM n THEN
+        RAISE EXCEPTION 'bus.reply(%): msg_ids, read_cts, reply_to and results must be arrays of the same length', p_queue
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass one read_ct, reply queue and result per msg_id.';
+    END IF;
+    acked := ARRAY(SELECT bus.ack(p_queue, p_msg_ids, p_read_cts));
+    FOR rq IN SELECT DISTINCT r.q FROM unnest(p_msg_ids, p_reply_to) AS r(id, q) WHERE r.id = ANY (acked) ORDER BY 1 LOOP
+        PERFORM pgmq.send_batch(rq, ARRAY(SELECT r.m FROM unnest(p_msg_ids, p_reply_to, p_results) WITH ORDINALITY
+                                                     AS r(id, q, m, k)
+                                           WHERE r.q = rq AND r.id = ANY (acked) ORDER BY r.k));
+    END LOOP;
+    RETURN QUERY SELECT i.id, CASE WHEN i.id = ANY (acked) THEN 'acked' ELSE bus._why_not(p_queue, i.id) END
+                   FROM unnest(p_msg_ids) WITH ORDINALITY AS i(id, k) ORDER BY i.k;
+END;
+$$;
+COMMENT ON FUNCTION bus.reply(text, bigint[], int[], text[], jsonb[]) IS
+    'Fenced ack of a batch plus the result of each delivery acked, in one transaction.';
+
 -- Take the reply a requester waits for: archive the first visible message of P_QUEUE whose body
 -- contains P_MATCH (e.g. {"request_id": ...}) and return it, in one statement and one commit (a read
 -- then an ack would be two). Two waiters never both get it (SKIP LOCKED). No row: nothing there yet.
