@@ -1,5 +1,5 @@
 -- shared_queue schema: the real pgmq extension, the bus schema, and every queue of the catalog
--- with its archive, its validation trigger and its notify trigger at the configured throttle.
+-- with its archive, its validation trigger and its wake-up trigger (one NOTIFY per insert statement).
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(117);
@@ -98,8 +98,8 @@ SELECT has_table('pgmq', 'a_' || q, format('archive table pgmq.a_%s exists', q))
 SELECT trigger_is('pgmq', 'q_' || q, 'bus_validate_message', 'bus', '_check_message',
                   format('q_%s validates every insert through bus._check_message()', q))
   FROM t_queues ORDER BY q;
-SELECT trigger_is('pgmq', 'q_' || q, 'trigger_notify_queue_insert_listeners', 'pgmq', 'notify_queue_listeners',
-                  format('q_%s notifies listeners on insert (pgmq.enable_notify_insert)', q))
+SELECT trigger_is('pgmq', 'q_' || q, 'bus_wake', 'bus', '_wake',
+                  format('q_%s wakes its listeners once per insert statement (bus._wake)', q))
   FROM t_queues ORDER BY q;
 
 -- Every managed queue (also other instances') has both triggers, and the throttle we configured.
@@ -109,9 +109,11 @@ SELECT is_empty($$SELECT b.queue_name FROM bus.queues b
                 'every queue in bus.queues has an enabled validation trigger');
 SELECT isnt(bus.setting('notify_throttle_ms'), NULL, 'bus.setting(''notify_throttle_ms'') is set by migrate');
 SELECT is_empty($$SELECT b.queue_name FROM bus.queues b
-                   LEFT JOIN pgmq.notify_insert_throttle t USING (queue_name)
-                   WHERE t.throttle_interval_ms IS DISTINCT FROM bus.setting('notify_throttle_ms')::int$$,
-                'every queue notifies with throttle_interval_ms = bus.setting(''notify_throttle_ms'')');
+                   WHERE bus.setting('notify_throttle_ms')::int = 0
+                     AND (NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('pgmq.%I', 'q_' || b.queue_name)::regclass
+                                        AND t.tgname = 'bus_wake' AND t.tgenabled = 'O')
+                          OR EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle t WHERE t.queue_name = b.queue_name))$$,
+                'with throttle 0 every queue has the statement wake-up and not pgmq''s per-message trigger');
 SELECT isnt(bus.setting('retention_days'), NULL, 'bus.setting(''retention_days'') is set by migrate');
 
 -- Every message kind has rules, the type rule lists allowed values, requests name their result kind.

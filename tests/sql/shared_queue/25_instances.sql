@@ -20,8 +20,8 @@ SELECT is_empty($$SELECT queue_name FROM bus.queues WHERE instance_id = 't25' AN
                 'each new queue is registered with its kind and instance');
 SELECT is_empty(format($$SELECT q FROM unnest(%L::text[]) q
                    WHERE (SELECT count(*) FROM pg_trigger WHERE tgrelid = format('pgmq.%%I', 'q_' || q)::regclass
-                            AND tgname IN ('bus_validate_message', 'trigger_notify_queue_insert_listeners')) <> 2$$, :'made'),
-                'each new queue has the validation and notify triggers');
+                            AND tgname IN ('bus_validate_message', 'bus_wake')) <> 2$$, :'made'),
+                'each new queue has the validation and wake-up triggers');
 SELECT is((SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'pgmq.q_llm_results_t25'::regclass), 'own_shared_queue',
           'the new queue tables belong to own_shared_queue');
 
@@ -82,8 +82,8 @@ SELECT count(*) AS again FROM bus.ensure_instance('t25', 'svc_singularity_t25') 
 RESET ROLE;
 SELECT is(:again::int, 6, 'ensure_instance again returns the same 6 queues');
 SELECT is((SELECT count(*)::int FROM bus.queues WHERE instance_id = 't25'), 6, 'and registers no duplicate');
-SELECT is((SELECT count(*)::int FROM pgmq.notify_insert_throttle WHERE queue_name LIKE '%\_t25'), 6,
-          'one notify throttle row per new queue');
+SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgname = 'bus_wake' AND tgrelid::regclass::text LIKE 'pgmq.q\_%\_t25'), 6,
+          'one wake-up trigger per new queue, not two');
 SELECT throws_ok($$SELECT bus.ensure_instance('Bad-Id', 'svc_singularity_t25')$$, '23514', NULL,
                  'an instance id with upper case or dashes is refused (check constraint)');
 
