@@ -53,7 +53,8 @@ def _raw_consume(conninfo: str, n: int, batch: int) -> float:
     with connect(conninfo) as c:
         done, t0 = 0, time.perf_counter()
         while done < n:
-            rows = c.execute("SELECT msg_id FROM pgmq.read(%s, 30, %s)", (RAW_Q, batch)).fetchall()
+            # the whole message, as any consumer needs it (the bus returns it too)
+            rows = c.execute("SELECT * FROM pgmq.read(%s, 30, %s)", (RAW_Q, batch)).fetchall()
             if not rows:
                 break
             if batch == 1:

@@ -1,4 +1,6 @@
-"""`make soak`: the full daemon under a steady mixed load for SOAK_MINUTES (default 10).
+"""`make soak`: the full daemon under a steady mixed load for SOAK_MINUTES (default 10) at SOAK_RATE requests/s
+(default 100), mixed as SOAK_MIX says (default `llm:9,job:1`: nine LLM requests to one code job, as agents call
+models far more often than they run code).
 
 Reports throughput, request->result p50/p99 per message kind, and the daemon's RSS over time;
 fails (exit 1) if RSS is not flat (last interval above the first by more than 15% + 10 MB) or if
@@ -18,7 +20,8 @@ from orchestrator.core.bus import Bus
 from orchestrator.infra.db import role_conninfo
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "10"))
-RATE = float(os.environ.get("SOAK_RATE", "10"))  # requests per second, all kinds together
+RATE = float(os.environ.get("SOAK_RATE", "100"))  # requests per second, all kinds together
+MIX = os.environ.get("SOAK_MIX", "llm:9,job:1")
 SAMPLE_S = float(os.environ.get("SOAK_SAMPLE_S", "30"))
 
 LOADS = {
@@ -28,6 +31,19 @@ LOADS = {
     "job": ("job_requests", "job_results", {"code": "print(sum(range(100)))", "language": "python", "mode": "run"},
             "genesis"),
 }
+
+
+def _mix(kinds: dict) -> list[str]:
+    """SOAK_MIX as a repeating sequence of kinds, e.g. llm:9,job:1 -> 9 x llm, 1 x job."""
+    out = []
+    for part in MIX.split(","):
+        name, _, weight = part.strip().partition(":")
+        if name not in LOADS or not weight.isdigit():
+            raise SystemExit(f"SOAK_MIX={MIX!r}: each part is KIND:WEIGHT with KIND one of {', '.join(LOADS)}, "
+                             "e.g. llm:9,job:1")
+        if name in kinds:
+            out += [name] * int(weight)
+    return out
 
 
 def _rss_mb(pid: int) -> float:
@@ -81,16 +97,19 @@ def main() -> int:
 
     threading.Thread(target=sampler, daemon=True).start()
     threads: list[threading.Thread] = []
-    names = list(kinds)
+    names = _mix(kinds)
     i = 0
     end = t0 + MINUTES * 60
-    print(f"soak: {MINUTES} min at {RATE} req/s over {', '.join(names)}", flush=True)
+    print(f"soak: {MINUTES} min at {RATE} req/s, mix {MIX}", flush=True)
     while time.monotonic() < end:
         th = threading.Thread(target=one, args=(names[i % len(names)],), daemon=True)
         th.start()
         threads.append(th)
         i += 1
         threads = [t for t in threads if t.is_alive()]
+        if i % int(max(RATE, 1) * SAMPLE_S) == 0:
+            print(f"soak: {time.monotonic() - t0:.0f}s, {i} sent, {sum(len(v) for v in lat.values())} answered, "
+                  f"{len(errors)} errors", flush=True)
         time.sleep(max(0.0, t0 + i / RATE - time.monotonic()))
     for t in threads:
         t.join(90)

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from bench.common import pct, ready
 from orchestrator.core.messages import ulid
 from orchestrator.infra.db import connect, owner_conninfo, role_conninfo
+from orchestrator.nexus.settings import NexusSettings
 
 N = int(os.environ.get("BENCH_E2E_N", "5000"))
 CURVE_N = int(os.environ.get("BENCH_E2E_CURVE_N", "3000"))
@@ -153,7 +154,7 @@ def end_to_end(s, n: int, concurrency: int, rate: float | None = None) -> Agent:
 
 def run() -> list[tuple[str, str, str]]:
     s = ready()
-    conc = int(os.environ.get("NEXUS_CONCURRENCY", "2"))
+    conc = NexusSettings.from_env().concurrency  # NEXUS_CONCURRENCY, or the daemon's default
     _clean(s)
     raw, e2e = [], []
     try:

@@ -92,7 +92,7 @@ def _translate(e: psycopg.Error, queue: str) -> Exception:
 def defer_wakes(conninfo: str) -> str:
     """CONNINFO for the bus's own pool: its inserts do not NOTIFY inside their commit (the bus_wake trigger
     skips a session with bus.wake = after_commit); the bus calls bus.wake() after the commit instead, so
-    concurrent senders do not queue on NOTIFY's commit lock (docs/wake-ups.md)."""
+    concurrent senders do not queue on NOTIFY's commit lock (docs/throughput.md)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     opts = conninfo_to_dict(conninfo).get("options") or ""

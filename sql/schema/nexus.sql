@@ -455,6 +455,39 @@ COMMENT ON FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_type 
 
 
 --
+-- Name: admit_many(jsonb); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.admit_many(p_requests jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    out jsonb := '[]'::jsonb;
+    x record;
+BEGIN
+    FOR x IN SELECT r.* FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS e(doc, k)
+               CROSS JOIN LATERAL jsonb_to_record(e.doc) AS r(request_id text, agent_id text, task_type text, model text,
+                                                             prompt_chars int, max_tokens int, sender text, sha256 text)
+              ORDER BY e.k LOOP
+        out := out || jsonb_build_array(nexus.admit(x.request_id, x.agent_id, x.task_type, x.model, x.prompt_chars,
+                                                    x.max_tokens, x.sender, x.sha256));
+    END LOOP;
+    RETURN out;
+END;
+$$;
+
+
+ALTER FUNCTION nexus.admit_many(p_requests jsonb) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION admit_many(p_requests jsonb); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.admit_many(p_requests jsonb) IS 'nexus.admit for each request of a batch, in one call.';
+
+
+--
 -- Name: console_call_choices(integer); Type: FUNCTION; Schema: nexus; Owner: own_nexus
 --
 
@@ -1323,6 +1356,37 @@ ALTER FUNCTION nexus.settle(p_request_id text, p_agent_id text, p_task_type text
 --
 
 COMMENT ON FUNCTION nexus.settle(p_request_id text, p_agent_id text, p_task_type text, p_calls jsonb) IS 'Logs a request''s attempts in llm_calls and replaces its reservation by the real tokens and cost.';
+
+
+--
+-- Name: settle_many(jsonb); Type: FUNCTION; Schema: nexus; Owner: own_nexus
+--
+
+CREATE FUNCTION nexus.settle_many(p_settles jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    out jsonb := '[]'::jsonb;
+    x record;
+BEGIN
+    FOR x IN SELECT r.* FROM jsonb_array_elements(p_settles) WITH ORDINALITY AS e(doc, k)
+               CROSS JOIN LATERAL jsonb_to_record(e.doc) AS r(request_id text, agent_id text, task_type text, calls jsonb)
+              ORDER BY e.k LOOP
+        out := out || jsonb_build_array(nexus.settle(x.request_id, x.agent_id, x.task_type, x.calls));
+    END LOOP;
+    RETURN out;
+END;
+$$;
+
+
+ALTER FUNCTION nexus.settle_many(p_settles jsonb) OWNER TO own_nexus;
+
+--
+-- Name: FUNCTION settle_many(p_settles jsonb); Type: COMMENT; Schema: nexus; Owner: own_nexus
+--
+
+COMMENT ON FUNCTION nexus.settle_many(p_settles jsonb) IS 'nexus.settle for each request of a batch, in one call.';
 
 
 --
@@ -2540,6 +2604,14 @@ GRANT ALL ON FUNCTION nexus.admit(p_request_id text, p_agent_id text, p_task_typ
 
 
 --
+-- Name: FUNCTION admit_many(p_requests jsonb); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.admit_many(p_requests jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.admit_many(p_requests jsonb) TO svc_nexus;
+
+
+--
 -- Name: FUNCTION console_call_choices(p_days integer); Type: ACL; Schema: nexus; Owner: own_nexus
 --
 
@@ -2740,6 +2812,14 @@ REVOKE ALL ON FUNCTION nexus.set_route(p_task_type text, p_models text[]) FROM P
 
 REVOKE ALL ON FUNCTION nexus.settle(p_request_id text, p_agent_id text, p_task_type text, p_calls jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION nexus.settle(p_request_id text, p_agent_id text, p_task_type text, p_calls jsonb) TO svc_nexus;
+
+
+--
+-- Name: FUNCTION settle_many(p_settles jsonb); Type: ACL; Schema: nexus; Owner: own_nexus
+--
+
+REVOKE ALL ON FUNCTION nexus.settle_many(p_settles jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.settle_many(p_settles jsonb) TO svc_nexus;
 
 
 --

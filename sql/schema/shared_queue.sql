@@ -867,6 +867,47 @@ $$;
 ALTER FUNCTION bus._service_roles(p_service text, q bus.queues) OWNER TO own_shared_queue;
 
 --
+-- Name: _set_wake(text, integer); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._set_wake(p_queue text, p_throttle_ms integer) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    qt regclass := format('pgmq.%I', 'q_' || p_queue)::regclass;
+    has_wake boolean := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = qt AND t.tgname = 'bus_wake');
+    pgmq_ms int := (SELECT t.throttle_interval_ms FROM pgmq.notify_insert_throttle t WHERE t.queue_name = p_queue);
+BEGIN
+    IF p_throttle_ms = 0 THEN
+        IF pgmq_ms IS NOT NULL THEN
+            PERFORM pgmq.disable_notify_insert(p_queue);
+        END IF;
+        IF NOT has_wake THEN
+            EXECUTE format('CREATE TRIGGER bus_wake AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION bus._wake()', qt);
+        END IF;
+    ELSE
+        IF has_wake THEN
+            EXECUTE format('DROP TRIGGER bus_wake ON %s', qt);
+        END IF;
+        IF pgmq_ms IS DISTINCT FROM p_throttle_ms THEN
+            PERFORM pgmq.enable_notify_insert(p_queue, p_throttle_ms);
+        END IF;
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION bus._set_wake(p_queue text, p_throttle_ms integer) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _set_wake(p_queue text, p_throttle_ms integer); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._set_wake(p_queue text, p_throttle_ms integer) IS 'Installs the wake-up trigger a notify throttle asks for on one queue.';
+
+
+--
 -- Name: _stamp_identity(text, text, jsonb, jsonb); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
@@ -955,6 +996,32 @@ $$;
 
 
 ALTER FUNCTION bus._too_deep(m jsonb) OWNER TO own_shared_queue;
+
+--
+-- Name: _wake(); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus._wake() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF current_setting('bus.wake', true) IS DISTINCT FROM 'after_commit' THEN
+        PERFORM pg_notify('pgmq.' || TG_TABLE_NAME || '.INSERT', NULL);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION bus._wake() OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION _wake(); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus._wake() IS 'Statement trigger: wakes the queue''s listeners once per INSERT statement.';
+
 
 --
 -- Name: _why_not(text, bigint); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
@@ -1641,9 +1708,7 @@ BEGIN
     END IF;
     PERFORM bus.set_setting('retention_days', p_retention_days::text);
     PERFORM bus.set_setting('notify_throttle_ms', p_notify_throttle_ms::text);
-    PERFORM pgmq.update_notify_insert(t.queue_name, p_notify_throttle_ms)
-       FROM pgmq.notify_insert_throttle t
-      WHERE t.throttle_interval_ms <> p_notify_throttle_ms;
+    PERFORM bus._set_wake(q.queue_name, p_notify_throttle_ms) FROM bus.queues q ORDER BY q.queue_name;
 END;
 $$;
 
@@ -2289,12 +2354,8 @@ BEGIN
         EXECUTE format('CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.%I
                         FOR EACH ROW EXECUTE FUNCTION bus._check_message()', qt);
     END IF;
-    -- Wake consumers on insert. Throttle 0: every insert notifies (a wake-up inside a throttle
-    -- window is dropped, which costs a full poll interval; see README "wake-ups").
-    IF NOT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle t
-                    WHERE t.queue_name = p_queue AND t.throttle_interval_ms = throttle) THEN
-        PERFORM pgmq.enable_notify_insert(p_queue, throttle);
-    END IF;
+    -- Wake consumers on insert: once per statement (throttle 0), or pgmq's throttled per-message trigger.
+    PERFORM bus._set_wake(p_queue, throttle);
     -- Queue tables churn: vacuum them early so dead tuples stay bounded.
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = format('pgmq.%I', qt)::regclass) = 'r' THEN
     EXECUTE format('ALTER TABLE pgmq.%I SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 500,
@@ -2840,6 +2901,45 @@ COMMENT ON FUNCTION bus.read(p_queue text, p_vt integer, p_qty integer, p_condit
 
 
 --
+-- Name: reply(text, bigint[], integer[], text[], jsonb[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.reply(p_queue text, p_msg_ids bigint[], p_read_cts integer[], p_reply_to text[], p_results jsonb[]) RETURNS TABLE(msg_id bigint, status text)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    n int := cardinality(p_msg_ids);
+    acked bigint[];
+    rq text;
+BEGIN
+    IF n IS NULL OR cardinality(p_read_cts) IS DISTINCT FROM n OR cardinality(p_reply_to) IS DISTINCT FROM n
+       OR cardinality(p_results) IS DISTINCT FROM n THEN
+        RAISE EXCEPTION 'bus.reply(%): msg_ids, read_cts, reply_to and results must be arrays of the same length', p_queue
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass one read_ct, reply queue and result per msg_id.';
+    END IF;
+    acked := ARRAY(SELECT bus.ack(p_queue, p_msg_ids, p_read_cts));
+    FOR rq IN SELECT DISTINCT r.q FROM unnest(p_msg_ids, p_reply_to) AS r(id, q) WHERE r.id = ANY (acked) ORDER BY 1 LOOP
+        PERFORM pgmq.send_batch(rq, ARRAY(SELECT r.m FROM unnest(p_msg_ids, p_reply_to, p_results) WITH ORDINALITY
+                                                     AS r(id, q, m, k)
+                                           WHERE r.q = rq AND r.id = ANY (acked) ORDER BY r.k));
+    END LOOP;
+    RETURN QUERY SELECT i.id, CASE WHEN i.id = ANY (acked) THEN 'acked' ELSE bus._why_not(p_queue, i.id) END
+                   FROM unnest(p_msg_ids) WITH ORDINALITY AS i(id, k) ORDER BY i.k;
+END;
+$$;
+
+
+ALTER FUNCTION bus.reply(p_queue text, p_msg_ids bigint[], p_read_cts integer[], p_reply_to text[], p_results jsonb[]) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION reply(p_queue text, p_msg_ids bigint[], p_read_cts integer[], p_reply_to text[], p_results jsonb[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.reply(p_queue text, p_msg_ids bigint[], p_read_cts integer[], p_reply_to text[], p_results jsonb[]) IS 'Fenced ack of a batch plus the result of each delivery acked, in one transaction.';
+
+
+--
 -- Name: set_lease(text, bigint, integer, double precision); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
 --
 
@@ -3069,6 +3169,28 @@ ALTER FUNCTION bus.validate_message(p_queue text, p_msg jsonb) OWNER TO own_shar
 --
 
 COMMENT ON FUNCTION bus.validate_message(p_queue text, p_msg jsonb) IS 'Validates a message for a queue against bus.message_fields and returns it with its envelope stamped.';
+
+
+--
+-- Name: wake(text[]); Type: FUNCTION; Schema: bus; Owner: own_shared_queue
+--
+
+CREATE FUNCTION bus.wake(p_queues text[]) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT pg_notify('pgmq.q_' || q.queue_name || '.INSERT', NULL)
+      FROM bus.queues q WHERE q.queue_name = ANY (p_queues);
+$$;
+
+
+ALTER FUNCTION bus.wake(p_queues text[]) OWNER TO own_shared_queue;
+
+--
+-- Name: FUNCTION wake(p_queues text[]); Type: COMMENT; Schema: bus; Owner: own_shared_queue
+--
+
+COMMENT ON FUNCTION bus.wake(p_queues text[]) IS 'Notifies the listeners of the named queues (after the inserting commit).';
 
 
 --
@@ -5807,101 +5929,101 @@ CREATE TRIGGER bus_validate_message BEFORE INSERT ON pgmq.q_template_updates FOR
 
 
 --
--- Name: q_approval_requests trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_approval_requests bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_approval_requests DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_approval_responses trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_approval_responses DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_approval_requests FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_dead_letters trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_approval_responses bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_dead_letters DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_instance_heartbeat trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_instance_heartbeat DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_approval_responses FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_job_requests trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_dead_letters bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_job_requests DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_job_results trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_job_results DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_dead_letters FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_knowledge_updates trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_instance_heartbeat bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_knowledge_updates DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_learned_patterns trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_learned_patterns DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_instance_heartbeat FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_llm_requests trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_job_requests bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_llm_requests DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_llm_results trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_llm_results DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_job_requests FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_pattern_messages trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_job_results bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_pattern_messages DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
-
-
---
--- Name: q_question_requests trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
---
-
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_question_requests DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_job_results FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_question_responses trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_knowledge_updates bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_question_responses DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_knowledge_updates FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
--- Name: q_template_updates trigger_notify_queue_insert_listeners; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+-- Name: q_learned_patterns bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
 --
 
-CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners AFTER INSERT ON pgmq.q_template_updates DEFERRABLE INITIALLY IMMEDIATE FOR EACH ROW EXECUTE FUNCTION pgmq.notify_queue_listeners();
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_learned_patterns FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_llm_requests bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_llm_requests FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_llm_results bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_llm_results FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_pattern_messages bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_pattern_messages FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_question_requests bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_question_requests FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_question_responses bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_question_responses FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
+
+
+--
+-- Name: q_template_updates bus_wake; Type: TRIGGER; Schema: pgmq; Owner: own_shared_queue
+--
+
+CREATE TRIGGER bus_wake AFTER INSERT ON pgmq.q_template_updates FOR EACH STATEMENT EXECUTE FUNCTION bus._wake();
 
 
 --
@@ -6140,6 +6262,13 @@ REVOKE ALL ON FUNCTION bus._require_consumer(p_role name, q bus.queues, p_what t
 --
 
 REVOKE ALL ON FUNCTION bus._schedule_alerts() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION _set_wake(p_queue text, p_throttle_ms integer); Type: ACL; Schema: bus; Owner: own_shared_queue
+--
+
+REVOKE ALL ON FUNCTION bus._set_wake(p_queue text, p_throttle_ms integer) FROM PUBLIC;
 
 
 --

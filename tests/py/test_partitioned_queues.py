@@ -123,3 +123,20 @@ def test_a_partition_is_dropped_only_when_every_day_in_it_is_exported_and_verifi
     assert cat["pruned"] == cat["n"] == 2
     logged = sq.execute("SELECT deleted FROM bus.prune_log WHERE queue_name = %s ORDER BY deleted DESC", (Q,)).fetchall()
     assert [r["deleted"] for r in logged] == [5, 1]
+
+
+def test_a_partitioned_queue_wakes_its_listeners(s, pq, sq_owner):
+    """The statement wake-up sits on the partitioned parent and names the queue's channel (pgmq's per-row
+    trigger named the partition's, so consumers of a partitioned queue only ever polled)."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    lis = psycopg.connect(role_conninfo(s, "shared_queue", "svc_centralcloud"), autocommit=True)
+    try:
+        lis.execute(f'LISTEN "pgmq.q_{Q}.INSERT"')
+        sq_owner.execute("SELECT pgmq.send(%s, %s)", (Q, Jsonb({"type": "heartbeat", "instance_id": "default",
+                                                                "service": "singularity", "at": "2026-12-06T00:00:00Z"})))
+        got = [n.channel for n in lis.notifies(timeout=3, stop_after=1)]
+    finally:
+        lis.close()
+    assert got == [f"pgmq.q_{Q}.INSERT"], got

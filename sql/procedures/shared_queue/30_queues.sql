@@ -77,7 +77,7 @@ COMMENT ON FUNCTION bus.apply_grants(text) IS 'Grants a queue''s tables to servi
 -- pgmq.enable_notify_insert uses, so any LISTEN client works). pgmq's own trigger updates a throttle
 -- row per inserted message, which serializes concurrent senders on that row. A session that sets
 -- bus.wake = 'after_commit' (the orchestrator's Bus) is not woken for here: it calls bus.wake() after its
--- commit, so its commit does not hold NOTIFY's database-wide commit lock (docs/wake-ups.md).
+-- commit, so its commit does not hold NOTIFY's database-wide commit lock (docs/throughput.md).
 CREATE OR REPLACE FUNCTION bus._wake()
 RETURNS trigger
 LANGUAGE plpgsql
