@@ -96,6 +96,17 @@ class SandboxUnavailable(RuntimeError):
     """bwrap or user namespaces are missing: untrusted code is refused; the message says how to fix it."""
 
 
+class SlotsBusy(RuntimeError):
+    """No sandbox slot freed within the time asked for (Sandbox.slot)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A sandbox slot held by a caller: the uid its jobs run as (None: the worker's own, when not root)."""
+
+    uid: int | None
+
+
 class Sandbox:
     """Runs jobs; SLOTS uids are handed out so that at most SLOTS jobs run at once, each under its own uid."""
 
@@ -105,8 +116,9 @@ class Sandbox:
         self.kind = kind or self.settings.sandbox
         self.root = os.geteuid() == 0
         base = uid_base if uid_base is not None else self.settings.uid_base  # 600000 + 64 * (pid % 4096) by default
+        self.slots = max(1, slots)
         self._uids: queue.Queue[int | None] = queue.Queue()
-        for i in range(max(1, slots)):
+        for i in range(self.slots):
             self._uids.put(base + i if self.root else None)
         self.bwrap = shutil.which(self.settings.bwrap) or ""
         self.prlimit = shutil.which("prlimit") or ""
@@ -197,15 +209,21 @@ class Sandbox:
 
     # -- one job -------------------------------------------------------------------------------
     @contextmanager
-    def _slot(self):
-        uid = self._uids.get()
+    def slot(self, timeout: float | None = None):
+        """Hold one of the SLOTS (its job uid) for the jobs run inside it (`run(..., slot=...)`): a caller
+        can reserve the slot before it commits to a job. SlotsBusy if none is free within TIMEOUT."""
         try:
-            yield uid
+            uid = self._uids.get(timeout=timeout)
+        except queue.Empty:
+            raise SlotsBusy(f"all {self.slots} sandbox slots stayed busy for {timeout:g}s") from None
+        try:
+            yield Slot(uid)
         finally:
             self._uids.put(uid)
 
-    def run(self, code: str, language: str, mode: str, limits: Limits) -> dict:
-        """Run CODE and return the result fields (stdout, stderr, exit_code, killed_reason, ...)."""
+    def run(self, code: str, language: str, mode: str, limits: Limits, slot: Slot | None = None) -> dict:
+        """Run CODE and return the result fields (stdout, stderr, exit_code, killed_reason, ...); in SLOT if
+        given (held by the caller), else in the next free one."""
         base = {"language": language, "mode": mode, "sandbox": self.kind, "limits": limits.as_dict(),
                 "confinement": self.confinement()}
         try:
@@ -214,8 +232,10 @@ class Sandbox:
             return {**base, "exit_code": None, "stdout": "", "stderr": "", "output": "", "error": str(e),
                     "duration_ms": 0, "peak_memory_kb": 0, "killed_reason": None, "exceeded": None,
                     "truncated": False}
-        with self._slot() as uid:
-            return {**base, **self._execute(code, cmd, limits, uid)}
+        if slot is not None:
+            return {**base, **self._execute(code, cmd, limits, slot.uid)}
+        with self.slot() as held:
+            return {**base, **self._execute(code, cmd, limits, held.uid)}
 
     def _prlimit(self, cmd: Command, lim: Limits) -> list[str]:
         """prlimit's argv (GENESIS_SANDBOX=none; in the sandbox its init sets them: INIT's ulimit)."""
