@@ -33,8 +33,11 @@ def make(s: Settings) -> Worker:
                 log.warning("genesis: %s", sandbox.fallback_text())
     except SandboxUnavailable as e:
         raise SystemExit(f"genesis: {e}") from None
-    bus = SelfSettlingBus.for_role(s, "svc_genesis", source="genesis", pool_size=n + 1)
-    pool = make_pool(role_conninfo(s, "genesis", "svc_genesis"), max_size=n + 1, name="genesis")
+    # two consumers per slot: one job runs in the slot while the other reads, claims and waits for it, or
+    # stores and publishes its result (executor: the slot is taken before the claim; no code runs outside one)
+    consumers = 2 * n
+    bus = SelfSettlingBus.for_role(s, "svc_genesis", source="genesis", pool_size=consumers + 1)
+    pool = make_pool(role_conninfo(s, "genesis", "svc_genesis"), max_size=consumers + 1, name="genesis")
     g = Genesis(bus, pool, sandbox)
     beats = Heartbeats(bus, s, "genesis", lambda: {"jobs_run": g.ran, "sandbox": sandbox.kind, "slots": n,
                                                    "confinement": sandbox.confinement()}).start()
@@ -46,5 +49,5 @@ def make(s: Settings) -> Worker:
 
     # one job per read: a job takes seconds and holds its slot, so a batch would only age in the slot
     # (SHARED_QUEUE_BATCH_SIZE sets the read size of the other workers; parallelism here is the slots)
-    return Worker(name="genesis", bus=bus, queue="job_requests", concurrency=n, batch=1, handle=g.handle,
+    return Worker(name="genesis", bus=bus, queue="job_requests", concurrency=consumers, batch=1, handle=g.handle,
                   on_stop=on_stop)

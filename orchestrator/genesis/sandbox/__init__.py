@@ -6,8 +6,10 @@ from orchestrator.genesis.sandbox.runner import (
            UNSAFE_WARNING,
            Sandbox,
            SandboxUnavailable,
+           Slot,
+           SlotsBusy,
            confinement_report,
 )
 
-__all__ = ["DEFAULTS", "MODES", "PACKAGES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable",
-           "Unsupported", "confinement_report", "installed", "resolve_local"]
+__all__ = ["DEFAULTS", "MODES", "PACKAGES", "UNSAFE_WARNING", "Limits", "Sandbox", "SandboxUnavailable", "Slot",
+           "SlotsBusy", "Unsupported", "confinement_report", "installed", "resolve_local"]

@@ -30,25 +30,25 @@ from orchestrator.genesis.settings import GenesisSettings
 
 log = logging.getLogger(__name__)
 
-# The sandbox's pid 1 (bash). It first waits for "go" on the lifeline pipe: the worker sends it once the
-# sandbox is in its job cgroup (nothing of the job runs before; EOF instead of go: it ends). Then it
-# closes every descriptor but 0, 1, 2 and the lifeline (whatever a tool on the way leaked, e.g. GNU
-# time's output: the job could reach them through /proc/1/fd). Two children: a watcher that ends when
-# the lifeline reaches EOF (the worker closed it at a timeout, or died), and the program, with bash's
-# own variables and the lifeline removed. Whichever ends first, pid 1 exits (with the program's status
-# if it was the program; else after killing and reaping the program, so that its peak memory is still
-# counted) and the kernel kills everything left in the namespace. So no process outlives its job even
-# if bwrap was killed mid-setup, before its --die-with-parent took effect; and the program is not pid 1,
-# which the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
-INIT = ('read -r -u {fd} go && [ "$go" = go ] || exit 125; '
+# The sandbox's pid 1 (bash). It first sets the job's rlimits (ulimit, a builtin: no prlimit process),
+# then waits for "go" on the lifeline pipe: the worker sends it once the sandbox is in its job cgroup
+# (nothing of the job runs before; EOF instead of go: it ends). Then it closes every descriptor but 0, 1,
+# 2 and the lifeline (whatever a tool on the way leaked, e.g. GNU time's output: the job could reach them
+# through /proc/1/fd). Two children: a watcher that ends when the lifeline reaches EOF (the worker closed
+# it at a timeout, or died), and the program, with bash's own variables and the lifeline removed (exec in
+# a ( ) subshell: bash then neither re-creates SHLVL nor adds `_`; no env process).
+# Whichever ends first, pid 1 exits (with the program's status if it was the program; else after killing
+# and reaping the program, so that its peak memory is still counted) and the kernel kills everything left
+# in the namespace. So no process outlives its job even if the worker dies while bwrap sets the sandbox
+# up; and the program is not pid 1, which the kernel would shield from SIGXCPU and the CPU limit's SIGKILL.
+# The limits are in force before any code of the job runs, and only lowered: a process in the sandbox's
+# user namespace cannot raise a hard limit again (that needs CAP_SYS_RESOURCE in the host's namespace).
+INIT = ('ulimit -t {cpu_hard} -v {as_kb} -u {nproc} -f {fsize_kb} -n {nofile} -c 0 && ulimit -S -t {cpu} '
+        '|| exit 126; '
+        'read -r -u {fd} go && [ "$go" = go ] || exit 125; '
         'for f in /proc/self/fd/*; do f=${{f##*/}}; case $f in 0|1|2|{fd}) ;; *) eval "exec $f>&-";; esac; done; '
-        '{{ read -r -u {fd} _; }} & /usr/bin/env -u _ -u SHLVL -u OLDPWD "$@" {fd}<&- & c=$!; '
+        '{{ read -r -u {fd} _; }} & ( unset -v SHLVL OLDPWD; exec "$@" {fd}<&- ) & c=$!; '
         'wait -n -p done; r=$?; [ "$done" = "$c" ] && exit $r; kill -9 $c; wait $c; exit 137')
-# With a job cgroup, the job's first process (in place of GNU time, which measures the peak only without
-# one): runs the chain (setpriv, prlimit, bwrap) as its child and exits with its status. bwrap must not
-# be the worker's own child: with --die-with-parent it would die with a killed worker even while setting
-# up the sandbox, whose pid 1 would then wait forever for it. The lifeline ends the job instead.
-PARENT = '"$@"; exit $?'
 # Only the interpreters, tools and their libraries: not /usr/local, /usr/share, /usr/src, /usr/include.
 USR_BINDS = [a for d in ("/usr/bin", "/usr/lib", "/usr/lib64") if os.path.isdir(d) for a in ("--ro-bind", d, d)]
 SHM_MB = 4  # /dev/shm inside the sandbox (the rest of /dev is read-only)
@@ -96,6 +96,17 @@ class SandboxUnavailable(RuntimeError):
     """bwrap or user namespaces are missing: untrusted code is refused; the message says how to fix it."""
 
 
+class SlotsBusy(RuntimeError):
+    """No sandbox slot freed within the time asked for (Sandbox.slot)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A sandbox slot held by a caller: the uid its jobs run as (None: the worker's own, when not root)."""
+
+    uid: int | None
+
+
 class Sandbox:
     """Runs jobs; SLOTS uids are handed out so that at most SLOTS jobs run at once, each under its own uid."""
 
@@ -105,8 +116,9 @@ class Sandbox:
         self.kind = kind or self.settings.sandbox
         self.root = os.geteuid() == 0
         base = uid_base if uid_base is not None else self.settings.uid_base  # 600000 + 64 * (pid % 4096) by default
+        self.slots = max(1, slots)
         self._uids: queue.Queue[int | None] = queue.Queue()
-        for i in range(max(1, slots)):
+        for i in range(self.slots):
             self._uids.put(base + i if self.root else None)
         self.bwrap = shutil.which(self.settings.bwrap) or ""
         self.prlimit = shutil.which("prlimit") or ""
@@ -197,15 +209,21 @@ class Sandbox:
 
     # -- one job -------------------------------------------------------------------------------
     @contextmanager
-    def _slot(self):
-        uid = self._uids.get()
+    def slot(self, timeout: float | None = None):
+        """Hold one of the SLOTS (its job uid) for the jobs run inside it (`run(..., slot=...)`): a caller
+        can reserve the slot before it commits to a job. SlotsBusy if none is free within TIMEOUT."""
         try:
-            yield uid
+            uid = self._uids.get(timeout=timeout)
+        except queue.Empty:
+            raise SlotsBusy(f"all {self.slots} sandbox slots stayed busy for {timeout:g}s") from None
+        try:
+            yield Slot(uid)
         finally:
             self._uids.put(uid)
 
-    def run(self, code: str, language: str, mode: str, limits: Limits) -> dict:
-        """Run CODE and return the result fields (stdout, stderr, exit_code, killed_reason, ...)."""
+    def run(self, code: str, language: str, mode: str, limits: Limits, slot: Slot | None = None) -> dict:
+        """Run CODE and return the result fields (stdout, stderr, exit_code, killed_reason, ...); in SLOT if
+        given (held by the caller), else in the next free one."""
         base = {"language": language, "mode": mode, "sandbox": self.kind, "limits": limits.as_dict(),
                 "confinement": self.confinement()}
         try:
@@ -214,15 +232,17 @@ class Sandbox:
             return {**base, "exit_code": None, "stdout": "", "stderr": "", "output": "", "error": str(e),
                     "duration_ms": 0, "peak_memory_kb": 0, "killed_reason": None, "exceeded": None,
                     "truncated": False}
-        with self._slot() as uid:
-            return {**base, **self._execute(code, cmd, limits, uid)}
+        if slot is not None:
+            return {**base, **self._execute(code, cmd, limits, slot.uid)}
+        with self.slot() as held:
+            return {**base, **self._execute(code, cmd, limits, held.uid)}
 
     def _prlimit(self, cmd: Command, lim: Limits) -> list[str]:
-        mb = 1024 * 1024
-        cpu = max(1, int(-(-lim.cpu_s // 1)))
-        return [self.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={(int(lim.memory_mb) + cmd.extra_as_mb) * mb}",
-                f"--nproc={int(lim.processes)}", f"--fsize={int(lim.file_size_mb) * mb}",
-                f"--nofile={int(lim.open_files)}", "--core=0", "--"]
+        """prlimit's argv (GENESIS_SANDBOX=none; in the sandbox its init sets them: INIT's ulimit)."""
+        r = _rlimits(cmd, lim)
+        return [self.prlimit, f"--cpu={r['cpu']}:{r['cpu_hard']}", f"--as={r['as_kb'] * 1024}",
+                f"--nproc={r['nproc']}", f"--fsize={r['fsize_kb'] * 1024}", f"--nofile={r['nofile']}",
+                "--core=0", "--"]
 
     def _bwrap(self, cmd: Command, lim: Limits, fds: list[int], lifeline: int, seccomp_fd: int,
                info_fd: int | None) -> list[str]:
@@ -231,9 +251,12 @@ class Sandbox:
         # reaches our wait4() (bwrap's own reaper would hide it); and the program is not pid 1, which
         # the kernel would shield from SIGXCPU and the CPU limit's SIGKILL. --disable-userns (with an
         # explicit --unshare-user) and the seccomp filter: no nested user namespaces. bwrap reads (and
-        # closes) the --seccomp and --file descriptors; --info-fd tells us the sandbox's pid.
-        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-                "--new-session", "--clearenv", "--as-pid-1",
+        # closes) the --seccomp and --file descriptors; --info-fd tells us the sandbox's pid. No
+        # --die-with-parent: bwrap may then be the worker's own child (no launcher process in between).
+        # That option could fire while bwrap still sets the sandbox up (worker killed) and leave the
+        # sandbox's pid 1 waiting forever for its parent; the lifeline ends the sandbox instead.
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--new-session",
+                "--clearenv", "--as-pid-1",
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/work",
                 "--setenv", "LANG", "C.UTF-8", "--hostname", "genesis",
                 *USR_BINDS, "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
@@ -252,7 +275,7 @@ class Sandbox:
         if info_fd is not None:
             argv += ["--info-fd", str(info_fd)]
         argv += ["--chdir", "/work", "--remount-ro", "/", "--"]
-        return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline), "genesis", *cmd.argv]
+        return argv + ["/usr/bin/bash", "-c", INIT.format(fd=lifeline, **_rlimits(cmd, lim)), "genesis", *cmd.argv]
 
     def _job_cgroup(self, lim: Limits) -> cgroup.Job:
         try:
@@ -286,7 +309,7 @@ class Sandbox:
                     fds.append(os.dup(info_r))
                 else:
                     os.write(lifeline, b"go\n")  # nothing to wait for: the job may start at once
-                argv = self._prlimit(cmd, lim) + self._bwrap(cmd, lim, files_fds, life_r, sec, info_w)
+                argv = self._bwrap(cmd, lim, files_fds, life_r, sec, info_w)
                 cwd, env, pass_fds = "/", {"PATH": "/usr/bin:/bin"}, tuple(fds)
             else:
                 workdir = tempfile.mkdtemp(prefix="genesis-")
@@ -305,9 +328,7 @@ class Sandbox:
                 # setpriv, not Popen(user=...): Python must then fork() the whole worker instead of
                 # vfork(), which costs ~10 ms of CPU per job in a big multi-threaded process
                 argv = [self.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
-            if job is not None:
-                argv = ["/bin/sh", "-c", PARENT, "genesis-parent", *argv]
-            else:
+            if job is None:
                 # No cgroup to read the peak from: GNU time reports the peak RSS of the tree it forks (our
                 # own wait4() cannot: a vfork()ed child's maxrss counts the worker's memory it shared until
                 # exec). The job cannot reach its output: INIT closes every inherited descriptor.
@@ -512,6 +533,13 @@ def confinement_report(sb: Sandbox, probe: dict) -> tuple[list[str], list[str]]:
                  f"unshare(CLONE_NEWUSER): {probe['userns']})")
     lines.append("descriptors: only " + ", ".join(map(str, probe["fds"])) + " reach the job")
     return lines, warnings
+
+
+def _rlimits(cmd: Command, lim: Limits) -> dict[str, int]:
+    """The job's rlimits: CPU seconds (soft, hard), address space and file size in KB, processes, files."""
+    cpu = max(1, int(-(-lim.cpu_s // 1)))
+    return {"cpu": cpu, "cpu_hard": cpu + 1, "as_kb": (int(lim.memory_mb) + cmd.extra_as_mb) * 1024,
+            "nproc": int(lim.processes), "fsize_kb": int(lim.file_size_mb) * 1024, "nofile": int(lim.open_files)}
 
 
 def _limit_text(exceeded: str | None, lim: Limits) -> str:
