@@ -79,10 +79,8 @@ def _bus_consume(bus: Bus, n: int, batch: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def _concurrent_raw_send(conninfo: str, senders: int, per: int) -> float:
-    def work():
-        _raw_send(conninfo, per)
-
+def _in_threads(work, senders: int, per: int) -> float:
+    """Messages/s of SENDERS threads each running WORK() (which sends PER messages)."""
     ths = [threading.Thread(target=work) for _ in range(senders)]
     t0 = time.perf_counter()
     for t in ths:
@@ -92,22 +90,17 @@ def _concurrent_raw_send(conninfo: str, senders: int, per: int) -> float:
     return senders * per / (time.perf_counter() - t0)
 
 
+def _concurrent_raw_send(conninfo: str, senders: int, per: int) -> float:
+    return _in_threads(lambda: _raw_send(conninfo, per), senders, per)
+
+
 def _concurrent_bus_send(conninfo: str, senders: int, per: int) -> float:
     bus = Bus(conninfo, source="bench", pool_size=senders)
     bus.publish(BUS_Q, MSG)  # rules loaded, pool warm
-
-    def work():
-        _bus_send(bus, per)
-
-    ths = [threading.Thread(target=work) for _ in range(senders)]
-    t0 = time.perf_counter()
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
-    took = time.perf_counter() - t0
-    bus.close()
-    return senders * per / took
+    try:
+        return _in_threads(lambda: _bus_send(bus, per), senders, per)
+    finally:
+        bus.close()
 
 
 def _wake_latency(conninfo: str, n: int) -> list[float]:
