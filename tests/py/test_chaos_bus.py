@@ -215,8 +215,11 @@ def test_100k_read_archive_cycles_keep_dead_tuples_bounded(s, clean_queues, sq_o
     # a sawtooth, not a ramp: the later windows' median peak no higher than the earlier ones' (one tall
     # tooth, a vacuum a busy machine started late, moves a maximum but not the median)
     assert statistics.median(peaks[3:]) <= 1.5 * statistics.median(peaks[:3]) + 5_000, f"dead tuples keep growing: {shown}"
-    # what vacuum leaves behind does not pile up
-    assert statistics.median(troughs[3:]) <= 1.5 * statistics.median(troughs[:3]) + 2_000, \
+    # what vacuum leaves behind does not pile up. A trough is the first 0.25 s sample after a vacuum:
+    # since the bus's sends got faster (issue 15) one sample interval alone leaves up to ~4,000 dead
+    # tuples (measured troughs [0, 2920, 20, 410, 4120, 3160]); a held-back horizon would add ~20,000
+    # per window, so 5,000 of slack still catches it
+    assert statistics.median(troughs[3:]) <= 1.5 * statistics.median(troughs[:3]) + 5_000, \
         f"dead tuples vacuum cannot remove pile up: {shown}"
     # churn over: autovacuum takes the table down to below its trigger (500 + 1 % of the rows), every
     # dead tuple removable; waited for on the table's own statistics
